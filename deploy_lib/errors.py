@@ -1,0 +1,196 @@
+"""Every error deploy_lib raises on purpose, and the exit code each one means.
+
+    DeployError                      exit 1   something went wrong; the message says what and where
+    ├── InputError                   exit 3   bad input found before anything was written
+    │   ├── SettingsError                     settings.toml, .secrets.toml or a DEPLOY_ variable
+    │   │   └── UnknownEnvironmentError       --env / DEPLOY_ENV names no environment
+    │   ├── DiscoveryError                    flow files (with --strict, or no flows at all)
+    │   ├── TemplateError                     templates/*.yaml
+    │   └── ValidationFailed                  deployments that break the schema; carries Problems
+    ├── ApiError                     exit 1   the Prefect API said no, or could not be reached
+    │   ├── ApiUnreachable                    connection refused / timed out after bounded retries
+    │   ├── ApiUnauthorized                   HTTP 401
+    │   ├── ApiForbidden                      HTTP 403
+    │   ├── ApiNotFound                       HTTP 404
+    │   ├── ApiConflict                       HTTP 409
+    │   ├── ApiUnprocessable                  HTTP 422
+    │   └── ApiServerError                    HTTP 429 / 5xx that persisted through the retries
+    ├── ServerError                  exit 1   the embedded local Prefect server would not start/stop
+    ├── DockerError                  exit 1   docker CLI missing, engine unreachable, build/push failed
+    ├── RunFailed                    exit 1   a flow run ended in a state other than Completed
+    ├── PartialFailure               exit 4   some deployments failed; the others were applied
+    └── LockHeld                     exit 75  another run holds this environment's lock
+
+Each class writes its own sentence from keyword arguments, so callers say *what* and
+*where* (``path=``, ``key=``, ``deployment=``) and the wording stays in one place.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from deploy_lib.models import Problem
+
+EXIT_OK = 0
+EXIT_ERROR = 1
+EXIT_CHANGES_PENDING = 2
+EXIT_VALIDATION = 3
+EXIT_PARTIAL = 4
+EXIT_LOCKED = 75
+
+
+class DeployError(Exception):
+    """Base of every deliberate failure; ``exit_code`` is what the CLI exits with."""
+
+    exit_code = EXIT_ERROR
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class InputError(DeployError):
+    exit_code = EXIT_VALIDATION
+
+
+def _where(path: str | None = None, key: str | None = None) -> str:
+    parts = []
+    if path:
+        parts.append(str(path))
+    if key:
+        parts.append(f"key {key!r}")
+    return ", ".join(parts)
+
+
+class SettingsError(InputError):
+    """A problem in the layered settings; names the file and/or the key."""
+
+    def __init__(
+        self, message: str, *, path: str | None = None, key: str | None = None
+    ) -> None:
+        self.path = path
+        self.key = key
+        where = _where(path, key)
+        super().__init__(f"{where}: {message}" if where else message)
+
+
+class UnknownEnvironmentError(SettingsError):
+    def __init__(self, env: str, valid: Iterable[str], *, path: str | None = None) -> None:
+        self.env = env
+        self.valid = sorted(valid)
+        super().__init__(
+            f"unknown environment {env!r}; valid environments are: {', '.join(self.valid)}",
+            path=path,
+        )
+
+
+class DiscoveryError(InputError):
+    def __init__(self, message: str, *, path: str | None = None) -> None:
+        self.path = path
+        super().__init__(f"{path}: {message}" if path else message)
+
+
+class TemplateError(InputError):
+    """A template that cannot be loaded or rendered; names the file, key path and variable."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        path: str | None = None,
+        key: str | None = None,
+        variable: str | None = None,
+    ) -> None:
+        self.path = path
+        self.key = key
+        self.variable = variable
+        where = _where(path, key)
+        if variable:
+            where = f"{where}, variable {variable!r}" if where else f"variable {variable!r}"
+        super().__init__(f"{where}: {message}" if where else message)
+
+
+class ValidationFailed(InputError):
+    """Raised once with every problem found, grouped per deployment in the message."""
+
+    def __init__(self, problems: Sequence[Problem], *, what: str = "validation failed") -> None:
+        self.problems = list(problems)
+        lines = [f"{what}: {len(self.problems)} problem(s); nothing was written"]
+        lines += [f"  - {p}" for p in self.problems]
+        super().__init__("\n".join(lines))
+
+
+class ApiError(DeployError):
+    """The Prefect API refused a request; quotes the server's detail and what to check."""
+
+    hint = "check the Prefect API URL and the server's logs"
+
+    def __init__(
+        self,
+        detail: str,
+        *,
+        url: str | None = None,
+        status: int | None = None,
+        deployment: str | None = None,
+    ) -> None:
+        self.detail = detail
+        self.url = url
+        self.status = status
+        self.deployment = deployment
+        head = f"HTTP {status}" if status else "Prefect API error"
+        where = f" from {url}" if url else ""
+        who = f" for deployment {deployment!r}" if deployment else ""
+        super().__init__(f"{head}{where}{who}: {detail} ({self.hint})")
+
+
+class ApiUnreachable(ApiError):
+    hint = "is the server running? check api_url in settings or DEPLOY_API_URL"
+
+
+class ApiUnauthorized(ApiError):
+    hint = "check api_key in .secrets.toml or DEPLOY_API_KEY"
+
+
+class ApiForbidden(ApiError):
+    hint = "the API key lacks permission for this workspace"
+
+
+class ApiNotFound(ApiError):
+    hint = "check the name: does it exist on this server (work pool, flow, deployment)?"
+
+
+class ApiConflict(ApiError):
+    hint = "another object already has this name; rename it or remove the other one"
+
+
+class ApiUnprocessable(ApiError):
+    hint = "the server rejected the request body; check the deployment's fields"
+
+
+class ApiServerError(ApiError):
+    hint = "the server kept failing after bounded retries; check its logs and try again"
+
+
+class ServerError(DeployError):
+    pass
+
+
+class DockerError(DeployError):
+    pass
+
+
+class RunFailed(DeployError):
+    pass
+
+
+class PartialFailure(DeployError):
+    exit_code = EXIT_PARTIAL
+
+
+class LockHeld(DeployError):
+    exit_code = EXIT_LOCKED

@@ -1,0 +1,70 @@
+"""Invoke tasks: thin adapters over deploy_lib.
+
+Each task parses its flags, calls one deploy_lib function and prints the result.
+deploy_lib is imported inside the tasks so that `invoke --list` stays fast.
+Exit codes: 0 ok, 1 error, 2 plan has changes pending, 3 validation failed (nothing
+written), 4 partial failure, 75 another run holds the lock.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from invoke import Collection, Exit, task
+
+ROOT = Path(__file__).resolve().parent
+
+
+def _debug_wanted(kwargs: dict[str, Any]) -> bool:
+    return bool(kwargs.pop("debug", False)) or os.environ.get("DEPLOY_DEBUG", "") not in ("", "0")
+
+
+def boundary(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn a DeployError into invoke.Exit(message, code): no traceback unless --debug."""
+
+    @functools.wraps(fn)
+    def wrapper(c: Any, *args: Any, **kwargs: Any) -> Any:
+        from deploy_lib.errors import DeployError
+
+        debug = _debug_wanted(kwargs)
+        try:
+            return fn(c, *args, **kwargs)
+        except DeployError as exc:
+            if debug:
+                raise
+            raise Exit(_masked(str(exc)), code=exc.exit_code) from None
+        except KeyboardInterrupt:
+            raise Exit("interrupted", code=130) from None
+
+    return wrapper
+
+
+def _masked(text: str) -> str:
+    return MASKER.text(text) if MASKER is not None else text
+
+
+# One Masker per process, fed with each loaded environment's secret values.
+MASKER: Any = None
+
+
+def _settings(env: str | None) -> Any:
+    """Load the settings for ``env`` (or DEPLOY_ENV, or development) and learn its secrets."""
+    global MASKER
+    from deploy_lib.masking import Masker
+    from deploy_lib.settings import load_settings
+
+    settings = load_settings(env, ROOT)
+    if MASKER is None:
+        MASKER = Masker()
+    MASKER.add(settings.secret_values)
+    return settings
+
+
+def _echo(text: str = "") -> None:
+    sys.stdout.write(_masked(text) + "\n")
+    sys.stdout.flush()
