@@ -198,7 +198,12 @@ class DeploymentSpec:
     ``entrypoint``, ``description``, ``version``, ``work_pool_name``,
     ``work_queue_name``, ``tags``, ``parameters``, ``parameter_openapi_schema``,
     ``job_variables``, ``pull_steps``, ``schedules``, ``concurrency_limit``, ``paused``,
-    ``enforce_parameter_schema``.  ``type`` is ``python`` or ``docker``; ``source`` names
+    ``enforce_parameter_schema``.  ``schedules`` use the server's shape, one item per
+    schedule: ``{"schedule": {"cron": "0 6 * * *", "timezone": "UTC"}, "active": True}``
+    (or ``{"interval": 3600.0, ...}`` / ``{"rrule": "...", ...}`` inside ``schedule``);
+    ``pull_steps`` use Prefect's step shape, e.g.
+    ``{"prefect.deployments.steps.set_working_directory": {"directory": "/abs/root"}}``.
+    ``type`` is ``python`` or ``docker``; ``source`` names
     the template file it was rendered from, for error messages.
     """
 
