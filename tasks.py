@@ -68,3 +68,34 @@ def _settings(env: str | None) -> Any:
 def _echo(text: str = "") -> None:
     sys.stdout.write(_masked(text) + "\n")
     sys.stdout.flush()
+
+
+@task(
+    help={
+        "env": "environment (a section of settings.toml); default $DEPLOY_ENV, else development",
+        "explain": "show where each value came from (default, environment, secrets file, ...)",
+        "json": "print one JSON object instead of aligned lines",
+        "show-secrets": "print secret values instead of ****",
+        "debug": "show the traceback of an error",
+    }
+)
+@boundary
+def config(
+    c: Any,
+    env: str | None = None,
+    explain: bool = False,
+    json: bool = False,
+    show_secrets: bool = False,
+    debug: bool = False,
+) -> None:
+    """Show the effective settings of an environment, secrets masked."""
+    from deploy_lib.settings import format_config
+
+    settings = _settings(env)
+    for warning in settings.warnings:
+        sys.stderr.write(f"warning: {_masked(warning)}\n")
+    text = format_config(settings, with_sources=explain, as_json=json, show_secrets=show_secrets)
+    if show_secrets:
+        sys.stdout.write(text + "\n")  # asked for: bypass the masking _echo does
+    else:
+        _echo(text)

@@ -7,6 +7,7 @@ validate -> Problem; plan -> Change.  Nothing here touches files or the network.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from copy import deepcopy
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 from typing import Any
@@ -166,7 +167,12 @@ class Settings:
     ``sources`` maps a dotted key to where its value came from (``default``,
     ``environment [staging]``, ``secrets file``, ``env var DEPLOY_X``);
     ``secret_keys`` holds the dotted keys whose values must be masked, and
-    ``secret_values`` the raw strings that must never be printed.
+    ``secret_values`` the raw strings that must never be printed.  ``warnings`` are
+    things worth telling the user that do not stop the run (a ``.secrets.toml``
+    readable by others); callers print them.
+
+    The typed properties below are thin views over ``get()``; they return fresh copies
+    of lists and tables, so callers may change what they get.
     """
 
     env: str
@@ -175,6 +181,7 @@ class Settings:
     sources: Mapping[str, str] = field(default_factory=dict)
     secret_keys: frozenset[str] = frozenset()
     secret_values: frozenset[str] = frozenset()
+    warnings: tuple[str, ...] = ()
 
     def get(self, dotted: str, default: Any = None) -> Any:
         """Look up ``"a.b.c"`` in ``data``; ``default`` when any part is missing."""
@@ -184,6 +191,66 @@ class Settings:
                 return default
             node = node[part]
         return node
+
+    @property
+    def api_url(self) -> str:
+        """The Prefect API URL; ``""`` means the embedded local server."""
+        return str(self.get("api_url") or "")
+
+    @property
+    def api_key(self) -> str:
+        return str(self.get("api_key") or "")
+
+    def work_pool(self, type: str) -> str:
+        """The work pool for a deployment type (``python`` or ``docker``)."""
+        return str(self.get(f"work_pool.{type}") or "")
+
+    @property
+    def work_queue(self) -> str:
+        return str(self.get("work_pool.queue") or "")
+
+    @property
+    def tags(self) -> list[str]:
+        return list(self.get("tags") or [])
+
+    @property
+    def parameters(self) -> dict[str, Any]:
+        return deepcopy(dict(self.get("parameters") or {}))
+
+    @property
+    def env_vars(self) -> dict[str, str]:
+        """The job's environment: settings < .env < .env.<env> < DEPLOY_ENV_VARS__*."""
+        return dict(self.get("env_vars") or {})
+
+    @property
+    def entrypoint_style(self) -> str:
+        """``path`` (flows/etl/daily.py:daily_etl) or ``module`` (flows.etl.daily:daily_etl)."""
+        return str(self.get("entrypoint_style") or "path")
+
+    @property
+    def deployment_types(self) -> list[str]:
+        return list(self.get("deployment_types") or [])
+
+    @property
+    def apply_concurrency(self) -> int:
+        return int(self.get("apply_concurrency") or 1)
+
+    @property
+    def flow_roots(self) -> list[str]:
+        return list(self.get("flow_roots") or [])
+
+    @property
+    def exclude(self) -> list[str]:
+        return list(self.get("exclude") or [])
+
+    def flow_overrides(self, flow_name: str) -> dict[str, Any]:
+        """``[default.flows.<name>]`` merged with ``[<env>.flows.<name>]``; {} if none.
+
+        Looked up directly, not by dotted key, because flow names may contain dots.
+        """
+        flows = self.get("flows")
+        found = flows.get(flow_name) if isinstance(flows, Mapping) else None
+        return deepcopy(dict(found)) if isinstance(found, Mapping) else {}
 
 
 MANAGED_BY_TAG = "managed-by:deploy-lib"
