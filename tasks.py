@@ -72,6 +72,37 @@ def _echo(text: str = "") -> None:
 
 @task(
     help={
+        "path": "folder or .py file to search, relative to the project root (repeatable); "
+        "default: flow_roots from settings",
+        "json": "print one JSON object: {flows: [...], problems: [...]}",
+        "strict": "exit 3 when any problem was found (problems are always printed)",
+        "env": "environment whose flow_roots/exclude apply; default $DEPLOY_ENV, else development",
+        "debug": "show the traceback of an error",
+    },
+    iterable=["path"],
+)
+@boundary
+def discover(
+    c: Any,
+    path: list[str] | None = None,
+    json: bool = False,
+    strict: bool = False,
+    env: str | None = None,
+    debug: bool = False,
+) -> None:
+    """List the flows found by reading the source (no flow code is imported or run)."""
+    from deploy_lib.discovery import discover_flows, format_discovery
+
+    settings = _settings(env)
+    roots = path or settings.get("flow_roots", ["flows"])
+    discovery = discover_flows(settings.root, roots, settings.get("exclude", []))
+    _echo(format_discovery(discovery, as_json=json))
+    if strict:
+        discovery.raise_for_problems()
+
+
+@task(
+    help={
         "env": "environment (a section of settings.toml); default $DEPLOY_ENV, else development",
         "explain": "show where each value came from (default, environment, secrets file, ...)",
         "json": "print one JSON object instead of aligned lines",

@@ -1,0 +1,860 @@
+"""Find Prefect flows by reading their source: no user code is imported or run.
+
+``discover_flows(root, roots, exclude)`` walks each flow root below the project root,
+parses every ``.py`` file with :mod:`ast` and returns a :class:`Discovery`: the flows
+found (as :class:`FlowMetadata`, sorted by path and line) and every problem met on the
+way (as :class:`Problem`).  A bad file never stops the walk; it becomes a problem on
+its path and the next file is read.
+
+A function is a flow when one of its decorators resolves, through the module's own
+imports, to ``prefect.flow`` or ``prefect.flows.flow``: ``@flow``, ``@flow(...)``,
+``@prefect.flow``, ``@pf.flow(...)`` after ``import prefect as pf``, ``@pflow`` after
+``from prefect import flow as pflow``.  A ``flow`` decorator that was not imported
+from prefect is somebody else's decorator and is ignored.
+
+This module deliberately imports neither prefect nor anything heavy: discovering a
+thousand files takes a fraction of a second, where importing them takes many.
+"""
+
+from __future__ import annotations
+
+import ast
+import fnmatch
+import os
+import re
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from deploy_lib.errors import DiscoveryError
+from deploy_lib.models import FlowMetadata, Parameter, Problem, module_path_for
+
+__all__ = [
+    "SKIPPED_DIRS",
+    "Discovery",
+    "discover_flows",
+    "entrypoint_problem",
+    "find_flow",
+    "flow_name_for",
+    "format_discovery",
+]
+
+# Folder names never walked into (hidden folders, starting with ".", are skipped too).
+SKIPPED_DIRS = frozenset({".venv", "venv", "__pycache__", "tests"})
+# What a flow decorator must resolve to, through the module's imports.
+_FLOW_DECORATORS = frozenset({"prefect.flow", "prefect.flows.flow"})
+# Prefect refuses these in flow names (prefect/types/names.py BANNED_CHARACTERS).
+_BANNED_NAME_CHARACTERS = ("/", "%", "&", ">", "<")
+_DOCKERFILE = "Dockerfile"
+_REQUIREMENTS = "requirements.txt"
+_JSON_SCALARS = (str, int, float, bool, type(None))
+_TOP_LEVEL_DEF = re.compile(r"^(?:async[ \t]+)?def[ \t]+(\w+)", re.MULTILINE)
+
+
+@dataclass(frozen=True)
+class Discovery:
+    """What one discovery run found.
+
+    ``flows`` are sorted by path then line; ``problems`` by path, line and message.
+    ``files`` lists every ``.py`` file read (project-relative POSIX paths) and
+    ``functions`` maps each readable file to its module-level functions that are *not*
+    flows, so a caller can tell "no such file" from "that function is not a flow"
+    (see :func:`entrypoint_problem`).  Only ``flows`` and ``problems`` are output by
+    :meth:`to_dict`.
+    """
+
+    flows: tuple[FlowMetadata, ...] = ()
+    problems: tuple[Problem, ...] = ()
+    files: tuple[str, ...] = ()
+    functions: Mapping[str, tuple[str, ...]] = field(default_factory=dict, hash=False)
+
+    @property
+    def valid_flows(self) -> tuple[FlowMetadata, ...]:
+        return tuple(f for f in self.flows if f.is_valid)
+
+    def to_dict(self) -> dict[str, Any]:
+        """``{"flows": [...], "problems": [...]}``, ready for ``json.dumps``."""
+        return {
+            "flows": [f.to_dict() for f in self.flows],
+            "problems": [p.to_dict() for p in self.problems],
+        }
+
+    def raise_for_problems(self) -> None:
+        """Raise :class:`DiscoveryError` listing every problem, if there is any."""
+        if self.problems:
+            lines = [f"discovery found {len(self.problems)} problem(s):"]
+            lines += [f"  - {p}" for p in self.problems]
+            raise DiscoveryError("\n".join(lines))
+
+
+def flow_name_for(function: str) -> str:
+    """The name Prefect gives a flow without ``name=``: ``daily_etl`` -> ``daily-etl``."""
+    return function.replace("_", "-")
+
+
+def discover_flows(
+    root: Path,
+    roots: Sequence[str] = ("flows",),
+    exclude: Sequence[str] = (),
+) -> Discovery:
+    """Parse every ``.py`` file under ``roots`` (relative to ``root``) and collect flows.
+
+    ``exclude`` holds fnmatch patterns matched against each file's and folder's
+    project-relative POSIX path (``flows/scratch/*``) and against its bare name
+    (``scratch``, ``*_old.py``).  Reads files only; never imports or runs them.
+    """
+    walker = _Walker(Path(root), exclude)
+    walker.walk([str(entry) for entry in roots])
+    return walker.result()
+
+
+def find_flow(discovery: Discovery, name_or_entrypoint: str) -> FlowMetadata | None:
+    """The discovered flow that ``name_or_entrypoint`` names, or None.
+
+    Accepts a flow name (``daily-etl``), a path entrypoint (``flows/etl/daily.py:daily_etl``,
+    a leading ``./`` is ignored) or a module entrypoint (``flows.etl.daily:daily_etl``).
+    """
+    target = name_or_entrypoint.strip()
+    for flow in discovery.flows:
+        if flow.name == target:
+            return flow
+    parsed = _split_entrypoint(target)
+    if parsed is None:
+        return None
+    path, module, function = parsed
+    for flow in discovery.flows:
+        if flow.function != function:
+            continue
+        if (path is not None and flow.path == path) or (
+            module is not None and flow.module_path == module
+        ):
+            return flow
+    return None
+
+
+def entrypoint_problem(discovery: Discovery, entrypoint: str) -> str | None:
+    """None when ``entrypoint`` points at a valid discovered flow, else why it does not.
+
+    The message says whether the file was not scanned, the function does not exist,
+    the function exists but is not decorated with ``@flow``, or the flow has problems.
+    """
+    flow = find_flow(discovery, entrypoint)
+    if flow is not None:
+        if flow.is_valid:
+            return None
+        return f"entrypoint {entrypoint!r} points at flow {flow.name!r}, which has problems: " + (
+            "; ".join(flow.problems)
+        )
+    parsed = _split_entrypoint(entrypoint.strip())
+    if parsed is None:
+        known = ", ".join(sorted({f.name for f in discovery.flows})) or "none"
+        return f"no flow named {entrypoint!r} was discovered; discovered flows: {known}"
+    path, module, function = parsed
+    if path is None:
+        path = next((p for p in discovery.files if module_path_for(p) == module), None)
+    if path is None or path not in discovery.files:
+        shown = path if path is not None else module
+        return (
+            f"entrypoint {entrypoint!r}: {shown} was not found under the flow roots "
+            "(missing, excluded, or outside the configured flow_roots)"
+        )
+    if function in discovery.functions.get(path, ()):
+        return (
+            f"entrypoint {entrypoint!r}: {path} defines {function}(), but it is not a flow; "
+            "decorate it with @flow (from prefect import flow)"
+        )
+    in_file = sorted(f.function for f in discovery.flows if f.path == path)
+    listed = ", ".join(in_file) if in_file else "none"
+    return (
+        f"entrypoint {entrypoint!r}: {path} has no module-level function {function!r}; "
+        f"flow functions in that file: {listed}"
+    )
+
+
+def format_discovery(discovery: Discovery, *, as_json: bool = False) -> str:
+    """A plain aligned table of the flows, then the problems, for a terminal.
+
+    With ``as_json`` the text is ``json.dumps(discovery.to_dict())``, indented.
+    """
+    if as_json:
+        import json
+
+        return json.dumps(discovery.to_dict(), indent=2, default=str)
+    header = ("FLOW", "ENTRYPOINT", "PARAMETERS", "TYPES", "PROBLEMS")
+    rows: list[tuple[list[str], ...]] = [tuple([cell] for cell in header)]
+    for flow in discovery.flows:
+        params = [_describe_parameter(p) for p in flow.parameters] or ["-"]
+        types = [
+            t
+            for t, ok in (
+                ("python", flow.supports_python_deployment),
+                ("docker", flow.supports_docker_deployment),
+            )
+            if ok
+        ]
+        rows.append(
+            (
+                [flow.name + (" (async)" if flow.is_async else "")],
+                [flow.entrypoint],
+                _wrap(params, _PARAMETERS_WIDTH),
+                [", ".join(types) or "-"],
+                [str(len(flow.problems)) if flow.problems else "-"],
+            )
+        )
+    widths = [max(len(line) for row in rows for line in row[i]) for i in range(len(header))]
+    lines = []
+    for row in rows:
+        for n in range(max(len(cell) for cell in row)):
+            parts = [cell[n] if n < len(cell) else "" for cell in row]
+            text = "  ".join(p.ljust(w) for p, w in zip(parts, widths, strict=True))
+            lines.append(text.rstrip())
+    lines.append("")
+    lines.append(f"{len(discovery.flows)} flow(s), {len(discovery.problems)} problem(s)")
+    lines += [f"  - {p}" for p in discovery.problems]
+    return "\n".join(lines)
+
+
+_PARAMETERS_WIDTH = 60
+
+
+def _wrap(items: Sequence[str], width: int) -> list[str]:
+    """Join ``items`` with ", " into lines of at most ``width`` (long items stay whole)."""
+    lines: list[str] = []
+    for item in items:
+        if lines and len(lines[-1]) + len(item) + 2 <= width:
+            lines[-1] += f", {item}"
+        else:
+            if lines:
+                lines[-1] += ","
+            lines.append(item)
+    return lines
+
+
+def _describe_parameter(param: Parameter) -> str:
+    prefix = {"var_positional": "*", "var_keyword": "**"}.get(param.kind, "")
+    text = prefix + param.name
+    if param.annotation:
+        text += f": {param.annotation}"
+    if not param.required and param.kind not in ("var_positional", "var_keyword"):
+        default = repr(param.default) if param.default_is_literal else str(param.default)
+        text += f" = {default}"
+    return text
+
+
+def _split_entrypoint(text: str) -> tuple[str | None, str | None, str] | None:
+    """``a/b.py:f`` -> (path, None, f); ``a.b:f`` -> (None, module, f); else None."""
+    if ":" not in text:
+        return None
+    left, function = text.rsplit(":", 1)
+    if not left or not function:
+        return None
+    if left.endswith(".py"):
+        posix = left.replace("\\", "/")
+        while posix.startswith("./"):
+            posix = posix[2:]
+        return str(PurePosixPath(posix)), None, function
+    return None, left, function
+
+
+# --------------------------------------------------------------------------- walking
+
+
+@dataclass
+class _Found:
+    """A flow as parsed, before duplicate names are checked."""
+
+    meta: dict[str, Any]
+    problems: list[str]
+
+
+class _Walker:
+    """Walks the flow roots once; collects flows, non-flow functions and problems."""
+
+    def __init__(self, root: Path, exclude: Sequence[str]) -> None:
+        self.root = os.path.abspath(root)
+        self.root_real = os.path.realpath(self.root)
+        patterns = [p.strip().removeprefix("./").rstrip("/") for p in exclude if p.strip()]
+        self.exclude = (
+            re.compile("|".join(fnmatch.translate(p) for p in patterns)) if patterns else None
+        )
+        self.found: list[_Found] = []
+        self.problems: list[Problem] = []
+        self.files: dict[str, None] = {}
+        self.functions: dict[str, tuple[str, ...]] = {}
+        self.walked_real: set[str] = set()
+        self.root_reals: list[str] = []
+
+    # -- public steps
+
+    def walk(self, entries: Sequence[str]) -> None:
+        """Walk each root once, in the order given; then flag roots that held no flow."""
+        rel_roots = list(
+            dict.fromkeys(r for r in map(self._relative_root, entries) if r is not None)
+        )
+        for rel_root in rel_roots:
+            absolute = os.path.join(self.root, rel_root) if rel_root else self.root
+            if os.path.isdir(absolute):
+                self.root_reals.append(os.path.realpath(absolute))
+        walked = [rel_root for rel_root in rel_roots if self._walk_root(rel_root)]
+        for rel_root in walked:
+            if not any(_is_under(item.meta["path"], rel_root) for item in self.found):
+                self._problem(rel_root or ".", f"no flows found under {rel_root or '.'}")
+
+    def _walk_root(self, rel_root: str) -> bool:
+        """Walk one root; False (and a problem) when it is missing or not walkable."""
+        absolute = os.path.join(self.root, rel_root) if rel_root else self.root
+        shown = rel_root or "."
+        if os.path.isfile(absolute) and absolute.endswith(".py"):
+            folder = os.path.dirname(absolute)
+            self._read_file(
+                absolute,
+                rel_root,
+                _nearest(folder, _parent(rel_root), _DOCKERFILE),
+                _nearest(folder, _parent(rel_root), _REQUIREMENTS),
+            )
+            return True
+        if os.path.isdir(absolute):
+            self._walk_dir(absolute, rel_root, os.path.realpath(absolute), None, None)
+            return True
+        if os.path.lexists(absolute) and not os.path.exists(absolute):
+            self._problem(shown, f"flow root {shown} is a broken or looping symlink")
+        elif os.path.exists(absolute):
+            self._problem(shown, f"flow root {shown} is neither a folder nor a .py file")
+        else:
+            self._problem(shown, f"flow root {shown} does not exist")
+        return False
+
+    def result(self) -> Discovery:
+        flows = self._finish_flows()
+        problems = sorted(set(self.problems), key=lambda p: (p.path or "", p.line or 0, p.message))
+        return Discovery(
+            flows=tuple(flows),
+            problems=tuple(problems),
+            files=tuple(sorted(self.files)),
+            functions=dict(sorted(self.functions.items())),
+        )
+
+    # -- helpers
+
+    def _relative_root(self, entry: str) -> str | None:
+        """The root's project-relative POSIX path ("" for the project root itself)."""
+        joined = os.path.normpath(os.path.join(self.root, entry))
+        if joined != self.root and not joined.startswith(self.root.rstrip(os.sep) + os.sep):
+            self._problem(entry, f"flow root {entry} is outside the project root")
+            return None
+        rel = os.path.relpath(joined, self.root)
+        return "" if rel == "." else PurePosixPath(Path(rel)).as_posix()
+
+    def _problem(self, path: str, message: str, line: int | None = None) -> None:
+        self.problems.append(Problem(message=message, path=path, line=line))
+
+    def _skipped(self, name: str, rel: str, is_dir: bool) -> bool:
+        if name.startswith("."):
+            return True
+        if is_dir and name in SKIPPED_DIRS:
+            return True
+        return self.exclude is not None and bool(
+            self.exclude.match(rel) or self.exclude.match(name)
+        )
+
+    def _walk_dir(
+        self,
+        absolute: str,
+        rel: str,
+        real: str,
+        dockerfile: str | None,
+        requirements: str | None,
+    ) -> None:
+        self.walked_real.add(real)
+        try:
+            with os.scandir(absolute) as scan:
+                entries = sorted(scan, key=lambda e: e.name)
+        except OSError as exc:
+            self._problem(rel or ".", f"cannot read folder: {exc.strerror or exc}")
+            return
+        names = {e.name for e in entries}
+        prefix = f"{rel}/" if rel else ""
+        if _DOCKERFILE in names and os.path.isfile(os.path.join(absolute, _DOCKERFILE)):
+            dockerfile = prefix + _DOCKERFILE
+        if _REQUIREMENTS in names and os.path.isfile(os.path.join(absolute, _REQUIREMENTS)):
+            requirements = prefix + _REQUIREMENTS
+        subdirs: list[tuple[os.DirEntry[str], str]] = []
+        for entry in entries:
+            child = prefix + entry.name
+            is_link = entry.is_symlink()
+            try:
+                is_dir = entry.is_dir()
+            except OSError:  # a looping symlink, on some platforms
+                is_dir = False
+            if self._skipped(entry.name, child, is_dir):
+                continue
+            if is_dir:
+                subdirs.append((entry, child))
+            elif entry.name.endswith(".py"):
+                if is_link and not os.path.exists(entry.path):
+                    self._problem(child, _broken_link_message(entry.path))
+                    continue
+                self._read_file(entry.path, child, dockerfile, requirements)
+            elif is_link and not os.path.exists(entry.path) and _is_link_loop(entry.path):
+                self._problem(child, _broken_link_message(entry.path))
+        for entry, child in subdirs:
+            child_real = os.path.realpath(entry.path) if entry.is_symlink() else None
+            if child_real is not None:
+                if _is_within(real, child_real):
+                    target = os.readlink(entry.path)
+                    self._problem(
+                        child,
+                        f"symlink loop: {child} -> {target} points back to a folder that "
+                        "contains it; not followed",
+                    )
+                    continue
+                if any(_is_within(child_real, r) for r in self.root_reals) or (
+                    child_real in self.walked_real
+                ):
+                    # The target is scanned at its own place already (or will be).
+                    continue
+            else:
+                child_real = os.path.join(real, entry.name)
+            self._walk_dir(
+                entry.path,
+                child,
+                child_real,
+                dockerfile,
+                requirements,
+            )
+
+    def _read_file(
+        self, absolute: str, rel: str, dockerfile: str | None, requirements: str | None
+    ) -> None:
+        if rel in self.files:
+            return
+        self.files[rel] = None
+        try:
+            with open(absolute, "rb") as handle:
+                data = handle.read()
+        except OSError as exc:
+            self._problem(rel, f"cannot read file: {exc.strerror or exc}")
+            return
+        text = _decode(data)
+        if isinstance(text, Problem):
+            self._problem(rel, text.message, text.line)
+            return
+        if "flow" not in text or "prefect" not in text:
+            # Cannot define a flow (no prefect import, no flow decorator): skip the parse,
+            # but keep its function names so an entrypoint into it gets a precise message.
+            self.functions[rel] = tuple(sorted(set(_TOP_LEVEL_DEF.findall(text))))
+            return
+        try:
+            tree = ast.parse(text, filename=rel)
+        except SyntaxError as exc:
+            self._problem(rel, f"syntax error: {exc.msg}", exc.lineno)
+            return
+        except (ValueError, RecursionError, MemoryError) as exc:
+            self._problem(rel, f"cannot parse: {exc}")
+            return
+        parsed = _parse_module(tree, rel)
+        self.functions[rel] = parsed.other_functions
+        for item in parsed.flows:
+            item.meta["dockerfile"] = dockerfile
+            item.meta["requirements"] = requirements
+            self.found.append(item)
+
+    def _finish_flows(self) -> list[FlowMetadata]:
+        by_name: dict[str, list[_Found]] = {}
+        for item in self.found:
+            for message in item.problems:
+                self._problem(item.meta["path"], message, item.meta["line"])
+            by_name.setdefault(item.meta["name"], []).append(item)
+        for name, items in by_name.items():
+            if len(items) < 2:
+                continue
+            items.sort(key=lambda i: (i.meta["path"], i.meta["line"]))
+            where = ", ".join(
+                f"{i.meta['path']}:{i.meta['function']} (line {i.meta['line']})" for i in items
+            )
+            message = (
+                f"flow name {name!r} is used by {len(items)} flows: {where}; "
+                "give each a unique name= in its @flow decorator"
+            )
+            first = items[0]
+            self._problem(first.meta["path"], message, first.meta["line"])
+            for item in items:
+                item.problems.append(message)
+        flows = [FlowMetadata(**item.meta, problems=tuple(item.problems)) for item in self.found]
+        flows.sort(key=lambda f: (f.path, f.line, f.function))
+        return flows
+
+
+def _parent(rel: str) -> str:
+    parent = PurePosixPath(rel).parent.as_posix()
+    return "" if parent == "." else parent
+
+
+def _nearest(folder: str, rel_folder: str, name: str) -> str | None:
+    """``name`` beside a single-file root (its folder is that root's top)."""
+    if os.path.isfile(os.path.join(folder, name)):
+        return f"{rel_folder}/{name}" if rel_folder else name
+    return None
+
+
+def _is_under(rel: str, rel_root: str) -> bool:
+    return not rel_root or rel == rel_root or rel.startswith(rel_root + "/")
+
+
+def _is_within(path: str, folder: str) -> bool:
+    return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
+
+
+def _is_link_loop(path: str) -> bool:
+    try:
+        os.stat(path)
+    except OSError as exc:
+        return exc.errno == 40  # ELOOP
+    return False
+
+
+def _broken_link_message(path: str) -> str:
+    target = os.readlink(path)
+    if _is_link_loop(path):
+        return f"symlink loop: -> {target} never reaches a file; skipped"
+    return f"broken symlink: -> {target} does not exist; skipped"
+
+
+def _decode(data: bytes) -> str | Problem:
+    """UTF-8 text (or the encoding a PEP 263 cookie declares), else a Problem."""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        declared = _declared_encoding(data)
+        if declared is not None:
+            try:
+                return data.decode(declared)
+            except (LookupError, UnicodeDecodeError):
+                pass
+        line = data[: exc.start].count(b"\n") + 1
+        return Problem(
+            message=(
+                f"not valid UTF-8 (byte 0x{data[exc.start]:02x} at line {line}); "
+                "save the file as UTF-8"
+            ),
+            line=line,
+        )
+    return text.removeprefix("\ufeff")
+
+
+_CODING = re.compile(rb"^[ \t\f]*#.*?coding[:=][ \t]*([-\w.]+)")
+
+
+def _declared_encoding(data: bytes) -> str | None:
+    for line in data.splitlines()[:2]:
+        match = _CODING.match(line)
+        if match:
+            return match.group(1).decode("ascii")
+    return None
+
+
+# --------------------------------------------------------------------------- parsing
+
+
+@dataclass
+class _Parsed:
+    flows: list[_Found]
+    other_functions: tuple[str, ...]
+
+
+def _module_statements(body: Iterable[ast.stmt]) -> Iterator[ast.stmt]:
+    """Statements that run at import time at module scope, through if/try/with blocks."""
+    for node in body:
+        yield node
+        if isinstance(node, ast.If):
+            if _is_main_guard(node.test):
+                yield from _module_statements(node.orelse)
+                continue
+            yield from _module_statements(node.body)
+            yield from _module_statements(node.orelse)
+        elif isinstance(node, ast.Try) or type(node).__name__ == "TryStar":
+            try_node: Any = node
+            yield from _module_statements(try_node.body)
+            for handler in try_node.handlers:
+                yield from _module_statements(handler.body)
+            yield from _module_statements(try_node.orelse)
+            yield from _module_statements(try_node.finalbody)
+        elif isinstance(node, (ast.With, ast.AsyncWith)):
+            yield from _module_statements(node.body)
+
+
+def _is_main_guard(test: ast.expr) -> bool:
+    return (
+        isinstance(test, ast.Compare)
+        and isinstance(test.left, ast.Name)
+        and test.left.id == "__name__"
+        and len(test.comparators) == 1
+        and isinstance(test.comparators[0], ast.Constant)
+        and test.comparators[0].value == "__main__"
+    )
+
+
+def _parse_module(tree: ast.Module, rel: str) -> _Parsed:
+    bindings: dict[str, str] = {}
+    constants: dict[str, Any] = {}
+    functions: list[ast.FunctionDef | ast.AsyncFunctionDef] = []
+    for node in _module_statements(tree.body):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            functions.append(node)
+        elif isinstance(node, ast.Import):
+            for alias in node.names:
+                if alias.asname:
+                    bindings[alias.asname] = alias.name
+                else:
+                    head = alias.name.split(".", 1)[0]
+                    bindings[head] = head
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            for alias in node.names:
+                if alias.name == "*":
+                    if node.module == "prefect":
+                        bindings["flow"] = "prefect.flow"
+                    continue
+                bindings[alias.asname or alias.name] = f"{node.module}.{alias.name}"
+        elif isinstance(node, ast.Assign) and len(node.targets) == 1:
+            target = node.targets[0]
+            if isinstance(target, ast.Name) and isinstance(node.value, ast.Constant):
+                constants[target.id] = node.value.value
+        elif (
+            isinstance(node, ast.AnnAssign)
+            and isinstance(node.target, ast.Name)
+            and isinstance(node.value, ast.Constant)
+        ):
+            constants[node.target.id] = node.value.value
+
+    flows: list[_Found] = []
+    module_path = _module_path(rel)
+    others: set[str] = set()
+    flow_functions: set[str] = set()
+    for func in functions:
+        decorator = _flow_decorator(func.decorator_list, bindings)
+        if decorator is None:
+            others.add(func.name)
+            continue
+        flow_functions.add(func.name)
+        flows.append(_flow_from(func, decorator, rel, module_path, constants))
+    return _Parsed(flows=flows, other_functions=tuple(sorted(others - flow_functions)))
+
+
+def _module_path(rel: str) -> str:
+    """models.module_path_for without pathlib (it runs once per flow)."""
+    dotted = rel[:-3].replace("/", ".") if rel.endswith(".py") else rel.replace("/", ".")
+    if dotted == "__init__" or dotted.endswith(".__init__"):
+        dotted = dotted[: -len("__init__")].rstrip(".")
+    return dotted
+
+
+def _dotted(node: ast.expr) -> str | None:
+    parts: list[str] = []
+    while isinstance(node, ast.Attribute):
+        parts.append(node.attr)
+        node = node.value
+    if not isinstance(node, ast.Name):
+        return None
+    parts.append(node.id)
+    return ".".join(reversed(parts))
+
+
+def _flow_decorator(decorators: Sequence[ast.expr], bindings: Mapping[str, str]) -> ast.expr | None:
+    """The decorator that makes this function a Prefect flow, or None."""
+    for decorator in decorators:
+        target = decorator.func if isinstance(decorator, ast.Call) else decorator
+        dotted = _dotted(target)
+        if dotted is None:
+            continue
+        head, _, rest = dotted.partition(".")
+        bound = bindings.get(head)
+        if bound is None:
+            continue
+        resolved = f"{bound}.{rest}" if rest else bound
+        if resolved in _FLOW_DECORATORS:
+            return decorator
+    return None
+
+
+def _keyword_value(
+    decorator: ast.expr, keyword: str, constants: Mapping[str, Any]
+) -> tuple[bool, Any, str]:
+    """(found, value, source) of ``keyword=`` in a decorator call.
+
+    ``value`` is the literal (or a module-level constant it names); ``_UNREADABLE``
+    when the expression cannot be read without running the module.
+    """
+    if not isinstance(decorator, ast.Call):
+        return False, None, ""
+    for kw in decorator.keywords:
+        if kw.arg == keyword:
+            source = ast.unparse(kw.value)
+            if isinstance(kw.value, ast.Name) and kw.value.id in constants:
+                return True, constants[kw.value.id], source
+            try:
+                return True, ast.literal_eval(kw.value), source
+            except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
+                return True, _UNREADABLE, source
+    if any(kw.arg is None for kw in decorator.keywords):
+        return (
+            True,
+            _UNREADABLE,
+            "**"
+            + ", **".join(ast.unparse(kw.value) for kw in decorator.keywords if kw.arg is None),
+        )
+    return False, None, ""
+
+
+_UNREADABLE = object()
+
+
+def _flow_from(
+    func: ast.FunctionDef | ast.AsyncFunctionDef,
+    decorator: ast.expr,
+    rel: str,
+    module_path: str,
+    constants: Mapping[str, Any],
+) -> _Found:
+    problems: list[str] = []
+    found, value, source = _keyword_value(decorator, "name", constants)
+    name = flow_name_for(func.name)
+    if found and value is _UNREADABLE:
+        problems.append(
+            f"flow name is not a string literal (name={source}); it cannot be read "
+            "without running the module: use a literal string"
+        )
+    elif found and value and not isinstance(value, str):
+        problems.append(f"flow name must be a string, not {type(value).__name__} ({source})")
+    elif found and value:
+        name = value  # Prefect: `name or fn.__name__...`, so "" and None mean the default
+    banned = [c for c in _BANNED_NAME_CHARACTERS if c in name]
+    if banned:
+        problems.append(
+            f"flow name {name!r} contains {', '.join(repr(c) for c in banned)}; Prefect "
+            f"refuses any of {' '.join(_BANNED_NAME_CHARACTERS)} in names"
+        )
+
+    found, value, _ = _keyword_value(decorator, "description", constants)
+    description: str | None = None
+    if found and isinstance(value, str) and value:
+        description = value
+    elif not found or value is None or value == "":
+        doc = ast.get_docstring(func)
+        if doc:
+            description = next((ln.strip() for ln in doc.splitlines() if ln.strip()), None)
+
+    meta: dict[str, Any] = {
+        "name": name,
+        "function": func.name,
+        "path": rel,
+        "module_path": module_path,
+        "is_async": isinstance(func, ast.AsyncFunctionDef),
+        "description": description,
+        "parameters": tuple(_parameters(func.args)),
+        "line": func.lineno,
+    }
+    return _Found(meta=meta, problems=problems)
+
+
+def _parameters(args: ast.arguments) -> Iterator[Parameter]:
+    positional = [*args.posonlyargs, *args.args]
+    defaults: list[ast.expr | None] = [None] * (len(positional) - len(args.defaults))
+    defaults += args.defaults
+    for index, (arg, default) in enumerate(zip(positional, defaults, strict=True)):
+        kind = "positional_only" if index < len(args.posonlyargs) else "positional_or_keyword"
+        yield _parameter(arg, default, kind)
+    if args.vararg is not None:
+        yield _parameter(args.vararg, None, "var_positional", required=False)
+    for arg, kw_default in zip(args.kwonlyargs, args.kw_defaults, strict=True):
+        yield _parameter(arg, kw_default, "keyword_only")
+    if args.kwarg is not None:
+        yield _parameter(args.kwarg, None, "var_keyword", required=False)
+
+
+def _parameter(
+    arg: ast.arg, default: ast.expr | None, kind: str, *, required: bool = True
+) -> Parameter:
+    annotation: str | None = None
+    if arg.annotation is not None:
+        ann = arg.annotation
+        # A quoted annotation ("list[str]") stands for the text inside the quotes.
+        if isinstance(ann, ast.Constant) and isinstance(ann.value, str):
+            annotation = ann.value
+        else:
+            annotation = _source(ann)
+    if default is None:
+        return Parameter(name=arg.arg, annotation=annotation, required=required, kind=kind)
+    value, is_literal = _default_value(default)
+    return Parameter(
+        name=arg.arg,
+        annotation=annotation,
+        default=value,
+        required=False,
+        default_is_literal=is_literal,
+        kind=kind,
+    )
+
+
+# Operands that never need parentheses beside "|" (a BinOp only on the left: a | b | c).
+_UNION_MEMBERS = (ast.BinOp, ast.Name, ast.Attribute, ast.Subscript, ast.Constant)
+
+
+def _source(node: ast.expr) -> str:
+    """``ast.unparse(node)``, with a fast path for the usual annotation shapes.
+
+    Names, dotted names, subscripts (``dict[str, int]``), ``X | Y`` and plain constants
+    are written here directly (identical text, several times faster); anything else
+    goes to ``ast.unparse``.
+    """
+    if isinstance(node, ast.Name):
+        return node.id
+    if isinstance(node, ast.Attribute) and isinstance(node.value, (ast.Name, ast.Attribute)):
+        return f"{_source(node.value)}.{node.attr}"
+    if isinstance(node, ast.Subscript) and isinstance(node.value, (ast.Name, ast.Attribute)):
+        inner = node.slice
+        if isinstance(inner, ast.Tuple) and inner.elts:
+            return f"{_source(node.value)}[{', '.join(_source(e) for e in inner.elts)}]"
+        if not isinstance(inner, (ast.Tuple, ast.Slice)):
+            return f"{_source(node.value)}[{_source(inner)}]"
+    elif (
+        isinstance(node, ast.BinOp)
+        and isinstance(node.op, ast.BitOr)
+        and isinstance(node.left, _UNION_MEMBERS)
+        and isinstance(node.right, _UNION_MEMBERS[1:])
+    ):
+        return f"{_source(node.left)} | {_source(node.right)}"
+    elif isinstance(node, ast.Constant):
+        value = node.value
+        if value is None or isinstance(value, (bool, int)):
+            return repr(value)
+        if isinstance(value, str) and value.isprintable() and not any(c in value for c in "'\\"):
+            return repr(value)
+    elif isinstance(node, ast.List):
+        return f"[{', '.join(_source(e) for e in node.elts)}]"
+    return ast.unparse(node)
+
+
+def _default_value(node: ast.expr) -> tuple[Any, bool]:
+    """A JSON-able literal and True, else the expression's source text and False."""
+    if isinstance(node, ast.Constant) and isinstance(node.value, (str, int, bool, type(None))):
+        return node.value, True  # the common case, without literal_eval's overhead
+    try:
+        value = ast.literal_eval(node)
+    except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
+        return ast.unparse(node), False
+    if _json_able(value):
+        return value, True
+    return ast.unparse(node), False
+
+
+def _json_able(value: Any) -> bool:
+    if isinstance(value, float):
+        return value == value and value not in (float("inf"), float("-inf"))
+    if isinstance(value, _JSON_SCALARS):
+        return True
+    if isinstance(value, (list, tuple)):
+        return all(_json_able(v) for v in value)
+    if isinstance(value, dict):
+        return all(isinstance(k, str) and _json_able(v) for k, v in value.items())
+    return False

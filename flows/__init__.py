@@ -1,0 +1,1 @@
+"""Example Prefect flows; `invoke discover` lists them without importing any of them."""

@@ -1,0 +1,1 @@
+"""A flow in a subpackage that imports its helpers relatively."""

@@ -1,0 +1,988 @@
+"""Static flow discovery: real files in tmp_path, parsed and never imported."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from deploy_lib.discovery import (
+    Discovery,
+    discover_flows,
+    entrypoint_problem,
+    find_flow,
+    flow_name_for,
+    format_discovery,
+)
+from deploy_lib.errors import EXIT_VALIDATION, DiscoveryError
+
+REPO = Path(__file__).resolve().parent.parent
+
+Tree = dict[str, Any]
+
+
+def write_tree(root: Path, tree: Tree) -> Path:
+    """Create ``tree`` under ``root``: a str value is a file (dedented), bytes a raw file,
+    a dict a folder."""
+    root.mkdir(parents=True, exist_ok=True)
+    for name, content in tree.items():
+        target = root / name
+        if isinstance(content, dict):
+            write_tree(target, content)
+        elif isinstance(content, bytes):
+            target.write_bytes(content)
+        else:
+            target.write_text(textwrap.dedent(content).lstrip("\n"), encoding="utf-8")
+    return root
+
+
+def discover(root: Path, tree: Tree, **kwargs: Any) -> Discovery:
+    write_tree(root, tree)
+    return discover_flows(root, **kwargs)
+
+
+def names(discovery: Discovery) -> list[str]:
+    return [f.name for f in discovery.flows]
+
+
+def messages(discovery: Discovery) -> list[str]:
+    return [str(p) for p in discovery.problems]
+
+
+# --------------------------------------------------------------------------- decorators
+
+DECORATOR_FORMS = {
+    "bare @flow imported from prefect": """
+        from prefect import flow
+
+        @flow
+        def job(): ...
+    """,
+    "@flow() called with no arguments": """
+        from prefect import flow
+
+        @flow()
+        def job(): ...
+    """,
+    "@flow(...) called with arguments": """
+        from prefect import flow
+
+        @flow(retries=2, log_prints=True)
+        def job(): ...
+    """,
+    "@prefect.flow after import prefect": """
+        import prefect
+
+        @prefect.flow
+        def job(): ...
+    """,
+    "@prefect.flow(...) after import prefect": """
+        import prefect
+
+        @prefect.flow(retries=1)
+        def job(): ...
+    """,
+    "from prefect import flow as pflow": """
+        from prefect import flow as pflow
+
+        @pflow
+        def job(): ...
+    """,
+    "import prefect as pf then @pf.flow(...)": """
+        import prefect as pf
+
+        @pf.flow(log_prints=True)
+        def job(): ...
+    """,
+    "from prefect.flows import flow": """
+        from prefect.flows import flow
+
+        @flow
+        def job(): ...
+    """,
+    "import prefect.flows then @prefect.flows.flow": """
+        import prefect.flows
+
+        @prefect.flows.flow
+        def job(): ...
+    """,
+    "from prefect import flow inside try/except": """
+        try:
+            from prefect import flow
+        except ImportError:
+            raise
+
+        @flow
+        def job(): ...
+    """,
+    "flow decorator below another decorator": """
+        import functools
+        from prefect import flow
+
+        @functools.lru_cache
+        @flow
+        def job(): ...
+    """,
+}
+
+
+@pytest.mark.parametrize("source", DECORATOR_FORMS.values(), ids=DECORATOR_FORMS.keys())
+def test_every_decorator_form_is_recognised(tmp_path: Path, source: str) -> None:
+    result = discover(tmp_path, {"flows": {"job.py": source}})
+
+    assert [(f.name, f.function, f.path) for f in result.flows] == [("job", "job", "flows/job.py")]
+    assert result.problems == ()
+
+
+def test_async_and_sync_flows_are_both_found_and_marked(tmp_path: Path) -> None:
+    result = discover(
+        tmp_path,
+        {
+            "flows": {
+                "both.py": """
+                    from prefect import flow
+
+                    @flow
+                    def sync_job(): ...
+
+                    @flow
+                    async def async_job(): ...
+                """
+            }
+        },
+    )
+
+    assert [(f.function, f.is_async) for f in result.flows] == [
+        ("sync_job", False),
+        ("async_job", True),
+    ]
+
+
+NOT_FLOWS = {
+    "a flow decorator imported from another library": """
+        from workflows import flow
+
+        @flow
+        def other(): ...
+    """,
+    "a bare @flow that was never imported": """
+        @flow
+        def other(): ...
+    """,
+    "a local function named flow": """
+        def flow(fn):
+            return fn
+
+        @flow
+        def other(): ...
+    """,
+    "a prefect task, not a flow": """
+        from prefect import task
+
+        @task
+        def other(): ...
+    """,
+    "@prefect.flow without importing prefect": """
+        @prefect.flow
+        def other(): ...
+    """,
+}
+
+
+@pytest.mark.parametrize("source", NOT_FLOWS.values(), ids=NOT_FLOWS.keys())
+def test_functions_that_are_not_prefect_flows_are_not_recorded(tmp_path: Path, source: str) -> None:
+    result = discover(
+        tmp_path,
+        {
+            "flows": {
+                "other.py": source,
+                "real.py": "from prefect import flow\n\n@flow\ndef real(): ...\n",
+            }
+        },
+    )
+
+    assert names(result) == ["real"]
+    assert result.problems == ()
+    assert "other" in result.functions["flows/other.py"]
+
+
+def test_flows_nested_in_classes_functions_or_main_guard_are_not_module_flows(
+    tmp_path: Path,
+) -> None:
+    result = discover(
+        tmp_path,
+        {
+            "flows": {
+                "nested.py": """
+                    from prefect import flow
+
+                    class Holder:
+                        @flow
+                        def method_flow(self): ...
+
+                    def factory():
+                        @flow
+                        def inner(): ...
+                        return inner
+
+                    if __name__ == "__main__":
+                        @flow
+                        def only_when_run_as_script(): ...
+
+                    if True:
+                        @flow
+                        def conditional_but_imported(): ...
+                """
+            }
+        },
+    )
+
+    assert [f.function for f in result.flows] == ["conditional_but_imported"]
+
+
+# --------------------------------------------------------------------------- names, descriptions
+
+
+def test_flow_name_comes_from_literal_name_else_function_name(tmp_path: Path) -> None:
+    result = discover(
+        tmp_path,
+        {
+            "flows": {
+                "names.py": """
+                    from prefect import flow
+
+                    FLOW_NAME = "from-a-constant"
+
+                    @flow(name="explicit name")
+                    def first_flow(): ...
+
+                    @flow
+                    def second_flow_here(): ...
+
+                    @flow(name=FLOW_NAME)
+                    def third(): ...
+
+                    @flow(name=None)
+                    def fourth_flow(): ...
+                """
+            }
+        },
+    )
+
+    assert names(result) == ["explicit name", "second-flow-here", "from-a-constant", "fourth-flow"]
+    assert all(f.is_valid for f in result.flows)
+
+
+def test_a_name_that_cannot_be_read_without_running_code_is_a_problem(tmp_path: Path) -> None:
+    result = discover(
+        tmp_path,
+        {
+            "flows": {
+                "dynamic.py": """
+                    import os
+                    from prefect import flow
+
+                    @flow(name=os.environ["NAME"])
+                    def dynamic(): ...
+                """
+            }
+        },
+    )
+
+    (flow,) = result.flows
+    assert not flow.is_valid
+    assert "flow name is not a string literal (name=os.environ['NAME'])" in flow.problems[0]
+    assert result.problems[0].path == "flows/dynamic.py"
+    assert result.problems[0].line == 5
+
+
+def test_a_name_with_characters_prefect_refuses_is_a_problem(tmp_path: Path) -> None:
+    result = discover(
+        tmp_path,
+        {"flows": {"bad.py": 'from prefect import flow\n\n@flow(name="a/b")\ndef bad(): ...\n'}},
+    )
+
+    (flow,) = result.flows
+    assert flow.problems == (
+        "flow name 'a/b' contains '/'; Prefect refuses any of / % & > < in names",
+    )
+
+
+def test_our_flow_name_rule_matches_prefects(tmp_path: Path) -> None:
+    from prefect import Flow
+
+    def template() -> None:
+        return None
+
+    for function in ("daily_etl", "a__b", "_private_job", "Mixed_Case_1", "plain"):
+        template.__name__ = function
+        assert flow_name_for(function) == Flow(template).name
+
+
+def test_description_is_literal_else_first_docstring_line(tmp_path: Path) -> None:
+    result = discover(
+        tmp_path,
+        {
+            "flows": {
+                "docs.py": '''
+                    from prefect import flow
+
+                    @flow(description="Given explicitly.")
+                    def explicit():
+                        """Ignored docstring."""
+
+                    @flow
+                    def documented():
+                        """
+                        First line of the docstring.
+
+                        More detail that is not part of the description.
+                        """
+
+                    @flow
+                    def undocumented(): ...
+                '''
+            }
+        },
+    )
+
+    assert [f.description for f in result.flows] == [
+        "Given explicitly.",
+        "First line of the docstring.",
+        None,
+    ]
+
+
+# --------------------------------------------------------------------------- parameters
+
+
+def test_parameters_record_annotation_text_defaults_and_requiredness(tmp_path: Path) -> None:
+    result = discover(
+        tmp_path,
+        {
+            "flows": {
+                "params.py": """
+                    from datetime import date
+                    from typing import Literal, Optional
+                    from prefect import flow
+
+                    @flow
+                    def params(
+                        source: str,
+                        count: int = 3,
+                        ratio: float = -0.5,
+                        nickname: Optional[str] = None,
+                        mode: Literal["fast", "slow"] = "fast",
+                        tags: list[str] = ["a", "b"],
+                        limits: dict[str, int] = {"x": 1},
+                        pair: tuple[int, int] = (1, 2),
+                        day: date = date(2024, 1, 2),
+                        quoted: "list[int] | None" = None,
+                        untyped=True,
+                        *args: int,
+                        must: bool,
+                        maybe: str | None = "m",
+                        **kwargs: object,
+                    ): ...
+                """
+            }
+        },
+    )
+
+    by_name = {p.name: p for p in result.flows[0].parameters}
+    assert list(by_name) == [
+        "source", "count", "ratio", "nickname", "mode", "tags", "limits", "pair", "day",
+        "quoted", "untyped", "args", "must", "maybe", "kwargs",
+    ]  # fmt: skip
+    assert {n: p.annotation for n, p in by_name.items()} == {
+        "source": "str",
+        "count": "int",
+        "ratio": "float",
+        "nickname": "Optional[str]",
+        "mode": "Literal['fast', 'slow']",
+        "tags": "list[str]",
+        "limits": "dict[str, int]",
+        "pair": "tuple[int, int]",
+        "day": "date",
+        "quoted": "list[int] | None",
+        "untyped": None,
+        "args": "int",
+        "must": "bool",
+        "maybe": "str | None",
+        "kwargs": "object",
+    }
+    assert [n for n, p in by_name.items() if p.required] == ["source", "must"]
+    defaults = {n: p.default for n, p in by_name.items() if not p.required}
+    assert defaults == {
+        "count": 3,
+        "ratio": -0.5,
+        "nickname": None,
+        "mode": "fast",
+        "tags": ["a", "b"],
+        "limits": {"x": 1},
+        "pair": (1, 2),
+        "day": "date(2024, 1, 2)",
+        "quoted": None,
+        "untyped": True,
+        "args": None,
+        "maybe": "m",
+        "kwargs": None,
+    }
+    assert by_name["day"].default_is_literal is False
+    assert by_name["count"].default_is_literal is True
+    assert {n: p.kind for n, p in by_name.items() if p.kind != "positional_or_keyword"} == {
+        "args": "var_positional",
+        "must": "keyword_only",
+        "maybe": "keyword_only",
+        "kwargs": "var_keyword",
+    }
+
+
+def test_positional_only_parameters_keep_their_kind_and_defaults(tmp_path: Path) -> None:
+    result = discover(
+        tmp_path,
+        {
+            "flows": {
+                "posonly.py": """
+                    from prefect import flow
+
+                    @flow
+                    def posonly(a: int, b: int = 2, /, c: int = 3): ...
+                """
+            }
+        },
+    )
+
+    params = result.flows[0].parameters
+    assert [(p.name, p.kind, p.required, p.default) for p in params] == [
+        ("a", "positional_only", True, None),
+        ("b", "positional_only", False, 2),
+        ("c", "positional_or_keyword", False, 3),
+    ]
+
+
+def test_non_json_literal_defaults_are_kept_as_source_text(tmp_path: Path) -> None:
+    result = discover(
+        tmp_path,
+        {
+            "flows": {
+                "sets.py": """
+                    from prefect import flow
+
+                    @flow
+                    def sets(s: set[int] = {1, 2}, b: bytes = b"x", big: float = 1e999): ...
+                """
+            }
+        },
+    )
+
+    params = result.flows[0].parameters
+    assert [(p.default, p.default_is_literal) for p in params] == [
+        ("{1, 2}", False),
+        ("b'x'", False),
+        ("1e309", False),
+    ]
+    json.dumps(result.to_dict())  # everything stays JSON-able
+
+
+# --------------------------------------------------------------------------- Dockerfile lookup
+
+
+def test_dockerfile_and_requirements_are_found_beside_or_above_up_to_the_flows_root(
+    tmp_path: Path,
+) -> None:
+    flow = "from prefect import flow\n\n@flow\ndef {0}(): ...\n"
+    result = discover(
+        tmp_path,
+        {
+            "Dockerfile": "FROM scratch\n",  # above the flows root: never used
+            "requirements.txt": "outside\n",
+            "flows": {
+                "top.py": flow.format("top"),
+                "team": {
+                    "Dockerfile": "FROM python\n",
+                    "requirements.txt": "team\n",
+                    "mid.py": flow.format("mid"),
+                    "deeper": {
+                        "requirements.txt": "deeper\n",
+                        "deep.py": flow.format("deep"),
+                    },
+                },
+            },
+        },
+    )
+
+    found = {f.function: (f.dockerfile, f.requirements) for f in result.flows}
+    assert found == {
+        "top": (None, None),
+        "mid": ("flows/team/Dockerfile", "flows/team/requirements.txt"),
+        "deep": ("flows/team/Dockerfile", "flows/team/deeper/requirements.txt"),
+    }
+    by_name = {f.function: f for f in result.flows}
+    assert by_name["mid"].supports_docker_deployment
+    assert not by_name["top"].supports_docker_deployment
+    assert by_name["top"].supports_python_deployment
+
+
+# --------------------------------------------------------------------------- skipping
+
+
+def test_virtualenvs_caches_hidden_folders_and_tests_are_skipped(tmp_path: Path) -> None:
+    flow = "from prefect import flow\n\n@flow\ndef {0}(): ...\n"
+    result = discover(
+        tmp_path,
+        {
+            "flows": {
+                "kept.py": flow.format("kept"),
+                ".venv": {"a.py": flow.format("in_dot_venv")},
+                "venv": {"a.py": flow.format("in_venv")},
+                "__pycache__": {"a.py": flow.format("in_pycache")},
+                ".hidden": {"a.py": flow.format("in_hidden")},
+                "tests": {"test_a.py": flow.format("in_tests")},
+                "sub": {"tests": {"a.py": flow.format("in_sub_tests")}},
+            }
+        },
+    )
+
+    assert names(result) == ["kept"]
+    assert result.files == ("flows/kept.py",)
+
+
+def test_exclude_patterns_match_relative_paths_and_names(tmp_path: Path) -> None:
+    flow = "from prefect import flow\n\n@flow\ndef {0}(): ...\n"
+    write_tree(
+        tmp_path,
+        {
+            "flows": {
+                "kept.py": flow.format("kept"),
+                "old_job.py": flow.format("old_job"),
+                "scratch": {"a.py": flow.format("scratch_flow")},
+                "team": {"drafts": {"b.py": flow.format("draft_flow")}},
+            }
+        },
+    )
+
+    result = discover_flows(tmp_path, exclude=["*old_*.py", "scratch", "flows/team/drafts/"])
+
+    assert names(result) == ["kept"]
+
+
+# --------------------------------------------------------------------------- bad files
+
+
+def test_a_syntax_error_is_recorded_with_its_line_and_other_files_still_count(
+    tmp_path: Path,
+) -> None:
+    result = discover(
+        tmp_path,
+        {
+            "flows": {
+                "broken.py": "from prefect import flow\n\n@flow\ndef broken(:\n    pass\n",
+                "good.py": "from prefect import flow\n\n@flow\ndef good(): ...\n",
+            }
+        },
+    )
+
+    assert names(result) == ["good"]
+    (problem,) = result.problems
+    assert (problem.path, problem.line) == ("flows/broken.py", 4)
+    assert problem.message.startswith("syntax error: ")
+
+
+def test_a_non_utf8_file_is_a_problem_but_a_declared_encoding_is_honoured(
+    tmp_path: Path,
+) -> None:
+    flow = "from prefect import flow\n\n@flow\ndef {0}():\n    return '{1}'\n"
+    result = discover(
+        tmp_path,
+        {
+            "flows": {
+                "latin.py": flow.format("latin", "caf\xe9").encode("latin-1"),
+                "declared.py": (
+                    "# -*- coding: latin-1 -*-\n" + flow.format("declared", "caf\xe9")
+                ).encode("latin-1"),
+            }
+        },
+    )
+
+    assert names(result) == ["declared"]
+    (problem,) = result.problems
+    assert problem.path == "flows/latin.py"
+    assert problem.line == 5
+    assert problem.message == "not valid UTF-8 (byte 0xe9 at line 5); save the file as UTF-8"
+
+
+@pytest.mark.skipif(not Path("/proc/self/mem").exists(), reason="needs Linux /proc")
+def test_an_unreadable_file_is_a_problem_and_the_walk_goes_on(tmp_path: Path) -> None:
+    write_tree(tmp_path, {"flows": {"ok.py": "from prefect import flow\n\n@flow\ndef ok(): ...\n"}})
+    # Reading a process's memory from offset 0 fails with EIO, even for root (who can
+    # read a chmod 000 file), so this is a file that opens but cannot be read.
+    os.symlink("/proc/self/mem", tmp_path / "flows" / "unreadable.py")
+
+    result = discover_flows(tmp_path)
+
+    assert names(result) == ["ok"]
+    assert messages(result) == ["flows/unreadable.py: cannot read file: Input/output error"]
+
+
+def test_a_symlink_loop_is_reported_and_the_walk_terminates(tmp_path: Path) -> None:
+    write_tree(
+        tmp_path,
+        {"flows": {"team": {"job.py": "from prefect import flow\n\n@flow\ndef job(): ...\n"}}},
+    )
+    os.symlink("..", tmp_path / "flows" / "team" / "up")  # a folder that contains itself
+    os.symlink("self.py", tmp_path / "flows" / "self.py")  # a link to itself
+
+    result = discover_flows(tmp_path)
+
+    assert names(result) == ["job"]
+    assert messages(result) == [
+        "flows/self.py: symlink loop: -> self.py never reaches a file; skipped",
+        "flows/team/up: symlink loop: flows/team/up -> .. points back to a folder that "
+        "contains it; not followed",
+    ]
+
+
+def test_symlinked_folders_are_followed_once_and_never_counted_twice(tmp_path: Path) -> None:
+    flow = "from prefect import flow\n\n@flow\ndef {0}(): ...\n"
+    write_tree(
+        tmp_path,
+        {
+            "shared": {"lib_flow.py": flow.format("lib_flow")},
+            "flows": {"real": {"job.py": flow.format("job")}},
+        },
+    )
+    os.symlink("../shared", tmp_path / "flows" / "linked_outside")
+    os.symlink("real", tmp_path / "flows" / "a_link_to_real")
+
+    result = discover_flows(tmp_path)
+
+    assert [f.path for f in result.flows] == [
+        "flows/linked_outside/lib_flow.py",
+        "flows/real/job.py",
+    ]
+    assert result.problems == ()
+
+
+def test_two_flows_with_the_same_name_are_both_invalid_and_named(tmp_path: Path) -> None:
+    result = discover(
+        tmp_path,
+        {
+            "flows": {
+                "a.py": "from prefect import flow\n\n@flow(name='report')\ndef a(): ...\n",
+                "b.py": "from prefect import flow\n\n@flow\ndef report(): ...\n",
+                "c.py": "from prefect import flow\n\n@flow\ndef other(): ...\n",
+            }
+        },
+    )
+
+    expected = (
+        "flow name 'report' is used by 2 flows: flows/a.py:a (line 4), "
+        "flows/b.py:report (line 4); give each a unique name= in its @flow decorator"
+    )
+    assert [(f.name, f.is_valid) for f in result.flows] == [
+        ("report", False),
+        ("report", False),
+        ("other", True),
+    ]
+    assert result.flows[0].problems == (expected,)
+    assert result.flows[1].problems == (expected,)
+    assert messages(result) == [f"flows/a.py:4: {expected}"]
+
+
+def test_an_empty_or_missing_flows_root_is_a_problem(tmp_path: Path) -> None:
+    write_tree(tmp_path, {"flows": {"helpers.py": "def helper(): ...\n"}})
+
+    result = discover_flows(tmp_path, roots=["flows", "missing"])
+
+    assert result.flows == ()
+    assert messages(result) == [
+        "flows: no flows found under flows",
+        "missing: flow root missing does not exist",
+    ]
+
+
+def test_a_root_outside_the_project_is_refused(tmp_path: Path) -> None:
+    project = write_tree(tmp_path / "project", {"flows": {}})
+
+    result = discover_flows(project, roots=["../elsewhere"])
+
+    assert messages(result) == ["../elsewhere: flow root ../elsewhere is outside the project root"]
+
+
+def test_a_single_file_and_overlapping_roots_count_each_flow_once(tmp_path: Path) -> None:
+    flow = "from prefect import flow\n\n@flow\ndef {0}(): ...\n"
+    write_tree(
+        tmp_path,
+        {"flows": {"a.py": flow.format("a"), "etl": {"b.py": flow.format("b")}}},
+    )
+
+    result = discover_flows(tmp_path, roots=["flows", "flows/etl", "flows/a.py", "flows/"])
+
+    assert [f.path for f in result.flows] == ["flows/a.py", "flows/etl/b.py"]
+    assert result.problems == ()
+
+
+# --------------------------------------------------------------------------- guarantees
+
+
+def test_output_is_sorted_by_path_then_line_and_repeatable(tmp_path: Path) -> None:
+    flow = "from prefect import flow\n\n@flow\ndef {0}(): ...\n\n@flow\ndef {0}_two(): ...\n"
+    tree: Tree = {"flows": {}}
+    for name in ("zeta", "alpha", "mid", "beta"):
+        tree["flows"][f"{name}.py"] = flow.format(name)
+    tree["flows"]["sub"] = {"aa.py": flow.format("aa")}
+    first = discover(tmp_path, tree)
+    second = discover_flows(tmp_path)
+
+    assert [(f.path, f.line) for f in first.flows] == [
+        ("flows/alpha.py", 4),
+        ("flows/alpha.py", 7),
+        ("flows/beta.py", 4),
+        ("flows/beta.py", 7),
+        ("flows/mid.py", 4),
+        ("flows/mid.py", 7),
+        ("flows/sub/aa.py", 4),
+        ("flows/sub/aa.py", 7),
+        ("flows/zeta.py", 4),
+        ("flows/zeta.py", 7),
+    ]
+    assert first == second
+    assert json.dumps(first.to_dict()) == json.dumps(second.to_dict())
+
+
+def test_discovery_never_imports_or_runs_the_flow_file(tmp_path: Path) -> None:
+    marker = tmp_path / "marker.txt"
+    result = discover(
+        tmp_path,
+        {
+            "flows": {
+                "dangerous.py": f"""
+                    from pathlib import Path
+                    from prefect import flow
+
+                    Path({str(marker)!r}).write_text("imported!")
+                    raise RuntimeError("module body ran")
+
+                    @flow
+                    def dangerous(): ...
+                """
+            }
+        },
+    )
+
+    assert names(result) == ["dangerous"]
+    assert result.problems == ()
+    assert not marker.exists()
+    assert "flows.dangerous" not in sys.modules and "dangerous" not in sys.modules
+
+
+def test_to_dict_has_the_flow_and_problem_keys_the_cli_promises(tmp_path: Path) -> None:
+    result = discover(
+        tmp_path,
+        {
+            "flows": {
+                "ok.py": "from prefect import flow\n\n@flow\ndef ok(x: int = 1): ...\n",
+                "bad.py": "from prefect import flow\n\ndef (:\n",
+            }
+        },
+    )
+
+    data = result.to_dict()
+    assert set(data) == {"flows", "problems"}
+    assert {
+        "name", "function", "path", "entrypoint", "module_entrypoint", "is_async",
+        "description", "parameters", "dockerfile", "requirements",
+        "supports_python_deployment", "supports_docker_deployment", "is_valid", "problems",
+    } <= set(data["flows"][0])  # fmt: skip
+    assert data["flows"][0]["entrypoint"] == "flows/ok.py:ok"
+    assert data["flows"][0]["module_entrypoint"] == "flows.ok:ok"
+    assert {"path", "line", "message"} <= set(data["problems"][0])
+    assert data["problems"][0]["path"] == "flows/bad.py"
+
+
+def test_raise_for_problems_raises_a_discovery_error_that_exits_3(tmp_path: Path) -> None:
+    result = discover(tmp_path, {"flows": {"bad.py": "from prefect import flow\ndef (:\n"}})
+
+    with pytest.raises(DiscoveryError) as caught:
+        result.raise_for_problems()
+
+    assert caught.value.exit_code == EXIT_VALIDATION
+    assert "flows/bad.py:2: syntax error" in str(caught.value)
+    assert "flows: no flows found under flows" in str(caught.value)
+
+
+def test_the_table_lists_flows_types_and_problems(tmp_path: Path) -> None:
+    result = discover(
+        tmp_path,
+        {
+            "flows": {
+                "box": {
+                    "Dockerfile": "FROM python\n",
+                    "job.py": "from prefect import flow\n\n@flow\nasync def job(n: int = 1): ...\n",
+                },
+                "bad.py": "from prefect import flow\n\ndef (:\n",
+            }
+        },
+    )
+
+    table = format_discovery(result)
+
+    assert table.splitlines()[0].split() == [
+        "FLOW",
+        "ENTRYPOINT",
+        "PARAMETERS",
+        "TYPES",
+        "PROBLEMS",
+    ]
+    assert table.splitlines()[1].split() == [
+        "job", "(async)", "flows/box/job.py:job", "n:", "int", "=", "1", "python,", "docker", "-",
+    ]  # fmt: skip
+    assert "1 flow(s), 1 problem(s)" in table
+    assert "  - flows/bad.py:3: syntax error:" in table
+
+
+# --------------------------------------------------------------------------- entrypoints
+
+
+@pytest.fixture
+def etl_discovery(tmp_path: Path) -> Discovery:
+    return discover(
+        tmp_path,
+        {
+            "flows": {
+                "etl": {
+                    "daily.py": """
+                        from prefect import flow, task
+
+                        @task
+                        def extract(): ...
+
+                        def helper(): ...
+
+                        @flow
+                        def daily_etl(): ...
+                    """,
+                    "helpers.py": "def make_rows(): ...\n",
+                }
+            }
+        },
+    )
+
+
+@pytest.mark.parametrize(
+    "reference",
+    ["daily-etl", "flows/etl/daily.py:daily_etl", "./flows/etl/daily.py:daily_etl",
+     "flows.etl.daily:daily_etl"],
+    ids=["flow name", "path entrypoint", "path with ./", "module entrypoint"],
+)  # fmt: skip
+def test_find_flow_accepts_a_name_or_either_entrypoint_form(
+    etl_discovery: Discovery, reference: str
+) -> None:
+    flow = find_flow(etl_discovery, reference)
+
+    assert flow is not None and flow.function == "daily_etl"
+    assert entrypoint_problem(etl_discovery, reference) is None
+
+
+ENTRYPOINT_PROBLEMS = {
+    "a task, which is not a flow": (
+        "flows/etl/daily.py:extract",
+        "entrypoint 'flows/etl/daily.py:extract': flows/etl/daily.py defines extract(), but "
+        "it is not a flow; decorate it with @flow (from prefect import flow)",
+    ),
+    "a plain function in a file without prefect": (
+        "flows.etl.helpers:make_rows",
+        "entrypoint 'flows.etl.helpers:make_rows': flows/etl/helpers.py defines make_rows(), "
+        "but it is not a flow; decorate it with @flow (from prefect import flow)",
+    ),
+    "a function that does not exist": (
+        "flows/etl/daily.py:nightly",
+        "entrypoint 'flows/etl/daily.py:nightly': flows/etl/daily.py has no module-level "
+        "function 'nightly'; flow functions in that file: daily_etl",
+    ),
+    "a file that was not scanned": (
+        "flows/missing.py:job",
+        "entrypoint 'flows/missing.py:job': flows/missing.py was not found under the flow "
+        "roots (missing, excluded, or outside the configured flow_roots)",
+    ),
+    "an unknown flow name": (
+        "weekly",
+        "no flow named 'weekly' was discovered; discovered flows: daily-etl",
+    ),
+}
+
+
+@pytest.mark.parametrize(
+    ("entrypoint", "expected"), ENTRYPOINT_PROBLEMS.values(), ids=ENTRYPOINT_PROBLEMS.keys()
+)
+def test_entrypoint_problem_says_why_an_entrypoint_is_not_a_flow(
+    etl_discovery: Discovery, entrypoint: str, expected: str
+) -> None:
+    assert find_flow(etl_discovery, entrypoint) is None
+    assert entrypoint_problem(etl_discovery, entrypoint) == expected
+
+
+def test_entrypoint_problem_reports_the_problems_of_an_invalid_flow(tmp_path: Path) -> None:
+    result = discover(
+        tmp_path,
+        {"flows": {"bad.py": 'from prefect import flow\n\n@flow(name="a&b")\ndef bad(): ...\n'}},
+    )
+
+    assert entrypoint_problem(result, "flows/bad.py:bad") == (
+        "entrypoint 'flows/bad.py:bad' points at flow 'a&b', which has problems: "
+        "flow name 'a&b' contains '&'; Prefect refuses any of / % & > < in names"
+    )
+
+
+# --------------------------------------------------------------------------- the real repo
+
+
+def test_the_example_flows_of_this_repository_are_all_discovered_valid() -> None:
+    result = discover_flows(REPO)
+
+    assert result.problems == ()
+    flows = {f.name: f for f in result.flows}
+    assert set(flows) == {"hello", "async-report", "daily-etl", "table-report", "env-report"}
+    assert all(f.is_valid for f in result.flows)
+    assert flows["async-report"].is_async
+    assert flows["daily-etl"].entrypoint == "flows/etl/daily.py:daily_etl"
+    assert flows["daily-etl"].module_entrypoint == "flows.etl.daily:daily_etl"
+    assert flows["table-report"].dockerfile == "flows/containerized/Dockerfile"
+    assert flows["table-report"].requirements == "flows/containerized/requirements.txt"
+    assert [p.name for p in flows["env-report"].parameters] == [
+        "cleanup",
+        "use_distributed",
+        "debug",
+        "extra_vars",
+    ]
+    assert len(flows["hello"].parameters) >= 10
+
+
+def test_invoke_discover_json_prints_the_flows_of_this_repository() -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DEPLOY_")}
+    done = subprocess.run(
+        [sys.executable, "-m", "invoke", "discover", "--json"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+    assert done.returncode == 0, done.stderr
+    data = json.loads(done.stdout)
+    assert sorted(f["name"] for f in data["flows"]) == [
+        "async-report",
+        "daily-etl",
+        "env-report",
+        "hello",
+        "table-report",
+    ]
+    assert data["problems"] == []
