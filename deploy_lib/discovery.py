@@ -19,6 +19,7 @@ thousand files takes a fraction of a second, where importing them takes many.
 from __future__ import annotations
 
 import ast
+import errno
 import fnmatch
 import os
 import re
@@ -273,7 +274,6 @@ class _Walker:
 
     def __init__(self, root: Path, exclude: Sequence[str]) -> None:
         self.root = os.path.abspath(root)
-        self.root_real = os.path.realpath(self.root)
         patterns = [p.strip().removeprefix("./").rstrip("/") for p in exclude if p.strip()]
         self.exclude = (
             re.compile("|".join(fnmatch.translate(p) for p in patterns)) if patterns else None
@@ -416,13 +416,7 @@ class _Walker:
                     continue
             else:
                 child_real = os.path.join(real, entry.name)
-            self._walk_dir(
-                entry.path,
-                child,
-                child_real,
-                dockerfile,
-                requirements,
-            )
+            self._walk_dir(entry.path, child, child_real, dockerfile, requirements)
 
     def _read_file(
         self, absolute: str, rel: str, dockerfile: str | None, requirements: str | None
@@ -510,7 +504,7 @@ def _is_link_loop(path: str) -> bool:
     try:
         os.stat(path)
     except OSError as exc:
-        return exc.errno == 40  # ELOOP
+        return exc.errno == errno.ELOOP
     return False
 
 
