@@ -130,3 +130,48 @@ def config(
         sys.stdout.write(text + "\n")  # asked for: bypass the masking _echo does
     else:
         _echo(text)
+
+
+@task(
+    help={
+        "env": "environment (a section of settings.toml); default $DEPLOY_ENV, else development",
+        "out": "output directory (default build/<env>)",
+        "format": "yaml (default) or json",
+        "prefect-yaml": "also write prefect.yaml for `prefect deploy --all --prefect-file`",
+        "show-secrets": "write secret values instead of ****",
+        "flow": "only this flow (repeatable)",
+        "type": "only this deployment type: python or docker",
+        "debug": "show the traceback of an error",
+    },
+    iterable=["flow"],
+)
+@boundary
+def render(
+    c: Any,
+    env: str | None = None,
+    out: str | None = None,
+    format: str = "yaml",
+    prefect_yaml: bool = False,
+    show_secrets: bool = False,
+    flow: list[str] | None = None,
+    type: str | None = None,
+    debug: bool = False,
+) -> None:
+    """Render every deployment to one file each; nothing is written if any is invalid."""
+    from deploy_lib.templates import render_to_files
+
+    settings = _settings(env)
+    result = render_to_files(
+        settings,
+        out_dir=out,
+        fmt=format,
+        write_prefect_yaml=prefect_yaml,
+        show_secrets=show_secrets,
+        flow_names=flow or [],
+        types=[type] if type else [],
+    )
+    for warning in [*settings.warnings, *result.warnings]:
+        sys.stderr.write(f"warning: {_masked(warning)}\n")
+    _echo(f"wrote {len(result.files)} file(s) to {result.out_dir}")
+    for name in result.removed:
+        _echo(f"removed stale {name}")

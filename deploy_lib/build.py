@@ -1,0 +1,673 @@
+"""Flows + the settings of one environment -> the values of each deployment (pure).
+
+``build_deployments`` turns every valid flow into one ``BuildContext`` per deployment
+type: the ``deployment.*`` values a template puts into the body (see
+``DeploymentSpec`` for the body keys). The only I/O is ``flow_version``, which reads the
+flow's own files to hash them.
+
+Decisions worth knowing:
+
+- Types: a flow gets the types in ``deployment_types`` (or its per-flow ``types``);
+  docker only when it has a Dockerfile. Invalid flows get no deployment.
+- Names: with two types, ``naming.<type>`` formats (``{flow}``, ``{env}``, ``{type}``);
+  with one, the flow name unless ``naming.always_suffix``. Per flow, ``name`` replaces
+  ``{flow}`` and ``names.<type>`` fixes one name outright.
+- Parameters: the environment's ``parameters`` reach only flows whose signature accepts
+  them (``**kwargs`` accepts all); the others are skipped with one warning per
+  parameter. Per-flow ``parameters`` are kept as written, so validation reports one the
+  flow does not accept instead of dropping it quietly.
+- ``job_variables.env``: ``env_vars`` first, then ``PREFECT_FLOWS_DEFAULT_RETRIES`` /
+  ``PREFECT_FLOWS_DEFAULT_RETRY_DELAY_SECONDS`` (``retries.*``),
+  ``PREFECT_FLOWS_HEARTBEAT_FREQUENCY`` (``health.heartbeat_frequency``) and
+  ``DEPLOY_ENV_NAME``; an explicit ``env_vars`` entry wins over a computed one. Values
+  are strings (booleans as ``true``/``false``).
+- Pull steps, python type: ``set_working_directory`` to the absolute project root
+  (``pull.strategy = "local"``), or ``git_clone`` of ``pull.repository`` at
+  ``pull.branch`` with ``git_access_token`` (a literal or a ``{{ prefect.blocks... }}``
+  reference) when ``"git"``; the clone is assumed to hold the project at its top. Then
+  ``pip_install_requirements`` for the flow's requirements.txt, and for
+  ``pull.extra_packages`` a ``run_shell_script`` running ``python -m pip install ...``
+  (so the ``python`` on the worker's PATH must be the one running flows).
+  ``pull.pip_index_url`` becomes ``PIP_INDEX_URL`` in the run's env, which every pip
+  call of the run (both steps above) honours.
+- Docker type: image ``<docker.registry>/<flow-slug>:<tag>``, tag ``docker.tag`` or the
+  git short sha (``-dirty`` when the tree is dirty; ``latest`` outside git, with a
+  warning). The docker pool template has no ``working_dir``, so the in-image
+  ``docker.working_dir`` is a ``set_working_directory`` pull step; requirements belong
+  in the image; ``docker.extra_pip_packages`` becomes ``EXTRA_PIP_PACKAGES``. Other
+  docker job variables (networks, volumes, ...) belong in a ``docker_<env>.yaml``
+  template.
+- Job variables that are ``None`` (an unset ``mem_limit``) are dropped after rendering,
+  so the pool's default applies.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import shlex
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from deploy_lib.errors import DiscoveryError, SettingsError
+from deploy_lib.gitinfo import GitInfo
+from deploy_lib.models import DEPLOYMENT_TYPES, MANAGED_BY_TAG, FlowMetadata, Settings
+
+STEP = "prefect.deployments.steps."
+CLONE_STEP_ID = "clone-step"
+VERSION_LENGTH = 12
+OVERRIDE_KEYS = (
+    "enabled",
+    "types",
+    "name",
+    "names",
+    "work_pool",
+    "parameters",
+    "tags",
+    "schedules",
+    "concurrency_limit",
+    "paused",
+    "description",
+)
+_SCHEDULE_KINDS = ("cron", "interval", "rrule")
+_VAR_KINDS = ("var_positional", "var_keyword")
+
+
+@dataclass(frozen=True)
+class BuildContext:
+    """One deployment to render: its type, its flow, and ``deployment``, the computed
+    values (the body keys plus ``type``, ``image``, ``slug`` and ``sources``, which maps
+    a dotted body key to the settings key its value came from)."""
+
+    type: str
+    flow: FlowMetadata
+    deployment: Mapping[str, Any]
+
+    @property
+    def name(self) -> str:
+        return str(self.deployment["name"])
+
+
+@dataclass(frozen=True)
+class BuildResult:
+    contexts: tuple[BuildContext, ...]
+    warnings: tuple[str, ...]
+
+
+def build_deployments(
+    flows: Iterable[FlowMetadata], settings: Settings, *, git: GitInfo
+) -> BuildResult:
+    """Compute every deployment of ``flows`` for ``settings.env``.
+
+    Reads each flow's files once to hash its version (``flow_version``); otherwise pure.
+    Returns the contexts sorted by flow name then type, and the warnings as sentences.
+    Raises ``SettingsError`` (every settings problem found, in one message) when a
+    setting needed to shape the deployments is unusable.
+    """
+    flows = sorted(flows, key=lambda f: (f.name, f.path))
+    env = _EnvValues.read(settings, git)
+    problems: list[tuple[str, str]] = list(env.problems)
+    warnings: list[str] = list(env.warnings)
+    contexts: list[BuildContext] = []
+    skipped_params: dict[str, list[str]] = {}
+
+    known = {f.name for f in flows}
+    for name in sorted(_all_override_names(settings)):
+        if name not in known:
+            warnings.append(
+                f"settings key 'flows.{name}' names no discovered flow; its overrides are unused"
+            )
+
+    for flow in flows:
+        if not flow.is_valid:
+            warnings.append(
+                f"flow {flow.name!r} ({flow.path}) has problems and gets no deployment: "
+                + "; ".join(flow.problems)
+            )
+            continue
+        overrides, override_problems = _flow_overrides(settings, flow.name)
+        problems += override_problems
+        if override_problems or problems:
+            continue  # keep looking for settings problems; build nothing more
+        if not overrides.get("enabled", True):
+            continue
+        types = _types_for(flow, overrides, env, problems, warnings)
+        if not types:
+            continue
+        names = _names_for(flow, types, overrides, env, problems)
+        if problems:
+            continue
+        shared = _shared_values(flow, overrides, env, skipped_params)
+        for type_ in types:
+            contexts.append(
+                BuildContext(type_, flow, _deployment(flow, type_, names[type_], shared, env))
+            )
+
+    if problems:
+        lines = [f"  - key {key!r}: {message}" for key, message in problems]
+        raise SettingsError(
+            f"{len(problems)} settings problem(s) stop the build:\n" + "\n".join(lines)
+        )
+    warnings += _skipped_parameter_warnings(skipped_params)
+    return BuildResult(tuple(contexts), tuple(warnings))
+
+
+def flow_version(flow: FlowMetadata, root: str | Path) -> str:
+    """A 12-hex-digit hash of the flow file, its Dockerfile and its requirements.txt
+    (path and content of each), so the version changes only when those files do.
+
+    Reads those files; raises ``DiscoveryError`` naming a file that cannot be read.
+    """
+    digest = hashlib.sha256()
+    for rel in (flow.path, flow.dockerfile, flow.requirements):
+        if not rel:
+            continue
+        path = Path(root) / rel
+        try:
+            content = path.read_bytes()
+        except OSError as exc:
+            raise DiscoveryError(
+                f"cannot read it to compute the version of flow {flow.name!r}: "
+                f"{exc.strerror or exc}",
+                path=str(rel),
+            ) from exc
+        digest.update(_relative(rel, root).encode() + b"\0" + content + b"\0")
+    return digest.hexdigest()[:VERSION_LENGTH]
+
+
+def flow_slug(flow_name: str) -> str:
+    """The flow name as a docker repository component: ``Daily ETL`` -> ``daily-etl``."""
+    slug = re.sub(r"[^a-z0-9]+", "-", flow_name.lower()).strip("-")
+    return slug or "flow"
+
+
+def image_tag(settings: Settings, git: GitInfo) -> str:
+    """``docker.tag`` when set, else the git short sha (``-dirty`` when the tree is
+    dirty), else ``latest`` outside a git repository."""
+    fixed = settings.get("docker.tag") or ""
+    if fixed:
+        return str(fixed)
+    if not git.is_repo:
+        return "latest"
+    return f"{git.short_sha}-dirty" if git.dirty else git.short_sha
+
+
+def image_reference(flow_name: str, settings: Settings, git: GitInfo) -> str:
+    """``<docker.registry>/<flow-slug>:<tag>`` (no registry part when it is empty)."""
+    registry = str(settings.get("docker.registry") or "").rstrip("/")
+    repo = f"{registry}/{flow_slug(flow_name)}" if registry else flow_slug(flow_name)
+    return f"{repo}:{image_tag(settings, git)}"
+
+
+def convert_schedules(items: Any) -> Any:
+    """Settings schedules (``{cron=..., timezone=..., active=...}``) -> the server's
+    ``{"schedule": {...}, "active": bool}`` items. Anything not a list of tables is
+    returned unchanged, for validation to report."""
+    if not isinstance(items, Sequence) or isinstance(items, str):
+        return items
+    out: list[Any] = []
+    for item in items:
+        if not isinstance(item, Mapping):
+            out.append(item)
+            continue
+        schedule = {k: _plain(v) for k, v in item.items() if k != "active"}
+        if isinstance(schedule.get("interval"), int) and not isinstance(schedule["interval"], bool):
+            schedule["interval"] = float(schedule["interval"])
+        out.append({"schedule": schedule, "active": _plain(item.get("active", True))})
+    return out
+
+
+def accepted_parameters(flow: FlowMetadata) -> frozenset[str] | None:
+    """The parameter names the flow's signature accepts; ``None`` when it takes
+    ``**kwargs`` and so accepts any name."""
+    if any(p.kind == "var_keyword" for p in flow.parameters):
+        return None
+    return frozenset(p.name for p in flow.parameters if p.kind not in _VAR_KINDS)
+
+
+# -- environment-wide values, read once -------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _EnvValues:
+    settings: Settings
+    env: str
+    root: Path
+    git: GitInfo
+    entrypoint_style: str
+    types: tuple[str, ...]
+    strategy: str
+    problems: tuple[tuple[str, str], ...]
+    warnings: tuple[str, ...]
+    cache: dict[str, Any] = field(default_factory=dict, compare=False)
+
+    @classmethod
+    def read(cls, settings: Settings, git: GitInfo) -> _EnvValues:
+        problems: list[tuple[str, str]] = []
+        warnings: list[str] = []
+        style = settings.get("entrypoint_style", "path")
+        if style not in ("path", "module"):
+            problems.append(("entrypoint_style", f"must be 'path' or 'module', not {style!r}"))
+        types_raw = settings.get("deployment_types", list(DEPLOYMENT_TYPES))
+        types = _type_list(types_raw, "deployment_types", problems)
+        strategy = settings.get("pull.strategy", "local")
+        if strategy not in ("local", "git"):
+            problems.append(("pull.strategy", f"must be 'local' or 'git', not {strategy!r}"))
+        elif strategy == "git" and not settings.get("pull.repository"):
+            problems.append(
+                ("pull.repository", "is empty, but pull.strategy = 'git' needs a repository URL")
+            )
+        if "docker" in types and not settings.get("docker.tag") and not git.is_repo:
+            warnings.append(
+                "not a git repository (or no commit yet): docker images are tagged 'latest'; "
+                "set docker.tag to pin a tag"
+            )
+        return cls(
+            settings=settings,
+            env=settings.env,
+            root=Path(settings.root).resolve(),
+            git=git,
+            entrypoint_style=str(style),
+            types=types,
+            strategy=str(strategy),
+            problems=tuple(problems),
+            warnings=tuple(warnings),
+        )
+
+    def get(self, key: str, default: Any = None) -> Any:
+        # Read once per run: every flow asks for the same dozen keys.
+        if key not in self.cache:
+            self.cache[key] = _plain(self.settings.get(key))
+        value = self.cache[key]
+        return default if value is None else value
+
+
+def _type_list(raw: Any, key: str, problems: list[tuple[str, str]]) -> tuple[str, ...]:
+    if isinstance(raw, str):
+        raw = [raw]
+    if not isinstance(raw, Sequence):
+        problems.append((key, f"must be a list of deployment types, not {raw!r}"))
+        return ()
+    unknown = [t for t in raw if t not in DEPLOYMENT_TYPES]
+    if unknown:
+        problems.append(
+            (key, f"unknown deployment type(s) {unknown!r}; known: {', '.join(DEPLOYMENT_TYPES)}")
+        )
+    return tuple(t for t in DEPLOYMENT_TYPES if t in raw)
+
+
+# -- per-flow overrides -----------------------------------------------------------------
+
+
+def _all_override_names(settings: Settings) -> list[str]:
+    table = settings.get("flows")
+    return [str(k) for k in table] if isinstance(table, Mapping) else []
+
+
+def _flow_overrides(
+    settings: Settings, flow_name: str
+) -> tuple[dict[str, Any], list[tuple[str, str]]]:
+    getter = getattr(settings, "flow_overrides", None)
+    if callable(getter):
+        raw = getter(flow_name)
+    else:
+        table = settings.get("flows")
+        raw = table.get(flow_name) if isinstance(table, Mapping) else None
+    key = f"flows.{flow_name}"
+    if raw is None:
+        return {}, []
+    if not isinstance(raw, Mapping):
+        return {}, [(key, f"must be a table of overrides, not {raw!r}")]
+    overrides = {str(k): _plain(v) for k, v in raw.items()}
+    problems = [
+        (f"{key}.{k}", f"unknown override; known: {', '.join(OVERRIDE_KEYS)}")
+        for k in overrides
+        if k not in OVERRIDE_KEYS
+    ]
+    for table_key in ("parameters", "names"):
+        if table_key in overrides and not isinstance(overrides[table_key], Mapping):
+            problems.append((f"{key}.{table_key}", "must be a table"))
+    wp = overrides.get("work_pool")
+    if wp is not None and not isinstance(wp, (str, Mapping)):
+        problems.append(
+            (f"{key}.work_pool", "must be a pool name or a table of python/docker/queue")
+        )
+    return overrides, problems
+
+
+def _types_for(
+    flow: FlowMetadata,
+    overrides: Mapping[str, Any],
+    env: _EnvValues,
+    problems: list[tuple[str, str]],
+    warnings: list[str],
+) -> tuple[str, ...]:
+    if "types" in overrides:
+        wanted = _type_list(overrides["types"], f"flows.{flow.name}.types", problems)
+        if "docker" in wanted and not flow.supports_docker_deployment:
+            warnings.append(
+                f"flow {flow.name!r}: settings key 'flows.{flow.name}.types' asks for docker, "
+                f"but no Dockerfile was found beside {flow.path}; docker skipped"
+            )
+    else:
+        wanted = env.types
+    return tuple(
+        t for t in wanted if t == "python" or (t == "docker" and flow.supports_docker_deployment)
+    )
+
+
+def _names_for(
+    flow: FlowMetadata,
+    types: tuple[str, ...],
+    overrides: Mapping[str, Any],
+    env: _EnvValues,
+    problems: list[tuple[str, str]],
+) -> dict[str, str]:
+    base = str(overrides.get("name") or flow.name)
+    explicit = overrides.get("names") or {}
+    suffix = len(types) > 1 or bool(env.get("naming.always_suffix", False))
+    names: dict[str, str] = {}
+    for type_ in types:
+        if type_ in explicit:
+            names[type_] = str(explicit[type_])
+        elif suffix:
+            fmt = env.get(f"naming.{type_}", "{flow}-" + type_)
+            try:
+                names[type_] = str(fmt).format(flow=base, env=env.env, type=type_)
+            except (KeyError, IndexError, ValueError) as exc:
+                problems.append(
+                    (
+                        f"naming.{type_}",
+                        f"bad format {fmt!r} ({exc}); use {{flow}}, {{env}}, {{type}}",
+                    )
+                )
+                names[type_] = base
+        else:
+            names[type_] = base
+    if len(set(names.values())) < len(names):
+        problems.append(
+            (f"flows.{flow.name}.names", f"the types of flow {flow.name!r} share one name: {names}")
+        )
+    return names
+
+
+# -- the values -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Shared:
+    """What both types of one flow have in common."""
+
+    overrides: Mapping[str, Any]
+    version: str
+    description: str
+    parameters: dict[str, Any]
+    schema: dict[str, Any]
+    schedules: Any
+    env: dict[str, str]
+    tags: list[Any]
+    sources: dict[str, str]
+
+
+def _shared_values(
+    flow: FlowMetadata,
+    overrides: Mapping[str, Any],
+    env: _EnvValues,
+    skipped_params: dict[str, list[str]],
+) -> _Shared:
+    fkey = f"flows.{flow.name}"
+    sources: dict[str, str] = {}
+
+    accepted = accepted_parameters(flow)
+    parameters: dict[str, Any] = {}
+    env_params = env.get("parameters", {})
+    if isinstance(env_params, Mapping):
+        for name, value in env_params.items():
+            if accepted is None or name in accepted:
+                parameters[name] = value
+                sources[f"parameters.{name}"] = f"parameters.{name}"
+            else:
+                skipped_params.setdefault(str(name), []).append(flow.name)
+    for name, value in (overrides.get("parameters") or {}).items():
+        parameters[name] = value
+        sources[f"parameters.{name}"] = f"{fkey}.parameters.{name}"
+
+    run_env: dict[str, str] = {}
+    for name, value in (env.get("env_vars", {}) or {}).items():
+        if value is not None:
+            run_env[str(name)] = _env_text(value)
+            sources[f"job_variables.env.{name}"] = f"env_vars.{name}"
+    computed = (
+        ("PREFECT_FLOWS_DEFAULT_RETRIES", "retries.retries"),
+        ("PREFECT_FLOWS_DEFAULT_RETRY_DELAY_SECONDS", "retries.retry_delay_seconds"),
+        ("PREFECT_FLOWS_HEARTBEAT_FREQUENCY", "health.heartbeat_frequency"),
+    )
+    for name, key in computed:
+        value = env.get(key)
+        if value is not None and name not in run_env:
+            run_env[name] = _env_text(value)
+            sources[f"job_variables.env.{name}"] = key
+    run_env.setdefault("DEPLOY_ENV_NAME", env.env)
+
+    schedules = convert_schedules(overrides.get("schedules", []))
+    if "schedules" in overrides:
+        sources["schedules"] = f"{fkey}.schedules"
+
+    tags = _listed(env.get("tags", [])) + _listed(overrides.get("tags", []))
+    description = (
+        overrides.get("description") or flow.description or (f"Flow {flow.name} ({flow.path})")
+    )
+    return _Shared(
+        overrides=overrides,
+        version=flow_version(flow, env.root),
+        description=str(description),
+        parameters=parameters,
+        schema=_parameter_schema(flow),
+        schedules=schedules,
+        env=run_env,
+        tags=tags,
+        sources=sources,
+    )
+
+
+def _deployment(
+    flow: FlowMetadata, type_: str, name: str, shared: _Shared, env: _EnvValues
+) -> dict[str, Any]:
+    fkey = f"flows.{flow.name}"
+    ov = shared.overrides
+    sources = dict(shared.sources)
+
+    pool, pool_key, queue, queue_key = _work_pool(flow, type_, ov, env)
+    sources["work_pool_name"] = pool_key
+    sources["work_queue_name"] = queue_key
+
+    run_env = dict(shared.env)
+    image: str | None = None
+    if type_ == "docker":
+        image = image_reference(flow.name, env.settings, env.git)
+        extra = env.get("docker.extra_pip_packages", [])
+        if extra:
+            run_env["EXTRA_PIP_PACKAGES"] = " ".join(str(p) for p in _listed(extra))
+            sources["job_variables.env.EXTRA_PIP_PACKAGES"] = "docker.extra_pip_packages"
+        job_variables: dict[str, Any] = {
+            "image": image,
+            "image_pull_policy": env.get("docker.image_pull_policy"),
+            "env": run_env,
+            "mem_limit": env.get("resources.mem_limit"),
+            "memswap_limit": env.get("resources.memswap_limit"),
+        }
+        sources.update(
+            {
+                "job_variables.image": "docker.registry",
+                "job_variables.image_pull_policy": "docker.image_pull_policy",
+                "job_variables.mem_limit": "resources.mem_limit",
+                "job_variables.memswap_limit": "resources.memswap_limit",
+            }
+        )
+        pull_steps = [_step("set_working_directory", directory=env.get("docker.working_dir"))]
+        sources["pull_steps"] = "docker.working_dir"
+    else:
+        index_url = env.get("pull.pip_index_url")
+        if index_url:
+            run_env.setdefault("PIP_INDEX_URL", str(index_url))
+            sources["job_variables.env.PIP_INDEX_URL"] = "pull.pip_index_url"
+        job_variables = {"env": run_env, "working_dir": str(env.root)}
+        pull_steps = _python_pull_steps(flow, env)
+        sources["pull_steps"] = "pull"
+
+    concurrency = ov.get("concurrency_limit", env.get("resources.concurrency_limit"))
+    sources["concurrency_limit"] = (
+        f"{fkey}.concurrency_limit" if "concurrency_limit" in ov else "resources.concurrency_limit"
+    )
+    paused = ov.get("paused", env.get("paused", False))
+    sources["paused"] = f"{fkey}.paused" if "paused" in ov else "paused"
+    sources["enforce_parameter_schema"] = "enforce_parameter_schema"
+    sources["entrypoint"] = "entrypoint_style"
+    sources["tags"] = f"{fkey}.tags" if "tags" in ov else "tags"
+
+    tags = _dedupe([f"runtime:{type_}", f"env:{env.env}", MANAGED_BY_TAG, *shared.tags])
+    entrypoint = flow.module_entrypoint if env.entrypoint_style == "module" else flow.entrypoint
+    return {
+        "name": name,
+        "flow_name": flow.name,
+        "entrypoint": entrypoint,
+        "description": shared.description,
+        "version": shared.version,
+        "work_pool_name": pool,
+        "work_queue_name": queue,
+        "tags": tags,
+        "parameters": dict(shared.parameters),
+        "parameter_openapi_schema": shared.schema,
+        "job_variables": job_variables,
+        "pull_steps": pull_steps,
+        "schedules": shared.schedules,
+        "concurrency_limit": concurrency,
+        "paused": paused,
+        "enforce_parameter_schema": env.get("enforce_parameter_schema", True),
+        "type": type_,
+        "image": image,
+        "slug": flow_slug(flow.name),
+        "sources": sources,
+    }
+
+
+def _work_pool(
+    flow: FlowMetadata, type_: str, ov: Mapping[str, Any], env: _EnvValues
+) -> tuple[Any, str, Any, str]:
+    fkey = f"flows.{flow.name}.work_pool"
+    pool, pool_key = env.get(f"work_pool.{type_}"), f"work_pool.{type_}"
+    queue, queue_key = env.get("work_pool.queue"), "work_pool.queue"
+    override = ov.get("work_pool")
+    if isinstance(override, str):
+        pool, pool_key = override, fkey
+    elif isinstance(override, Mapping):
+        if type_ in override:
+            pool, pool_key = override[type_], f"{fkey}.{type_}"
+        if "queue" in override:
+            queue, queue_key = override["queue"], f"{fkey}.queue"
+    return pool, pool_key, queue, queue_key
+
+
+def _python_pull_steps(flow: FlowMetadata, env: _EnvValues) -> list[dict[str, Any]]:
+    steps: list[dict[str, Any]] = []
+    directory: str
+    if env.strategy == "git":
+        clone: dict[str, Any] = {
+            "id": CLONE_STEP_ID,
+            "repository": env.get("pull.repository"),
+            "branch": env.get("pull.branch") or None,
+        }
+        token = env.get("git_access_token")
+        if token:
+            clone["access_token"] = str(token)
+        steps.append(_step("git_clone", **{k: v for k, v in clone.items() if v is not None}))
+        directory = "{{ " + CLONE_STEP_ID + ".directory }}"
+    else:
+        directory = str(env.root)
+        steps.append(_step("set_working_directory", directory=directory))
+    if flow.requirements:
+        steps.append(
+            _step(
+                "pip_install_requirements",
+                directory=directory,
+                requirements_file=_relative(flow.requirements, env.root),
+            )
+        )
+    extra = _listed(env.get("pull.extra_packages", []))
+    if extra:
+        script = shlex.join(["python", "-m", "pip", "install", *(str(p) for p in extra)])
+        steps.append(_step("run_shell_script", script=script, directory=directory))
+    return steps
+
+
+def _parameter_schema(flow: FlowMetadata) -> dict[str, Any]:
+    # Imported here: parameters.py is a sibling stage and this keeps build importable alone.
+    from deploy_lib.parameters import parameter_schema
+
+    return dict(parameter_schema(flow))
+
+
+def _skipped_parameter_warnings(skipped: Mapping[str, list[str]]) -> list[str]:
+    # One warning per set of flows, naming every parameter those flows do not accept.
+    by_flows: dict[tuple[str, ...], list[str]] = {}
+    for name in sorted(skipped):
+        by_flows.setdefault(tuple(sorted(set(skipped[name]))), []).append(name)
+    out = []
+    for flows, names in sorted(by_flows.items(), key=lambda item: item[1]):
+        shown = ", ".join(flows[:5]) + (f" and {len(flows) - 5} more" if len(flows) > 5 else "")
+        keys = ", ".join(f"parameters.{n}" for n in names)
+        out.append(
+            f"environment parameter(s) {', '.join(map(repr, names))} (settings {keys}) "
+            f"skipped for {len(flows)} flow(s) whose signature does not accept them: {shown}"
+        )
+    return out
+
+
+# -- small helpers ----------------------------------------------------------------------
+
+
+def _step(name: str, **inputs: Any) -> dict[str, Any]:
+    return {STEP + name: inputs}
+
+
+def _relative(path: str, root: str | Path) -> str:
+    pure = Path(path)
+    if pure.is_absolute():
+        try:
+            return PurePosixPath(pure.relative_to(Path(root).resolve())).as_posix()
+        except ValueError:
+            return pure.as_posix()
+    return PurePosixPath(path).as_posix()
+
+
+def _env_text(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def _listed(value: Any) -> list[Any]:
+    if value is None:
+        return []
+    if isinstance(value, (str, bytes)) or not isinstance(value, Iterable):
+        return [value]
+    return list(value)
+
+
+def _dedupe(items: Iterable[Any]) -> list[Any]:
+    out: list[Any] = []
+    for item in items:
+        if item not in out:
+            out.append(item)
+    return out
+
+
+def _plain(value: Any) -> Any:
+    """Settings values as plain dicts/lists (Dynaconf's boxes do not serialise)."""
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value

@@ -1,0 +1,612 @@
+"""Load ``templates/*.yaml`` and render deployment bodies from them; write rendered files.
+
+A template is YAML whose structure is the deployment body and whose values hold Jinja
+placeholders. It is parsed with ``yaml.safe_load`` and the placeholders are filled in
+the parsed values (keys are not rendered), with Jinja2's sandbox and ``StrictUndefined``:
+
+- a string that is exactly one placeholder, ``"{{ deployment.tags }}"``, becomes the
+  value itself, keeping its type (list, dict, int, bool, None);
+- any other string renders as text;
+- Prefect's run-time placeholders, ``{{ prefect.* }}``, ``{{ ctx.* }}`` and
+  ``{{ $ENV_VAR }}``, pass through untouched;
+- an unknown variable, bad placeholder syntax or a placeholder left unresolved raises
+  ``TemplateError`` naming the template file, the key path and the variable.
+
+Template variables (``TEMPLATE_VARIABLES``): ``flow`` (FlowMetadata fields, see
+``FlowMetadata.to_dict`` plus ``module_path``), ``env``, ``settings`` (all settings
+data), ``git`` (``sha``, ``short_sha``, ``branch``, ``dirty``, ``is_repo``), ``now`` (ISO
+8601 text, UTC) and ``deployment`` (the values ``build.build_deployments`` computed).
+``git.sha`` and ``now`` change on every commit or run: a body that uses them is never
+"unchanged", so the shipped templates do not.
+
+Selection: ``<type>_<env>.yaml`` when it exists, else ``<type>_deployment.yaml``.
+After rendering, job variables whose value is ``None`` are dropped (the pool's default
+applies).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import yaml
+from jinja2 import StrictUndefined, TemplateSyntaxError, Undefined, UndefinedError
+from jinja2.exceptions import SecurityError
+from jinja2.sandbox import SandboxedEnvironment
+
+from deploy_lib.build import build_deployments
+from deploy_lib.errors import DiscoveryError, InputError, TemplateError
+from deploy_lib.gitinfo import GitInfo
+from deploy_lib.masking import Masker
+from deploy_lib.models import DEPLOYMENT_TYPES, DeploymentSpec, FlowMetadata, Settings
+
+TEMPLATE_VARIABLES = ("flow", "env", "settings", "git", "now", "deployment")
+RUNTIME_PLACEHOLDER = re.compile(
+    r"\{\{\s*(?:prefect\.[^{}]*?|ctx\.[^{}]*?|\$[A-Za-z_][A-Za-z0-9_]*)\s*\}\}"
+)
+_WHOLE = re.compile(r"\A\s*\{\{(?P<expr>(?:(?!\{\{|\}\}).)*)\}\}\s*\Z", re.DOTALL)
+_DOTTED = re.compile(r"[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*\Z")
+_PLACEHOLDER = re.compile(r"\{\{(?P<expr>.*?)\}\}", re.DOTALL)
+_JINJA_MARKS = ("{{", "{%", "{#")
+FORMATS = ("yaml", "json")
+MANIFEST = ".deploy-lib-render.json"
+
+
+# -- loading and rendering ----------------------------------------------------------------
+
+
+class TemplateRenderer:
+    """Loads templates from ``templates_dir`` and renders them; parsed templates and
+    compiled placeholders are cached for the life of the object (one run).
+
+    ``root`` only shortens the file names used in messages and ``DeploymentSpec.source``.
+    """
+
+    def __init__(self, templates_dir: str | os.PathLike[str], *, root: Any = None) -> None:
+        self.templates_dir = Path(templates_dir)
+        self.root = Path(root).resolve() if root is not None else None
+        self._parsed: dict[Path, dict[str, Any]] = {}
+        self._expressions: dict[str, Callable[..., Any]] = {}
+        self._texts: dict[str, Any] = {}
+        self._display: dict[Path, str] = {}
+        self._kinds: dict[str, str] = {}
+        self._selected: dict[tuple[str, str], Path] = {}
+        self._jinja = SandboxedEnvironment(undefined=StrictUndefined, autoescape=False)
+
+    def select(self, type_: str, env: str) -> Path:
+        """``<type>_<env>.yaml`` if it exists, else ``<type>_deployment.yaml``."""
+        chosen = self._selected.get((type_, env))
+        if chosen is None:
+            chosen = self._selected[(type_, env)] = self._select(type_, env)
+        return chosen
+
+    def _select(self, type_: str, env: str) -> Path:
+        specific = self.templates_dir / f"{type_}_{env}.yaml"
+        if specific.is_file():
+            return specific
+        base = self.templates_dir / f"{type_}_deployment.yaml"
+        if base.is_file():
+            return base
+        raise TemplateError(
+            f"no template for type {type_!r} in environment {env!r}: "
+            f"neither {specific.name} nor {base.name} exists",
+            path=self.display(self.templates_dir),
+        )
+
+    def display(self, path: Path) -> str:
+        """``path`` relative to the project root when inside it (POSIX form)."""
+        shown = self._display.get(path)
+        if shown is None:
+            shown = path.as_posix()
+            if self.root is not None:
+                with contextlib.suppress(ValueError):  # outside the root: keep it whole
+                    shown = path.resolve().relative_to(self.root).as_posix()
+            self._display[path] = shown
+        return shown
+
+    def load(self, path: Path) -> dict[str, Any]:
+        """The parsed template (cached). Raises ``TemplateError`` for a file that cannot
+        be read, a YAML syntax error (with its line) or a top level that is no mapping."""
+        cached = self._parsed.get(path)
+        if cached is not None:
+            return cached
+        name = self.display(path)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise TemplateError(f"cannot read the template: {exc}", path=name) from exc
+        try:
+            data = yaml.safe_load(text)
+        except yaml.MarkedYAMLError as exc:
+            mark = exc.problem_mark or exc.context_mark
+            where = f"{name}:{mark.line + 1}" if mark is not None else name
+            column = f", column {mark.column + 1}" if mark is not None else ""
+            what = exc.problem or exc.context or "invalid YAML"
+            raise TemplateError(
+                f"YAML syntax error: {what} (line {mark.line + 1 if mark else '?'}{column})",
+                path=where,
+            ) from exc
+        except yaml.YAMLError as exc:
+            raise TemplateError(f"YAML error: {exc}", path=name) from exc
+        if not isinstance(data, dict):
+            raise TemplateError(
+                f"a template must be a mapping of deployment body keys, not {type(data).__name__}",
+                path=name,
+            )
+        self._parsed[path] = data
+        return data
+
+    def render(self, path: Path, variables: Mapping[str, Any]) -> dict[str, Any]:
+        """The template at ``path`` with every placeholder filled from ``variables``."""
+        source = self.display(path)
+        body = self._value(self.load(path), "", variables, source)
+        job_variables = body.get("job_variables")
+        if isinstance(job_variables, dict):
+            body["job_variables"] = {k: v for k, v in job_variables.items() if v is not None}
+        return dict(body)
+
+    def _value(self, value: Any, key: str, variables: Mapping[str, Any], source: str) -> Any:
+        if isinstance(value, dict):
+            return {
+                k: self._value(v, f"{key}.{k}" if key else str(k), variables, source)
+                for k, v in value.items()
+            }
+        if isinstance(value, list):
+            return [self._value(v, f"{key}[{i}]", variables, source) for i, v in enumerate(value)]
+        if isinstance(value, str) and any(mark in value for mark in _JINJA_MARKS):
+            return self._string(value, key, variables, source)
+        return value
+
+    def _string(self, text: str, key: str, variables: Mapping[str, Any], source: str) -> Any:
+        kind = self._kinds.get(text)
+        if kind is None:
+            kind = self._kinds[text] = _classify(text)
+        if kind == _RUNTIME:
+            return text
+        if kind != _TEXT:
+            result = self._evaluate(kind, key, variables, source)
+            if isinstance(result, str):
+                self._check_resolved(result, key, source)
+                return result
+            return _copied(result)
+        try:
+            template = self._texts.get(text)
+            if template is None:
+                protected = RUNTIME_PLACEHOLDER.sub(
+                    lambda m: "{% raw %}" + m.group(0) + "{% endraw %}", text
+                )
+                template = self._texts[text] = self._jinja.from_string(protected)
+            rendered = str(template.render(**variables))
+        except TemplateSyntaxError as exc:
+            raise TemplateError(
+                f"bad placeholder syntax: {exc.message}", path=source, key=key
+            ) from exc
+        except UndefinedError as exc:
+            variable = self._find_undefined(text, variables)
+            raise TemplateError(
+                _undefined_message(exc), path=source, key=key, variable=variable
+            ) from None
+        except SecurityError as exc:
+            raise TemplateError(f"not allowed in a template: {exc}", path=source, key=key) from exc
+        except Exception as exc:  # a filter or operator failing on the given values
+            raise TemplateError(f"cannot render: {exc}", path=source, key=key) from exc
+        self._check_resolved(rendered, key, source)
+        return rendered
+
+    def _evaluate(self, expr: str, key: str, variables: Mapping[str, Any], source: str) -> Any:
+        try:
+            compiled = self._expressions.get(expr)
+            if compiled is None:
+                compiled = self._expressions[expr] = self._compile(expr)
+            result = compiled(variables)
+        except TemplateSyntaxError as exc:
+            raise TemplateError(
+                f"bad placeholder syntax: {exc.message}", path=source, key=key, variable=expr
+            ) from exc
+        except UndefinedError as exc:
+            raise TemplateError(
+                _undefined_message(exc), path=source, key=key, variable=expr
+            ) from None
+        except SecurityError as exc:
+            raise TemplateError(
+                f"not allowed in a template: {exc}", path=source, key=key, variable=expr
+            ) from exc
+        except Exception as exc:
+            raise TemplateError(
+                f"cannot evaluate: {exc}", path=source, key=key, variable=expr
+            ) from exc
+        if isinstance(result, Undefined):
+            raise TemplateError(
+                _undefined_message(None, result), path=source, key=key, variable=expr
+            )
+        return result
+
+    def _compile(self, expr: str) -> Callable[[Mapping[str, Any]], Any]:
+        if _DOTTED.match(expr):
+            # A plain ``a.b.c`` (nearly every placeholder) is looked up with the sandbox's
+            # own getattr, exactly as the compiled expression would, minus the cost of
+            # building a Jinja context for each value (a third of a 1,000-flow render).
+            head, *attrs = expr.split(".")
+            jinja = self._jinja
+
+            def lookup(variables: Mapping[str, Any]) -> Any:
+                if head in variables:
+                    value = variables[head]
+                elif head in jinja.globals:
+                    value = jinja.globals[head]
+                else:
+                    value = jinja.undefined(name=head)
+                for attr in attrs:
+                    value = jinja.getattr(value, attr)
+                return value
+
+            return lookup
+        expression = self._jinja.compile_expression(expr, undefined_to_none=False)
+        return lambda variables: expression(**variables)
+
+    def _find_undefined(self, text: str, variables: Mapping[str, Any]) -> str | None:
+        for match in _PLACEHOLDER.finditer(text):
+            if RUNTIME_PLACEHOLDER.fullmatch(match.group(0)):
+                continue
+            expr = match.group("expr").strip()
+            try:
+                value = self._jinja.compile_expression(expr, undefined_to_none=False)(**variables)
+            except UndefinedError:
+                return expr
+            except Exception:
+                continue
+            if isinstance(value, Undefined):
+                return expr
+        return None
+
+    def _check_resolved(self, text: str, key: str, source: str) -> None:
+        if "{{" not in text:
+            return
+        for match in _PLACEHOLDER.finditer(text):
+            if not RUNTIME_PLACEHOLDER.fullmatch(match.group(0)):
+                raise TemplateError(
+                    "unresolved placeholder left after rendering (a value that itself "
+                    "holds a placeholder?); only Prefect's run-time placeholders "
+                    "prefect.*, ctx.* and $ENV may remain",
+                    path=source,
+                    key=key,
+                    variable=match.group("expr").strip(),
+                )
+
+
+_RUNTIME = "\0runtime"
+_TEXT = "\0text"
+
+
+def _classify(text: str) -> str:
+    """``_RUNTIME`` for a whole Prefect run-time placeholder, ``_TEXT`` for text to
+    render, else the expression of a whole-value placeholder."""
+    whole = _WHOLE.match(text)
+    if not whole or "{%" in text or "{#" in text:
+        return _TEXT
+    if RUNTIME_PLACEHOLDER.fullmatch(text.strip()):
+        return _RUNTIME
+    return whole.group("expr").strip()
+
+
+def _undefined_message(exc: UndefinedError | None, value: Undefined | None = None) -> str:
+    detail = exc.message if exc is not None else getattr(value, "_undefined_message", None)
+    return (
+        f"unknown variable ({detail}); template variables are "
+        f"{', '.join(TEMPLATE_VARIABLES)}, and Prefect's run-time placeholders "
+        "prefect.*, ctx.* and $ENV pass through"
+    )
+
+
+# -- build + render -----------------------------------------------------------------------
+
+
+def template_variables(settings: Settings, *, git: GitInfo, now: datetime) -> dict[str, Any]:
+    """The variables every template of one environment shares (all but ``flow`` and
+    ``deployment``)."""
+    return {
+        "env": settings.env,
+        "settings": _plain(settings.data),
+        "git": git.to_dict(),
+        "now": now.astimezone(timezone.utc).isoformat() if now.tzinfo else now.isoformat(),
+    }
+
+
+def flow_variables(flow: FlowMetadata) -> dict[str, Any]:
+    """``flow.*`` in a template: ``FlowMetadata.to_dict()`` plus ``module_path``."""
+    return {**flow.to_dict(), "module_path": flow.module_path}
+
+
+def build_specs(
+    flows: Iterable[FlowMetadata],
+    settings: Settings,
+    *,
+    git: GitInfo,
+    now: datetime,
+    templates_dir: str | os.PathLike[str] | None = None,
+) -> tuple[list[DeploymentSpec], list[str]]:
+    """Build every deployment of ``flows`` for ``settings.env`` and render each through
+    its template (``templates_dir`` defaults to ``<root>/templates``).
+
+    Reads the flows' files (version hash) and the templates; returns the specs, sorted
+    by flow then type, and the warnings. Raises ``SettingsError`` / ``TemplateError``.
+    """
+    result = build_deployments(flows, settings, git=git)
+    directory = (
+        Path(templates_dir) if templates_dir is not None else Path(settings.root) / "templates"
+    )
+    renderer = TemplateRenderer(directory, root=settings.root)
+    shared = template_variables(settings, git=git, now=now)
+    flow_vars: dict[int, dict[str, Any]] = {}
+    specs: list[DeploymentSpec] = []
+    for context in result.contexts:
+        path = renderer.select(context.type, settings.env)
+        fvars = flow_vars.setdefault(id(context.flow), flow_variables(context.flow))
+        body = renderer.render(path, {**shared, "flow": fvars, "deployment": context.deployment})
+        specs.append(
+            DeploymentSpec(
+                type=context.type,
+                env=settings.env,
+                flow=context.flow,
+                body=body,
+                source=renderer.display(path),
+                sources=dict(context.deployment.get("sources", {})),
+            )
+        )
+    return specs, list(result.warnings)
+
+
+# -- output -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RenderResult:
+    """What ``render_to_files`` wrote: the directory, the file names, the warnings."""
+
+    out_dir: Path
+    files: tuple[str, ...]
+    removed: tuple[str, ...] = ()
+    warnings: tuple[str, ...] = field(default_factory=tuple)
+
+
+def select_specs(
+    specs: Sequence[DeploymentSpec],
+    *,
+    flow_names: Sequence[str] = (),
+    types: Sequence[str] = (),
+) -> list[DeploymentSpec]:
+    """Keep the specs of the named flows and types (all when empty). Raises
+    ``InputError`` for an unknown type and ``DiscoveryError`` for a flow name that has
+    no deployment."""
+    unknown_types = [t for t in types if t not in DEPLOYMENT_TYPES]
+    if unknown_types:
+        raise InputError(
+            f"unknown deployment type(s) {', '.join(unknown_types)}; "
+            f"known: {', '.join(DEPLOYMENT_TYPES)}"
+        )
+    known = sorted({s.flow.name for s in specs})
+    missing = [n for n in flow_names if n not in known]
+    if missing:
+        raise DiscoveryError(
+            f"no deployment for flow(s) {', '.join(map(repr, missing))}; "
+            f"flows with deployments: {', '.join(known) or 'none'}"
+        )
+    return [
+        s
+        for s in specs
+        if (not flow_names or s.flow.name in flow_names) and (not types or s.type in types)
+    ]
+
+
+def mask_body(body: Any, settings: Settings) -> Any:
+    """``body`` with secret values replaced by ``****`` (by value, by secret-looking
+    key name, and by the settings' secret keys, ``env_vars.X`` meaning
+    ``job_variables.env.X``). Prefect run-time placeholders are never secrets and stay."""
+    keys = set(settings.secret_keys)
+    keys |= {
+        "job_variables.env." + k.split(".", 1)[1]
+        for k in settings.secret_keys
+        if k.startswith("env_vars.")
+    }
+    masked = Masker(settings.secret_values).data(body, keys)
+    return _keep_placeholders(body, masked)
+
+
+def dump(body: Any, fmt: str, *, header: str = "") -> str:
+    """``body`` as YAML (keys in template order, with an optional ``#`` header) or JSON."""
+    if fmt == "json":
+        return json.dumps(body, indent=2, ensure_ascii=False) + "\n"
+    if fmt != "yaml":
+        raise InputError(f"unknown output format {fmt!r}; choose one of: {', '.join(FORMATS)}")
+    text = yaml.safe_dump(
+        body, sort_keys=False, allow_unicode=True, default_flow_style=False, width=10**6
+    )
+    comment = "".join(f"# {line}\n" for line in header.splitlines())
+    return comment + str(text)
+
+
+def prefect_yaml(specs: Sequence[DeploymentSpec], *, name: str) -> dict[str, Any]:
+    """A prefect.yaml mapping for the python ``specs`` that ``prefect deploy --all
+    --prefect-file`` accepts: flat schedules, ``work_pool`` with its queue and job
+    variables, and each deployment's own ``pull`` steps."""
+    deployments = []
+    for spec in specs:
+        if spec.type != "python":
+            continue
+        body = spec.body
+        deployments.append(
+            {
+                "name": body["name"],
+                "version": body["version"],
+                "description": body["description"],
+                "entrypoint": body["entrypoint"],
+                "tags": list(body["tags"]),
+                "parameters": dict(body["parameters"]),
+                "enforce_parameter_schema": body["enforce_parameter_schema"],
+                "concurrency_limit": body["concurrency_limit"],
+                "paused": body["paused"],
+                "schedules": [_flat_schedule(s) for s in body["schedules"] or []],
+                "work_pool": {
+                    "name": body["work_pool_name"],
+                    "work_queue_name": body["work_queue_name"],
+                    "job_variables": dict(body["job_variables"]),
+                },
+                "pull": list(body["pull_steps"]),
+            }
+        )
+    return {"name": name, "deployments": deployments}
+
+
+def render_to_files(
+    settings: Settings,
+    *,
+    out_dir: str | os.PathLike[str] | None = None,
+    fmt: str = "yaml",
+    write_prefect_yaml: bool = False,
+    show_secrets: bool = False,
+    flow_names: Sequence[str] = (),
+    types: Sequence[str] = (),
+    git: GitInfo | None = None,
+    now: datetime | None = None,
+) -> RenderResult:
+    """Discover, build, render and validate the deployments of ``settings.env``
+    (``pipeline.prepare``), then ``write_rendered`` them: on any error nothing is written.
+    """
+    if fmt not in FORMATS:
+        raise InputError(f"unknown output format {fmt!r}; choose one of: {', '.join(FORMATS)}")
+    # The stages are wired in pipeline (which imports this module): imported here.
+    from deploy_lib.pipeline import prepare
+
+    prepared = prepare(settings, flow_names=flow_names, types=types, git=git, now=now)
+    result = write_rendered(
+        prepared.specs,
+        settings,
+        out_dir=out_dir,
+        fmt=fmt,
+        write_prefect_yaml=write_prefect_yaml,
+        show_secrets=show_secrets,
+    )
+    return replace(result, warnings=tuple(prepared.warnings))
+
+
+def write_rendered(
+    specs: Sequence[DeploymentSpec],
+    settings: Settings,
+    *,
+    out_dir: str | os.PathLike[str] | None = None,
+    fmt: str = "yaml",
+    write_prefect_yaml: bool = False,
+    show_secrets: bool = False,
+) -> RenderResult:
+    """Write one file per spec (``<deployment-name>.<fmt>``) into ``out_dir`` (default
+    ``<root>/build/<env>``), plus ``prefect.yaml`` when asked.
+
+    Every file is serialised in memory before the first is written. Files that a
+    previous render of that directory wrote and this one does not are removed (only
+    those: the directory's manifest lists them). Secrets are masked unless
+    ``show_secrets``. Raises ``InputError`` for an unknown format, two deployments that
+    would share a file, or a directory that cannot be written.
+    """
+    if fmt not in FORMATS:
+        raise InputError(f"unknown output format {fmt!r}; choose one of: {', '.join(FORMATS)}")
+    root = Path(settings.root).resolve()
+    outputs: dict[str, str] = {}
+    for spec in specs:
+        body = spec.body if show_secrets else mask_body(spec.body, settings)
+        filename = f"{_safe_filename(spec.name)}.{fmt}"
+        if filename in outputs:
+            raise InputError(
+                f"two deployments would both be written to {filename}: deployment names must "
+                f"be unique within an environment (flow {spec.flow.name!r}, "
+                f"deployment {spec.name!r})"
+            )
+        header = f"{spec.full_name} ({spec.type}, env {spec.env}), rendered from {spec.source}"
+        outputs[filename] = dump(body, fmt, header=header)
+    if write_prefect_yaml:
+        data = prefect_yaml(specs, name=root.name)
+        if not show_secrets:
+            data = mask_body(data, settings)
+        outputs["prefect.yaml"] = dump(
+            data, "yaml", header=f"prefect.yaml for environment {settings.env}"
+        )
+    target = Path(out_dir) if out_dir is not None else root / "build" / settings.env
+    removed = _write_all(target, outputs)
+    return RenderResult(target, tuple(outputs), removed)
+
+
+def _write_all(target: Path, outputs: Mapping[str, str]) -> tuple[str, ...]:
+    manifest = target / MANIFEST
+    try:
+        target.mkdir(parents=True, exist_ok=True)
+        previous: list[str] = []
+        if manifest.is_file():
+            try:
+                previous = list(json.loads(manifest.read_text(encoding="utf-8")).get("files", []))
+            except (ValueError, AttributeError):
+                previous = []
+        for name, text in outputs.items():
+            _atomic_write(target / name, text)
+        removed = []
+        for name in previous:
+            stale = target / Path(name).name
+            if name not in outputs and stale.is_file():
+                stale.unlink()
+                removed.append(name)
+        _atomic_write(manifest, json.dumps({"files": sorted(outputs)}, indent=2) + "\n")
+    except OSError as exc:
+        raise InputError(f"{target}: cannot write the rendered files: {exc}") from exc
+    return tuple(removed)
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _safe_filename(name: str) -> str:
+    cleaned = re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._")
+    return cleaned or "deployment"
+
+
+def _flat_schedule(item: Any) -> Any:
+    if isinstance(item, Mapping) and isinstance(item.get("schedule"), Mapping):
+        flat = dict(item["schedule"])
+        flat["active"] = item.get("active", True)
+        return flat
+    return item
+
+
+def _keep_placeholders(original: Any, masked: Any) -> Any:
+    if isinstance(original, Mapping) and isinstance(masked, Mapping):
+        return {k: _keep_placeholders(original[k], masked[k]) for k in masked}
+    if isinstance(original, (list, tuple)) and isinstance(masked, list):
+        return [_keep_placeholders(o, m) for o, m in zip(original, masked, strict=True)]
+    if isinstance(original, str) and RUNTIME_PLACEHOLDER.fullmatch(original.strip()):
+        return original
+    return masked
+
+
+def _copied(value: Any) -> Any:
+    """A copy of the containers in a value (JSON-like data: dicts, lists, tuples), so a
+    rendered body never shares a list or dict with its inputs; faster than deepcopy."""
+    if isinstance(value, dict):
+        return {k: _copied(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_copied(v) for v in value]
+    return value
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
