@@ -175,3 +175,31 @@ def render(
     _echo(f"wrote {len(result.files)} file(s) to {result.out_dir}")
     for name in result.removed:
         _echo(f"removed stale {name}")
+
+
+@task(
+    help={
+        "env": "environment (a section of settings.toml); default $DEPLOY_ENV, else development",
+        "json": "print one JSON object: {env, valid, deployments, problems}",
+        "debug": "show the traceback of an error",
+    }
+)
+@boundary
+def validate(c: Any, env: str | None = None, json: bool = False, debug: bool = False) -> None:
+    """Discover, build, render and validate every deployment; write nothing (exit 3 if invalid)."""
+    from deploy_lib.errors import ValidationFailed
+    from deploy_lib.pipeline import prepare
+    from deploy_lib.validate import report_json, summarize
+
+    settings = _settings(env)
+    try:
+        prepared = prepare(settings)
+    except ValidationFailed as exc:
+        if not json:
+            raise
+        _echo(report_json(settings.env, problems=exc.problems))
+        raise Exit(code=exc.exit_code) from None
+    for warning in [*settings.warnings, *prepared.warnings]:
+        sys.stderr.write(f"warning: {_masked(warning)}\n")
+    specs = prepared.specs
+    _echo(report_json(settings.env, specs) if json else summarize(settings.env, specs))

@@ -119,10 +119,16 @@ class ValidationFailed(InputError):
     """Raised once with every problem found, grouped per deployment in the message."""
 
     def __init__(self, problems: Sequence[Problem], *, what: str = "validation failed") -> None:
+        # Imported here: validate.py imports this module.
+        from deploy_lib.validate import format_problems
+
         self.problems = list(problems)
-        lines = [f"{what}: {len(self.problems)} problem(s); nothing was written"]
-        lines += [f"  - {p}" for p in self.problems]
-        super().__init__("\n".join(lines))
+        deployments = {p.deployment for p in self.problems if p.deployment}
+        count = f"{len(self.problems)} problem(s)"
+        if deployments:
+            count += f" in {len(deployments)} deployment(s)"
+        head = f"{what}: {count}; nothing was written"
+        super().__init__(f"{head}\n{format_problems(self.problems)}")
 
 
 class ApiError(DeployError):

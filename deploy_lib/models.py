@@ -38,6 +38,8 @@ class FlowMetadata:
 
     ``path`` is the file relative to the project root in POSIX form, for example
     ``flows/etl/daily.py``; ``module_path`` defaults to the dotted form of it.
+    ``docstring`` is the function's whole docstring (``ast.get_docstring``): Prefect
+    reads parameter descriptions from its ``Args:`` section into the parameter schema.
     """
 
     name: str
@@ -51,6 +53,7 @@ class FlowMetadata:
     requirements: str | None = None
     line: int = 0
     problems: tuple[str, ...] = ()
+    docstring: str | None = None
 
     def __post_init__(self) -> None:
         if not self.module_path:
@@ -271,7 +274,9 @@ class DeploymentSpec:
     ``pull_steps`` use Prefect's step shape, e.g.
     ``{"prefect.deployments.steps.set_working_directory": {"directory": "/abs/root"}}``.
     ``type`` is ``python`` or ``docker``; ``source`` names
-    the template file it was rendered from, for error messages.
+    the template file it was rendered from, for error messages; ``sources`` maps a
+    dotted body key (``parameters.debug``, ``job_variables.env.X``) to the settings key
+    its value came from (build records them), so a problem can name that key too.
     """
 
     type: str
@@ -279,6 +284,7 @@ class DeploymentSpec:
     flow: FlowMetadata
     body: Mapping[str, Any]
     source: str = ""
+    sources: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def name(self) -> str:

@@ -1,0 +1,683 @@
+"""Deployment bodies -> every problem with them, before anything touches a server (pure).
+
+``validate_specs`` runs the Cerberus schema of ``schema.py`` over each body, flattens
+Cerberus's nested errors to dotted key paths (``job_variables.env.PYTHONPATH``,
+``schedules.0.schedule.cron``) with sentences a person can act on, then checks what a
+schema cannot: the entrypoint points at a discovered flow, deployment names are unique,
+and the parameters fit the flow's signature.  It returns every problem, sorted; the
+caller raises once (``ensure_valid``).  ``format_problems`` groups them per deployment.
+
+Schedules are judged by Prefect's own schedule models, imported only when a deployment
+has a schedule, so validating schedule-less deployments never imports Prefect.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from functools import cache, lru_cache
+from typing import Any, ClassVar
+
+from cerberus import Validator, errors
+from cerberus.errors import ValidationError
+from cerberus.platform import _int_types
+from cerberus.validator import TypeDefinition
+
+from deploy_lib.errors import ValidationFailed
+from deploy_lib.models import DeploymentSpec, FlowMetadata, Problem, module_path_for
+from deploy_lib.parameters import python_type_check
+from deploy_lib.schema import (
+    IMAGE_NAME_MAX_LENGTH,
+    IMAGE_REFERENCE,
+    SCHEDULE,
+    SCHEDULE_KINDS,
+    SCHEMAS,
+    STEP_REQUIRED_INPUTS,
+)
+
+__all__ = [
+    "ensure_valid",
+    "format_problems",
+    "report_json",
+    "summarize",
+    "validate_body",
+    "validate_specs",
+]
+
+_VAR_KINDS = ("var_positional", "var_keyword")
+# The fields each Prefect schedule model accepts (extra="forbid" on all three).
+_SCHEDULE_FIELDS = {
+    "cron": ("cron", "timezone", "day_or"),
+    "interval": ("interval", "anchor_date", "timezone"),
+    "rrule": ("rrule", "timezone"),
+}
+
+
+class _DeploymentValidator(Validator):  # type: ignore[misc]
+    """Cerberus with our check_with rules, and an ``integer`` that refuses booleans
+    (Cerberus's accepts ``True``, a subclass of int)."""
+
+    types_mapping: ClassVar[dict[str, TypeDefinition]] = {
+        **Validator.types_mapping,
+        "integer": TypeDefinition("integer", (_int_types,), (bool,)),
+    }
+
+    def _check_with_image_reference(self, field: str, value: Any) -> None:
+        if not isinstance(value, str):
+            return
+        problem = image_reference_problem(value)
+        if problem:
+            self._error(field, problem)
+
+    def _check_with_schedule(self, field: Any, value: Any) -> None:
+        if not isinstance(value, Mapping):
+            return
+        kinds = [kind for kind in SCHEDULE_KINDS if kind in value]
+        if len(kinds) != 1:
+            found = f"; found {' and '.join(kinds)}" if kinds else ""
+            self._error(field, f"needs exactly one of cron, interval or rrule{found}")
+            return
+        if not _schedule_shape_ok(value):
+            return  # the schedule's own schema rules report the wrong key or type
+        for loc, message in _schedule_errors(kinds[0], _frozen(value)):
+            self._error_at((field, *loc), message, value.get(loc[0]) if loc else value)
+
+    def _check_with_pull_step(self, field: Any, value: Any) -> None:
+        if not isinstance(value, Mapping) or len(value) != 1:
+            return
+        ((step, inputs),) = value.items()
+        required = STEP_REQUIRED_INPUTS.get(step)
+        if not required or not isinstance(inputs, Mapping):
+            return
+        short = step.rsplit(".", 1)[-1]
+        for name in required:
+            given = inputs.get(name)
+            if not isinstance(given, str) or not given.strip():
+                self._error_at(
+                    (field, step, name), f"step {short} needs {name!r}, a non-empty string", given
+                )
+
+    def _error_at(self, path: tuple[Any, ...], message: str, value: Any) -> None:
+        """A custom error at a path below the current field (Cerberus's own ``_error``
+        only reaches the field itself)."""
+        self._error(
+            [
+                ValidationError(
+                    (*self.document_path, *path),
+                    (*self.schema_path, path[0], "check_with"),
+                    errors.CUSTOM.code,
+                    "check_with",
+                    None,
+                    value,
+                    (message,),
+                )
+            ]
+        )
+
+
+# Top-level keys whose values are tables or lists, usually identical across deployments.
+_SHARED = (
+    "tags",
+    "parameters",
+    "job_variables",
+    "pull_steps",
+    "schedules",
+    "parameter_openapi_schema",
+)
+
+
+@cache
+def _validator(kind: str, part: str) -> _DeploymentValidator:
+    """A validator for one shared top-level key (``part``), or for all the other keys
+    (``part=""``), built once: Cerberus checks a schema on construction, which costs
+    far more than validating one document.  Top-level ``required`` flags are left to
+    the caller, since each validator sees only part of a body."""
+    schema = SCHEMAS[kind]
+    keys = [part] if part else [k for k in schema if k not in _SHARED]
+    partial = {k: {r: v for r, v in schema[k].items() if r != "required"} for k in keys}
+    return _DeploymentValidator(partial, allow_unknown=False)
+
+
+# ------------------------------------------------------------------------ public surface
+
+
+def validate_specs(
+    specs: Sequence[DeploymentSpec],
+    flows: Sequence[FlowMetadata],
+    *,
+    functions: Mapping[str, Sequence[str]] | None = None,
+) -> list[Problem]:
+    """Every problem with ``specs``, sorted by deployment, key path and message.
+
+    ``flows`` are the discovered flows the entrypoints must point at; ``functions``
+    optionally maps a project-relative file to its module-level functions that are not
+    flows (discovery knows them), so that an entrypoint naming one of those says so.
+    Pure: reads no files, and imports Prefect only to judge schedules.
+    """
+    index = _FlowIndex(flows, functions or {})
+    checker = _BodyChecker()
+    problems: list[Problem] = []
+    for spec in specs:
+        problems.extend(checker.problems(spec))
+        problems.extend(_cross_check(spec, index))
+    problems.extend(_duplicate_names(specs))
+    return sorted(set(problems), key=_sort_key)
+
+
+def validate_body(spec: DeploymentSpec) -> list[Problem]:
+    """The schema problems of one spec's body (no cross checks), unsorted."""
+    return _BodyChecker().problems(spec)
+
+
+# (key path, message) pairs: what Cerberus found in one value.
+_Found = tuple[tuple[tuple[Any, ...], str], ...]
+
+
+class _BodyChecker:
+    """Runs the Cerberus schema over bodies, remembering what it found per top-level
+    value.  Each top-level key's rules look at that key's value alone, so a table
+    shared by many deployments (the env, the pull steps, the schedules) is checked once
+    per run; the scalars of a body are checked together in one call."""
+
+    def __init__(self) -> None:
+        self._seen: dict[tuple[str, str, str], _Found] = {}
+
+    def problems(self, spec: DeploymentSpec) -> list[Problem]:
+        body = spec.body
+        if not isinstance(body, Mapping):
+            return [_problem(spec, None, f"the deployment must be a mapping, got {_kind(body)}")]
+        kind = spec.type if spec.type in SCHEMAS else "python"
+        schema = SCHEMAS[kind]
+        found: list[tuple[tuple[Any, ...], str]] = [
+            ((key,), "required key is missing")
+            for key, rules in schema.items()
+            if rules.get("required") and key not in body
+        ]
+        rest: dict[str, Any] = {}
+        for key, value in body.items():
+            if key in _SHARED:
+                found.extend(self._shared_value(kind, key, value))
+            else:
+                rest[key] = value
+        if rest:
+            found.extend(_run(kind, "", rest))
+        return [_problem(spec, path, message) for path, message in found]
+
+    def _shared_value(self, kind: str, key: str, value: Any) -> _Found:
+        memo = (kind, key, repr(value))
+        if memo not in self._seen:
+            self._seen[memo] = _run(kind, key, {key: value})
+        return self._seen[memo]
+
+
+def _run(kind: str, part: str, document: dict[str, Any]) -> _Found:
+    """Cerberus over part of a body; messages quote the whole schema (allowed keys)."""
+    validator = _validator(kind, part)
+    if validator.validate(document, normalize=False):
+        return ()
+    schema = SCHEMAS[kind]
+    return tuple(
+        (tuple(error.document_path), _message(error, schema))
+        for error in _leaves(validator._errors)
+    )
+
+
+def ensure_valid(
+    specs: Sequence[DeploymentSpec],
+    flows: Sequence[FlowMetadata],
+    *,
+    functions: Mapping[str, Sequence[str]] | None = None,
+) -> None:
+    """Raise ``ValidationFailed`` carrying every problem, if there is any."""
+    problems = validate_specs(specs, flows, functions=functions)
+    if problems:
+        raise ValidationFailed(problems)
+
+
+def format_problems(problems: Iterable[Problem]) -> str:
+    """The problems grouped per deployment, one header each::
+
+        deployment 'etl-python' (templates/python_deployment.yaml):
+          concurrency_limit: must be at least 1 (got 0)
+          schedules.0.schedule.cron: Invalid cron string: "61 * * * *"
+
+    The header names the source when every problem of the deployment shares it; else
+    each line ends with its own ``[from ...]``.  Problems without a deployment (a flow
+    file's, say) come first, under ``general:``.
+    """
+    groups: dict[str, list[Problem]] = defaultdict(list)
+    for problem in sorted(problems, key=_sort_key):
+        groups[problem.deployment or ""].append(problem)
+    blocks = []
+    for deployment, members in groups.items():
+        sources = {p.source for p in members}
+        shared = sources.pop() if len(sources) == 1 else None
+        head = f"deployment {deployment!r}" if deployment else "general"
+        lines = [head + (f" ({shared})" if shared else "") + ":"]
+        for p in members:
+            where = f"{p.key}: " if p.key else ""
+            if p.path:
+                where = f"{p.path}:{p.line}: {where}" if p.line else f"{p.path}: {where}"
+            origin = f" [from {p.source}]" if p.source and not shared else ""
+            lines.append(f"  {where}{p.message}{origin}")
+        blocks.append("\n".join(lines))
+    return "\n".join(blocks)
+
+
+def summarize(env: str, specs: Sequence[DeploymentSpec]) -> str:
+    """One line for a valid environment: how many deployments, of which types."""
+    types = Counter(spec.type for spec in specs)
+    flows = len({spec.flow.entrypoint for spec in specs})
+    by_type = ", ".join(f"{types[t]} {t}" for t in sorted(types))
+    detail = f" ({by_type})" if by_type else ""
+    return f"{env}: {len(specs)} deployment(s) of {flows} flow(s) are valid{detail}"
+
+
+def report_json(
+    env: str, specs: Sequence[DeploymentSpec] = (), problems: Sequence[Problem] = ()
+) -> str:
+    """``{"env", "valid", "deployments", "problems"}`` as indented JSON."""
+    report = {
+        "env": env,
+        "valid": not problems,
+        "deployments": [spec.name for spec in specs],
+        "problems": [problem.to_dict() for problem in problems],
+    }
+    return json.dumps(report, indent=2)
+
+
+def image_reference_problem(reference: str) -> str | None:
+    """None for a well-formed docker image reference, else what is wrong with it."""
+    match = IMAGE_REFERENCE.fullmatch(reference)
+    if match is None:
+        expected = (
+            "[registry[:port]/]path[:tag][@digest], e.g. registry.example.com:5000/team/flow:1.0"
+        )
+        if reference != reference.strip() or any(c.isspace() for c in reference):
+            why = "it contains whitespace"
+        elif IMAGE_REFERENCE.fullmatch(_lower_path(reference)):
+            why = "the repository path must be lowercase"
+        else:
+            why = f"expected {expected}"
+        return f"is not a valid docker image reference ({why}; got {_shown(reference)})"
+    if len(match.group("name")) > IMAGE_NAME_MAX_LENGTH:
+        return f"the image name is longer than {IMAGE_NAME_MAX_LENGTH} characters"
+    return None
+
+
+def _lower_path(reference: str) -> str:
+    """The reference with its path (not its registry host, tag or digest) lowercased."""
+    name, sep, digest = reference.partition("@")
+    slash = name.rfind("/")
+    colon = name.rfind(":")
+    tag = name[colon:] if colon > slash else ""
+    name = name[: len(name) - len(tag)] if tag else name
+    first, _, rest = name.partition("/")
+    if rest and ("." in first or ":" in first or first == "localhost"):
+        name = f"{first}/{rest.lower()}"
+    else:
+        name = name.lower()
+    return name + tag + sep + digest
+
+
+# ------------------------------------------------------------ flattening Cerberus errors
+
+
+def _leaves(errs: Iterable[ValidationError]) -> Iterator[ValidationError]:
+    """The errors that name a rule, with Cerberus's group errors opened up."""
+    for error in errs:
+        if error.is_logic_error:
+            for definition_errors in error.definitions_errors.values():
+                yield from _leaves(definition_errors)
+        elif error.is_group_error:
+            yield from _leaves(error.child_errors)
+        else:
+            yield error
+
+
+def _rules_at(schema: Mapping[str, Any], path: Sequence[Any]) -> Any:
+    """Follow a Cerberus schema path through our plain schema.  List indexes and
+    dict keys that Cerberus puts into child schemas have no node of their own."""
+    node: Any = schema
+    for part in path:
+        if isinstance(node, Mapping):
+            child = node.get(part)
+        elif isinstance(node, list) and isinstance(part, int) and part < len(node):
+            child = node[part]
+        else:
+            child = None
+        if isinstance(child, (Mapping, list)):
+            node = child
+    return node
+
+
+_TYPE_WORDS = {
+    "string": "a string",
+    "integer": "an integer",
+    "number": "a number",
+    "float": "a number",
+    "boolean": "true or false",
+    "dict": "a mapping",
+    "list": "a list",
+    "datetime": "a date and time",
+    "date": "a date",
+}
+
+
+def _message(error: ValidationError, schema: Mapping[str, Any]) -> str:
+    code = error.code
+    value = error.value
+    if code == errors.UNKNOWN_FIELD.code:
+        fields = _rules_at(schema, error.schema_path)
+        allowed = ", ".join(sorted(str(k) for k in fields)) if isinstance(fields, Mapping) else ""
+        return f"unknown key (allowed: {allowed})" if allowed else "unknown key"
+    if code == errors.CUSTOM.code:
+        return str(error.info[0])
+    if code == errors.REQUIRED_FIELD.code:
+        return "required key is missing"
+    rules = _rules_at(schema, error.schema_path[:-1])
+    meta = rules.get("meta", {}) if isinstance(rules, Mapping) else {}
+    hint = meta.get("hint") if isinstance(meta, Mapping) else None
+    is_key = "keysrules" in error.schema_path
+    subject = "key name " if is_key else ""
+    if code == errors.NOT_NULLABLE.code:
+        return "must not be null"
+    if code == errors.EMPTY_NOT_ALLOWED.code:
+        return f"{subject}must not be empty"
+    if code == errors.BAD_TYPE.code:
+        wanted = error.constraint if isinstance(error.constraint, list) else [error.constraint]
+        words = hint or " or ".join(_TYPE_WORDS.get(str(t), str(t)) for t in wanted)
+        return f"{subject}must be {words} (got {_kind(value)} {_shown(value)})"
+    if code == errors.REGEX_MISMATCH.code:
+        words = hint or f"text matching {error.constraint}"
+        return f"{subject}must be {words} (got {_shown(value)})"
+    if code == errors.MIN_VALUE.code:
+        return f"must be at least {error.constraint} (got {_shown(value)})"
+    if code == errors.MAX_VALUE.code:
+        return f"must be at most {error.constraint} (got {_shown(value)})"
+    if code in (errors.MIN_LENGTH.code, errors.MAX_LENGTH.code):
+        size = len(value) if hasattr(value, "__len__") else "?"
+        if hint:
+            return f"must be {hint} (got {size} keys)"
+        bound = "at least" if code == errors.MIN_LENGTH.code else "at most"
+        return f"must have {bound} {error.constraint} item(s) (got {size})"
+    if code == errors.UNALLOWED_VALUE.code:
+        choices = ", ".join(str(c) for c in error.constraint)
+        return f"must be one of: {choices} (got {_shown(value)})"
+    if code == errors.BAD_TYPE_FOR_SCHEMA.code:
+        return f"must be a mapping or list (got {_kind(value)})"
+    return f"breaks the {error.rule!r} rule ({error.constraint!r}; got {_shown(value)})"
+
+
+def _kind(value: Any) -> str:
+    return {
+        bool: "boolean",
+        int: "integer",
+        float: "number",
+        str: "string",
+        dict: "mapping",
+        list: "list",
+        type(None): "null",
+    }.get(type(value), type(value).__name__)
+
+
+def _shown(value: Any, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+# -------------------------------------------------------------------------- schedules
+
+
+def _schedule_shape_ok(schedule: Mapping[str, Any]) -> bool:
+    """True when every key is known and every value has its type (else Cerberus has
+    reported it, and Prefect's model would only repeat it in other words)."""
+    import datetime
+
+    checks = {
+        "cron": lambda v: isinstance(v, str),
+        "rrule": lambda v: isinstance(v, str),
+        "interval": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
+        "timezone": lambda v: v is None or isinstance(v, str),
+        "anchor_date": lambda v: isinstance(v, (str, datetime.datetime)),
+        "day_or": lambda v: isinstance(v, bool),
+    }
+    return all(key in SCHEDULE and checks[key](value) for key, value in schedule.items())
+
+
+def _frozen(schedule: Mapping[str, Any]) -> tuple[tuple[str, str, Any], ...]:
+    # The type is part of the key: 0 == 0.0 == False, but messages quote the value.
+    return tuple(sorted((k, type(v).__name__, v) for k, v in schedule.items()))
+
+
+@lru_cache(maxsize=1024)
+def _schedule_errors(
+    kind: str, items: tuple[tuple[str, str, Any], ...]
+) -> tuple[tuple[tuple[str, ...], str], ...]:
+    """Prefect's verdict on one schedule: ``((key path, message), ...)``, empty when the
+    schedule is valid.  Cached: the same schedule is usually shared by many flows."""
+    # Imported here: Prefect costs seconds to import, and most runs need no schedule.
+    import pydantic
+    from prefect.client.schemas.schedules import CronSchedule, IntervalSchedule, RRuleSchedule
+
+    model = {"cron": CronSchedule, "interval": IntervalSchedule, "rrule": RRuleSchedule}[kind]
+    values = {key: value for key, _, value in items}
+    try:
+        model(**values)
+    except pydantic.ValidationError as exc:
+        found = []
+        for err in exc.errors():
+            loc = tuple(str(part) for part in err["loc"])
+            found.append(_schedule_message(kind, loc, err, values))
+        return tuple(found)
+    return ()
+
+
+def _schedule_message(
+    kind: str, loc: tuple[str, ...], err: Mapping[str, Any], values: Mapping[str, Any]
+) -> tuple[tuple[str, ...], str]:
+    message = str(err["msg"]).removeprefix("Value error, ")
+    if not loc and "timezone" in message.lower() and "timezone" in values:
+        loc = ("timezone",)  # IntervalSchedule checks the timezone in a model validator
+    if err["type"] == "extra_forbidden":
+        allowed = ", ".join(_SCHEDULE_FIELDS[kind])
+        return loc, f"not allowed in a {kind} schedule (allowed: {allowed})"
+    if loc == ("interval",) and err["type"] == "greater_than":
+        return loc, f"must be a positive number of seconds (got {_shown(values.get('interval'))})"
+    return loc, message
+
+
+# ----------------------------------------------------------------------- cross checks
+
+
+class _FlowIndex:
+    """The discovered flows, looked up by either entrypoint form."""
+
+    def __init__(self, flows: Sequence[FlowMetadata], functions: Mapping[str, Sequence[str]]):
+        self.flows = list(flows)
+        self.functions = {path: tuple(names) for path, names in functions.items()}
+        self.by_entrypoint: dict[str, FlowMetadata] = {}
+        self.by_file: dict[str, list[FlowMetadata]] = defaultdict(list)
+        for flow in self.flows:
+            self.by_entrypoint[flow.entrypoint] = flow
+            self.by_entrypoint.setdefault(flow.module_entrypoint, flow)
+            self.by_file[flow.path].append(flow)
+
+    def find(self, entrypoint: str) -> FlowMetadata | None:
+        return self.by_entrypoint.get(entrypoint.removeprefix("./"))
+
+    def why_missing(self, entrypoint: str) -> str:
+        target, _, function = entrypoint.removeprefix("./").rpartition(":")
+        path_form = target.endswith(".py")
+        if path_form:
+            path: str | None = target
+        else:
+            known = {*self.by_file, *self.functions}
+            path = next((p for p in sorted(known) if module_path_for(p) == target), None)
+        if path is not None and function in self.functions.get(path, ()):
+            return (
+                f"{function}() in {path} is not a flow: decorate it with @flow "
+                "(from prefect import flow)"
+            )
+        if path is not None and path in self.by_file:
+            there = ", ".join(sorted(f.function for f in self.by_file[path]))
+            return f"{path} has no flow {function!r}; flows in that file: {there}"
+        if path is not None and path in self.functions:
+            return f"{path} defines no flow {function!r} (and no flow at all)"
+        candidates = sorted(
+            e for e in self.by_entrypoint if e.partition(":")[0].endswith(".py") == path_form
+        )
+        close = difflib.get_close_matches(entrypoint, candidates, n=3, cutoff=0.75)
+        hint = f"; did you mean {', '.join(close)}?" if close else ""
+        shown = path or target
+        return (
+            f"no discovered flow at {entrypoint!r} ({shown} is not a flow file under the "
+            f"flow roots){hint}"
+        )
+
+
+def _cross_check(spec: DeploymentSpec, index: _FlowIndex) -> Iterator[Problem]:
+    body = spec.body
+    if not isinstance(body, Mapping):
+        return
+    entrypoint = body.get("entrypoint")
+    if not isinstance(entrypoint, str) or ":" not in entrypoint:
+        return  # the schema reports it
+    flow = index.find(entrypoint)
+    if flow is None:
+        yield _problem(spec, ("entrypoint",), index.why_missing(entrypoint))
+        return
+    if not flow.is_valid:
+        yield _problem(
+            spec,
+            ("entrypoint",),
+            f"points at flow {flow.name!r}, which has problems: {'; '.join(flow.problems)}",
+        )
+    flow_name = body.get("flow_name")
+    if isinstance(flow_name, str) and flow_name and flow_name != flow.name:
+        yield _problem(
+            spec,
+            ("flow_name",),
+            f"is {flow_name!r}, but the flow at {entrypoint} is named {flow.name!r}",
+        )
+    parameters = body.get("parameters")
+    if isinstance(parameters, Mapping):
+        yield from _parameter_problems(spec, flow, parameters)
+
+
+def _parameter_problems(
+    spec: DeploymentSpec, flow: FlowMetadata, parameters: Mapping[str, Any]
+) -> Iterator[Problem]:
+    named = [p for p in flow.parameters if p.kind not in _VAR_KINDS]
+    by_name = {p.name: p for p in named}
+    takes_any = any(p.kind == "var_keyword" for p in flow.parameters)
+    accepted = ", ".join(by_name) or "no parameters"
+    for name, value in parameters.items():
+        key = ("parameters", str(name))
+        source = _parameter_source(spec, flow, str(name))
+        param = by_name.get(name)
+        if param is None:
+            if not takes_any:
+                yield _problem(
+                    spec,
+                    key,
+                    f"unknown parameter {name!r}: flow {flow.name!r} accepts {accepted}",
+                    source=source,
+                )
+            continue
+        if param.annotation and python_type_check(param.annotation, value) is False:
+            yield _problem(
+                spec,
+                key,
+                f"parameter {name!r} of flow {flow.name!r} expects {param.annotation}, "
+                f"got {_kind(value)} {_shown(value)}",
+                source=source,
+            )
+    for param in named:
+        if param.required and param.name not in parameters:
+            yield _problem(
+                spec,
+                ("parameters", param.name),
+                f"missing required parameter {param.name!r}: flow {flow.name!r} has no "
+                "default for it, so every run would fail",
+                source=_parameter_source(spec, flow, param.name),
+            )
+
+
+def _parameter_source(spec: DeploymentSpec, flow: FlowMetadata, name: str) -> str:
+    known = spec.sources.get(f"parameters.{name}")
+    if known:
+        return f"settings key {known!r}"
+    return f"settings key 'parameters.{name}' or 'flows.{flow.name}.parameters.{name}'"
+
+
+def _duplicate_names(specs: Sequence[DeploymentSpec]) -> Iterator[Problem]:
+    users: dict[str, list[DeploymentSpec]] = defaultdict(list)
+    for spec in specs:
+        name = spec.body.get("name") if isinstance(spec.body, Mapping) else None
+        if isinstance(name, str) and name:
+            users[name].append(spec)
+    for name, same in users.items():
+        if len(same) < 2:
+            continue
+        who = "; ".join(
+            sorted(
+                f"{s.body.get('entrypoint')} ({s.type}, {s.source or 'no template'})" for s in same
+            )
+        )
+        yield Problem(
+            message=(
+                f"deployment name {name!r} is used by {len(same)} deployments: {who}; "
+                "each deployment needs its own name (see the naming settings)"
+            ),
+            deployment=name,
+            key="name",
+            source=", ".join(sorted({s.source for s in same if s.source})) or None,
+        )
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def _problem(
+    spec: DeploymentSpec,
+    path: Sequence[Any] | None,
+    message: str,
+    *,
+    source: str | None = None,
+) -> Problem:
+    key = ".".join(str(part) for part in path) if path else None
+    name = spec.body.get("name") if isinstance(spec.body, Mapping) else None
+    deployment = name if isinstance(name, str) and name else _fallback_name(spec)
+    if source is None:
+        source = spec.source or None
+        settings_key = _settings_key(spec, key)
+        if settings_key:
+            message = f"{message}; settings key {settings_key!r}"
+    return Problem(message=message, deployment=deployment, key=key, source=source)
+
+
+def _settings_key(spec: DeploymentSpec, key: str | None) -> str | None:
+    """The settings key a body value came from, when build recorded it (the key itself,
+    or the nearest recorded parent: ``schedules.0.schedule.cron`` -> ``schedules``)."""
+    parts = key.split(".") if key else []
+    while parts:
+        found = spec.sources.get(".".join(parts))
+        if found:
+            return found
+        parts.pop()
+    return None
+
+
+def _fallback_name(spec: DeploymentSpec) -> str:
+    return f"{spec.flow.name} ({spec.type})"
+
+
+def _sort_key(problem: Problem) -> tuple[Any, ...]:
+    parts = tuple(
+        (0, int(part), "") if part.isdigit() else (1, 0, part)
+        for part in (problem.key or "").split(".")
+    )
+    return (problem.deployment or "", parts, problem.message, problem.source or "")
