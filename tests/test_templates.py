@@ -645,3 +645,67 @@ def test_the_render_task_writes_files_and_masks_secrets(project: Path, tmp_path:
         load_settings("staging", project), out_dir=tmp_path / "shown", show_secrets=True
     )
     assert "Sup3rSecretPw" in (shown.out_dir / "hello.yaml").read_text()
+
+
+def test_a_wrong_type_after_rendering_is_reported_with_the_template_as_source(
+    tmp_path: Path,
+) -> None:
+    from deploy_lib.validate import validate_specs
+
+    template = (REPO / "templates" / "python_deployment.yaml").read_text()
+    write(
+        tmp_path,
+        {
+            "templates/python_deployment.yaml": template.replace(
+                'tags: "{{ deployment.tags }}"', 'tags: "{{ deployment.concurrency_limit }}"'
+            )
+        },
+    )
+    flows = _flows(tmp_path)[:1]
+    specs, _ = build_specs(flows, _settings(tmp_path, "staging"), git=GIT, now=NOW)
+    hello = next(s for s in specs if s.name == "hello")
+    assert hello.body["tags"] == 2  # the whole-value placeholder kept the int
+
+    problems = [p for p in validate_specs(specs, flows) if p.deployment == "hello"]
+
+    assert [(p.key, p.source) for p in problems] == [("tags", "templates/python_deployment.yaml")]
+
+
+@pytest.mark.e2e
+@pytest.mark.slow
+@pytest.mark.anyio
+async def test_prefect_deploy_accepts_the_rendered_prefect_yaml(
+    project: Path, tmp_path: Path, api: Any, prefect_server: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Prefect's own CLI deploys our prefect.yaml, and what it registers is our body."""
+    pool = f"render-e2e-{os.getpid()}-{tmp_path.name}"[:60]
+    await api.create_work_pool(pool, "process")
+    monkeypatch.setenv("DEPLOY_WORK_POOL__PYTHON", pool)
+    settings = load_settings("staging", project)
+    out = tmp_path / "out"
+    render_to_files(settings, out_dir=out, write_prefect_yaml=True, types=["python"])
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DEPLOY_", "PREFECT_"))}
+    env.update(PREFECT_API_URL=prefect_server, PREFECT_HOME=str(tmp_path / "prefect-home"))
+
+    command = ["--no-prompt", "deploy", "--all", "--prefect-file", str(out / "prefect.yaml")]
+    proc = subprocess.run(
+        [sys.executable, "-m", "prefect", *command],
+        cwd=project,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+    assert await api.read_work_pool(pool) is not None
+    assert proc.returncode == 0, prefect_server + proc.stdout + proc.stderr
+    ours = yaml.safe_load((out / "hello.yaml").read_text())
+    live = await api.read_deployment_by_name("hello", "hello")
+    assert live is not None, proc.stdout
+    for key in ("entrypoint", "version", "work_pool_name", "work_queue_name", "parameters"):
+        assert live[key] == ours[key], key
+    assert sorted(live["tags"]) == sorted(ours["tags"])
+    assert live["pull_steps"] == ours["pull_steps"]
+    assert live["job_variables"] == ours["job_variables"]
+    # The server reports a deployment's limit as its global concurrency limit.
+    assert live["global_concurrency_limit"]["limit"] == ours["concurrency_limit"]
