@@ -13,8 +13,8 @@ Decisions worth knowing:
   with one, the flow name unless ``naming.always_suffix``. Per flow, ``name`` replaces
   ``{flow}`` and ``names.<type>`` fixes one name outright.
 - Parameters: the environment's ``parameters`` reach only flows whose signature accepts
-  them (``**kwargs`` accepts all); the others are skipped with one warning per
-  parameter. Per-flow ``parameters`` are kept as written, so validation reports one the
+  them (``**kwargs`` accepts all); the others are skipped, with one warning per set of
+  flows naming the parameters. Per-flow ``parameters`` are kept as written, so validation reports one the
   flow does not accept instead of dropping it quietly.
 - ``job_variables.env``: ``env_vars`` first, then ``PREFECT_FLOWS_DEFAULT_RETRIES`` /
   ``PREFECT_FLOWS_DEFAULT_RETRY_DELAY_SECONDS`` (``retries.*``),
@@ -33,8 +33,8 @@ Decisions worth knowing:
 - Docker type: image ``<docker.registry>/<flow-slug>:<tag>``, tag ``docker.tag`` or the
   git short sha (``-dirty`` when the tree is dirty; ``latest`` outside git, with a
   warning). The docker pool template has no ``working_dir``, so the in-image
-  ``docker.working_dir`` is a ``set_working_directory`` pull step; requirements belong
-  in the image; ``docker.extra_pip_packages`` becomes ``EXTRA_PIP_PACKAGES``. Other
+  ``docker.working_dir`` is a ``set_working_directory`` pull step (the code is in the
+  image, so ``pull.*`` does not apply); requirements belong in the image; ``docker.extra_pip_packages`` becomes ``EXTRA_PIP_PACKAGES``. Other
   docker job variables (networks, volumes, ...) belong in a ``docker_<env>.yaml``
   template.
 - Job variables that are ``None`` (an unset ``mem_limit``) are dropped after rendering,
@@ -309,12 +309,9 @@ def _all_override_names(settings: Settings) -> list[str]:
 def _flow_overrides(
     settings: Settings, flow_name: str
 ) -> tuple[dict[str, Any], list[tuple[str, str]]]:
-    getter = getattr(settings, "flow_overrides", None)
-    if callable(getter):
-        raw = getter(flow_name)
-    else:
-        table = settings.get("flows")
-        raw = table.get(flow_name) if isinstance(table, Mapping) else None
+    # Looked up directly, not as a dotted key: flow names may contain dots.
+    table = settings.get("flows")
+    raw = table.get(flow_name) if isinstance(table, Mapping) else None
     key = f"flows.{flow_name}"
     if raw is None:
         return {}, []

@@ -634,8 +634,8 @@ def test_the_render_task_writes_files_and_masks_secrets(project: Path, tmp_path:
     )
 
     assert proc.returncode == 0, proc.stderr
-    assert f"wrote 6 file(s) to {out}" in proc.stdout
     texts = {p.name: p.read_text() for p in out.glob("*.yaml")}
+    assert f"wrote {len(texts)} file(s) to {out}" in proc.stdout
     assert set(texts) >= {"hello.yaml", "table-report-python.yaml", "table-report-docker.yaml"}
     assert all("Sup3rSecretPw" not in t for t in texts.values())
     hello = yaml.safe_load(texts["hello.yaml"])
