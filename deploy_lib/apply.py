@@ -1,0 +1,292 @@
+"""Carry out a plan against the Prefect API: write only what changed, keep going past a
+failure, and say what happened to every deployment.
+
+Creates and updates go through the server's upsert (POST /deployments/), whose body
+already carries each schedule's live ``active`` flag (see ``plan.carry_schedule_state``),
+so a redeploy never re-activates a schedule someone paused.  Unchanged deployments
+cost no request.  Deletes happen only with ``prune``, and the plan only proposes
+deletes for deployments this tool manages in this environment.  Each flow is ensured
+once, however many deployments it has.  At most ``concurrency`` requests are in
+flight at a time; writes the server was too busy to take get one more, serial, try.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any, Protocol
+
+from deploy_lib.errors import ApiServerError, DeployError, PartialFailure, SettingsError
+from deploy_lib.models import DeploymentSpec
+from deploy_lib.plan import CREATE, DELETE, UNCHANGED, UPDATE, Change, Plan, make_plan
+
+CREATED = "created"
+UPDATED = "updated"
+UNCHANGED_STATUS = "unchanged"
+DELETED = "deleted"
+FAILED = "failed"
+SKIPPED = "skipped"
+STATUSES = (CREATED, UPDATED, UNCHANGED_STATUS, DELETED, SKIPPED, FAILED)
+
+
+class DeploymentApi(Protocol):
+    """The part of ``api.PrefectApi`` that applying a plan uses."""
+
+    async def ensure_flow(self, name: str) -> Any: ...
+
+    async def upsert_deployment(self, body: Mapping[str, Any]) -> tuple[str, bool]: ...
+
+    async def delete_deployment(
+        self, deployment_id: str, *, deployment: str | None = None
+    ) -> bool: ...
+
+    async def read_deployment_by_name(self, flow_name: str, name: str) -> dict[str, Any] | None: ...
+
+
+@dataclass(frozen=True)
+class Result:
+    """What happened to one deployment.
+
+    ``status`` is one of created, updated, unchanged, deleted, skipped (a delete without
+    prune) or failed; ``error`` the message of a failure; ``duration`` seconds spent on
+    its requests; ``exception`` the original error (not part of ``to_dict``).
+    """
+
+    action: str
+    deployment: str
+    type: str | None
+    status: str
+    id: str | None = None
+    error: str | None = None
+    duration: float = 0.0
+    exception: BaseException | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def failed(self) -> bool:
+        return self.status == FAILED
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "deployment": self.deployment,
+            "type": self.type,
+            "action": self.action,
+            "status": self.status,
+            "id": self.id,
+            "error": self.error,
+            "duration_ms": round(self.duration * 1000, 1),
+        }
+
+
+@dataclass(frozen=True)
+class ApplyResult:
+    """Every deployment's ``Result``, in plan order."""
+
+    env: str
+    results: tuple[Result, ...]
+    prune: bool = False
+
+    @property
+    def failed(self) -> list[Result]:
+        return [r for r in self.results if r.failed]
+
+    @property
+    def counts(self) -> dict[str, int]:
+        """``{"created": n, "updated": n, "unchanged": n, "deleted": n, "skipped": n,
+        "failed": n}``."""
+        counted = Counter(r.status for r in self.results)
+        return {status: counted.get(status, 0) for status in STATUSES}
+
+    def raise_if_failed(self) -> None:
+        """Raise ``PartialFailure`` (exit 4) naming each failed deployment, if any."""
+        failed = self.failed
+        if not failed:
+            return
+        applied = len(self.results) - len(failed)
+        lines = [
+            f"{len(failed)} of {len(self.results)} deployment(s) failed in env "
+            f"{self.env!r}; the other {applied} were applied:"
+        ]
+        lines += [f"  - {r.deployment}: {r.error}" for r in failed]
+        raise PartialFailure("\n".join(lines))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "env": self.env,
+            "results": [r.to_dict() for r in self.results],
+            "summary": self.counts,
+        }
+
+
+async def apply_plan(
+    api: DeploymentApi,
+    plan: Plan,
+    *,
+    concurrency: int,
+    prune: bool,
+    on_result: Callable[[Result], None] | None = None,
+) -> ApplyResult:
+    """Write ``plan``'s creates and updates (and, with ``prune``, its deletes) through
+    ``api``, at most ``concurrency`` requests at once.
+
+    Side effects: requests to the server; ``on_result`` is called once per deployment
+    as soon as its result is known (unchanged and skipped first, in plan order).  A
+    failing deployment is recorded as failed and the others go on; the caller decides
+    what to do with ``ApplyResult.failed`` (usually ``raise_if_failed`` after printing).
+
+    A write that failed only because the server stayed busy (``ApiServerError``: 5xx or
+    429 through all of the API's retries; SQLite answers concurrent writes with 503)
+    gets one more try after the others, one at a time.  That pass stops trying at the
+    first write that fails again, so a sick server is not hammered.
+    """
+    if concurrency < 1:
+        raise SettingsError(f"must be at least 1, got {concurrency}", key="apply_concurrency")
+    runner = _Runner(api, asyncio.Semaphore(concurrency), on_result)
+    results: dict[int, Result] = {}
+    pending: dict[int, Change] = {}
+    for index, change in enumerate(plan.changes):
+        if change.action == UNCHANGED:
+            results[index] = runner.report(
+                Result(
+                    change.action, change.deployment, change.type, UNCHANGED_STATUS, change.live_id
+                )
+            )
+        elif change.action == DELETE and not prune:
+            results[index] = runner.report(
+                Result(change.action, change.deployment, change.type, SKIPPED, change.live_id)
+            )
+        else:
+            pending[index] = change
+    done = await asyncio.gather(*(runner.first_attempt(change) for change in pending.values()))
+    results.update(zip(pending, done, strict=True))
+    await runner.second_chance(results, pending)
+    return ApplyResult(
+        env=plan.env, results=tuple(results[i] for i in sorted(results)), prune=prune
+    )
+
+
+async def deploy_one(api: DeploymentApi, spec: DeploymentSpec) -> Result:
+    """Create or update one deployment (never deletes) and return its ``Result``, with
+    the deployment id; raises the deployment's own ``DeployError`` when it failed.
+    Reads just that deployment, so it suits the Python API (``deploy_to_prefect``)."""
+    flow_name = str(spec.body["flow_name"])
+    current = await api.read_deployment_by_name(flow_name, spec.name)
+    live = [] if current is None else [{**current, "flow_name": flow_name}]
+    plan = make_plan([spec], live, spec.env)
+    outcome = await apply_plan(api, plan, concurrency=1, prune=False)
+    (result,) = outcome.results
+    if result.failed:
+        if isinstance(result.exception, DeployError):
+            raise result.exception
+        outcome.raise_if_failed()
+    return result
+
+
+class _Runner:
+    """Runs one change at a time under the shared semaphore; ensures each flow once."""
+
+    def __init__(
+        self,
+        api: DeploymentApi,
+        slots: asyncio.Semaphore,
+        on_result: Callable[[Result], None] | None,
+    ) -> None:
+        self._api = api
+        self._slots = slots
+        self._on_result = on_result
+        self._flows: dict[str, asyncio.Future[Any]] = {}
+
+    def report(self, result: Result) -> Result:
+        if self._on_result is not None:
+            self._on_result(result)
+        return result
+
+    async def first_attempt(self, change: Change) -> Result:
+        """Run ``change``; report it unless it is due a second chance."""
+        result = await self.run(change)
+        return result if _busy(result) else self.report(result)
+
+    async def second_chance(self, results: dict[int, Result], pending: dict[int, Change]) -> None:
+        """Retry the busy failures one at a time, in plan order, replacing their results;
+        once one fails again the rest keep their first failure.  Reports each."""
+        for name in [
+            n for n, f in self._flows.items() if f.done() and (f.cancelled() or f.exception())
+        ]:
+            del self._flows[name]  # a flow that could not be ensured is tried again
+        server_ok = True
+        self._slots = asyncio.Semaphore(1)
+        for index in sorted(i for i in pending if _busy(results[i])):
+            first = results[index]
+            if server_ok:
+                again = await self.run(pending[index])
+                results[index] = replace(again, duration=first.duration + again.duration)
+                server_ok = not _busy(again)
+            self.report(results[index])
+
+    async def run(self, change: Change) -> Result:
+        """Write ``change`` under a concurrency slot; a failure becomes a failed Result."""
+        async with self._slots:
+            started = time.perf_counter()
+            try:
+                status, deployment_id = await self._write(change)
+            except Exception as exc:  # one deployment's failure must not stop the others
+                result = Result(
+                    change.action,
+                    change.deployment,
+                    change.type,
+                    FAILED,
+                    change.live_id,
+                    error=_message(exc),
+                    duration=time.perf_counter() - started,
+                    exception=exc,
+                )
+            else:
+                result = Result(
+                    change.action,
+                    change.deployment,
+                    change.type,
+                    status,
+                    deployment_id,
+                    duration=time.perf_counter() - started,
+                )
+        return result
+
+    async def _write(self, change: Change) -> tuple[str, str | None]:
+        if change.action == DELETE:
+            if change.live_id is None:
+                raise DeployError(f"deployment {change.deployment!r} has no id to delete")
+            # False means someone deleted it meanwhile: the desired state holds either way.
+            await self._api.delete_deployment(change.live_id, deployment=change.deployment)
+            return DELETED, change.live_id
+        if change.action not in (CREATE, UPDATE) or change.body is None:
+            raise DeployError(
+                f"deployment {change.deployment!r}: nothing to write for a {change.action}"
+            )
+        await self._ensure_flow(change.flow_name)
+        deployment_id, created = await self._api.upsert_deployment(change.body)
+        # A planned create the server calls an update was still made by this run (a busy
+        # attempt that landed before its retry); a planned update the server calls a
+        # create means it vanished meanwhile and now exists again.
+        return (CREATED if created or change.action == CREATE else UPDATED), str(deployment_id)
+
+    async def _ensure_flow(self, name: str) -> None:
+        # The first deployment of a flow starts the request; the others await the same
+        # future (a failure then fails every deployment of that flow, and only those).
+        future = self._flows.get(name)
+        if future is None:
+            future = asyncio.ensure_future(self._api.ensure_flow(name))
+            self._flows[name] = future
+        await asyncio.shield(future)
+
+
+def _busy(result: Result) -> bool:
+    return result.failed and isinstance(result.exception, ApiServerError)
+
+
+def _message(exc: BaseException) -> str:
+    if isinstance(exc, DeployError):
+        return str(exc)
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

@@ -1,0 +1,300 @@
+"""report.py: plan and result tables, JSON forms, progress output, masking."""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+import json
+import re
+from typing import Any
+
+from deploy_lib.apply import (
+    CREATED,
+    DELETED,
+    FAILED,
+    SKIPPED,
+    UNCHANGED_STATUS,
+    UPDATED,
+    ApplyResult,
+    Result,
+)
+from deploy_lib.masking import Masker
+from deploy_lib.models import MANAGED_BY_TAG, DeploymentSpec, FlowMetadata
+from deploy_lib.plan import Change, FieldChange, Plan, make_plan
+from deploy_lib.report import (
+    ApplyProgress,
+    format_field_change,
+    format_plan,
+    format_results,
+    plan_json,
+    progress_line,
+    results_json,
+    to_json,
+)
+
+ENV = "staging"
+SECRET = "s3cr3t-token-value"
+CLOCK = dt.datetime(2026, 11, 26, 6, 30, 1, tzinfo=dt.timezone.utc)
+
+
+def body(flow: str, **overrides: Any) -> dict[str, Any]:
+    data: dict[str, Any] = {
+        "name": f"{flow}-python",
+        "flow_name": flow,
+        "entrypoint": f"flows/{flow}.py:main",
+        "work_pool_name": "staging-agent-pool",
+        "tags": [MANAGED_BY_TAG, f"env:{ENV}", "runtime:python"],
+        "parameters": {},
+        "job_variables": {"env": {"PREFECT_LOGGING_LEVEL": "INFO"}},
+        "schedules": [],
+    }
+    data.update(overrides)
+    return data
+
+
+def spec(data: dict[str, Any]) -> DeploymentSpec:
+    flow = FlowMetadata(
+        name=data["flow_name"], function="main", path=f"flows/{data['flow_name']}.py"
+    )
+    return DeploymentSpec(type="python", env=ENV, flow=flow, body=data)
+
+
+def live(data: dict[str, Any], id_: str) -> dict[str, Any]:
+    return {**data, "id": id_}
+
+
+def sample_plan() -> Plan:
+    desired = [
+        spec(body("new-flow")),
+        spec(body("etl", job_variables={"env": {"PREFECT_LOGGING_LEVEL": "DEBUG"}})),
+        spec(body("same")),
+    ]
+    current = [
+        live(body("etl"), "id-etl"),
+        live(body("same"), "id-same"),
+        live(body("retired"), "id-retired"),
+    ]
+    return make_plan(desired, current, ENV)
+
+
+def sample_result() -> ApplyResult:
+    return ApplyResult(
+        env=ENV,
+        results=(
+            Result("create", "new-flow/new-flow-python", "python", CREATED, "id-1", duration=0.123),
+            Result("update", "etl/etl-python", "python", UPDATED, "id-etl", duration=0.045),
+            Result("unchanged", "same/same-python", "python", UNCHANGED_STATUS, "id-same"),
+            Result("delete", "retired/retired-python", "python", SKIPPED, "id-retired"),
+            Result(
+                "create",
+                "broken/broken-python",
+                "python",
+                FAILED,
+                error=f"HTTP 422: job variable rejected (token {SECRET})\nsecond line",
+                duration=0.0101,
+            ),
+        ),
+    )
+
+
+def test_the_plan_table_shows_each_action_and_the_field_diffs() -> None:
+    text = format_plan(sample_plan(), prune=False)
+
+    assert text.splitlines() == [
+        "Plan for env 'staging': 1 to create, 1 to update, 1 unchanged, 1 to delete",
+        "  ~ update     etl/etl-python            python",
+        '      job_variables.env.PREFECT_LOGGING_LEVEL: "INFO" -> "DEBUG"',
+        "  + create     new-flow/new-flow-python  python",
+        "  - delete     retired/retired-python    python  (kept: deploy with --prune to delete it)",
+        "  = unchanged  same/same-python          python",
+    ]
+
+
+def test_the_plan_table_can_leave_out_unchanged_deployments_and_the_prune_note() -> None:
+    text = format_plan(sample_plan(), prune=True, show_unchanged=False)
+
+    assert "same/same-python" not in text
+    assert "1 unchanged" in text
+    assert "--prune" not in text
+    assert "  - delete     retired/retired-python    python" in text
+
+
+def test_a_plan_without_changes_says_so_in_one_line() -> None:
+    plan = make_plan([spec(body("same"))], [live(body("same"), "id")], ENV)
+
+    assert format_plan(plan) == (
+        "No changes for env 'staging': 0 to create, 0 to update, 1 unchanged, 0 to delete."
+    )
+
+
+def test_a_secret_in_a_diff_is_masked_by_key_name_and_by_value() -> None:
+    plan = make_plan(
+        [
+            spec(
+                body(
+                    "etl",
+                    job_variables={
+                        "env": {"GIT_TOKEN": "new-token-1234", "URL": f"https://x:{SECRET}@host"}
+                    },
+                )
+            )
+        ],
+        [live(body("etl", job_variables={"env": {"GIT_TOKEN": "old-token-1234"}}), "id")],
+        ENV,
+    )
+    masker = Masker([SECRET])
+
+    text = format_plan(plan, masker)
+    data = to_json(plan_json(plan, masker))
+
+    for output in (text, data):
+        assert SECRET not in output
+        assert "new-token-1234" not in output and "old-token-1234" not in output
+    assert 'job_variables.env.GIT_TOKEN: "****" -> "****"' in text
+    assert 'job_variables.env.URL: (none) -> "https://x:****@host"' in text
+    diff = json.loads(data)["changes"][0]["diff"]
+    assert {"path": "job_variables.env.GIT_TOKEN", "old": "****", "new": "****"} in diff
+
+
+def test_long_values_are_truncated() -> None:
+    change = FieldChange("parameters.query", "a" * 200, "short")
+
+    line = format_field_change(change, max_value=20)
+
+    assert line == 'parameters.query: "aaaaaaaaaaaaaaaa... -> "short"'
+
+
+def test_schedules_in_a_diff_are_shown_as_short_descriptions() -> None:
+    change = FieldChange(
+        "schedules",
+        [{"schedule": {"cron": "0 6 * * *", "timezone": "UTC"}, "parameters": {}, "slug": None}],
+        [
+            {"schedule": {"interval": 3600.0, "timezone": "UTC"}, "parameters": {}, "slug": None},
+            {
+                "schedule": {"rrule": "FREQ=DAILY", "timezone": "Europe/Berlin"},
+                "parameters": {"x": 1},
+                "slug": "daily",
+            },
+        ],
+    )
+
+    assert format_field_change(change) == (
+        'schedules: [cron 0 6 * * * UTC] -> [every 3600s UTC; rrule FREQ=DAILY Europe/Berlin with {"x": 1} [daily]]'
+    )
+
+
+def test_plan_json_has_env_changes_and_summary() -> None:
+    data = json.loads(to_json(plan_json(sample_plan())))
+
+    assert data["env"] == ENV
+    assert data["summary"] == {"create": 1, "update": 1, "unchanged": 1, "delete": 1}
+    assert [(c["action"], c["deployment"], c["id"]) for c in data["changes"]] == [
+        ("update", "etl/etl-python", "id-etl"),
+        ("create", "new-flow/new-flow-python", None),
+        ("delete", "retired/retired-python", "id-retired"),
+        ("unchanged", "same/same-python", "id-same"),
+    ]
+    assert data["changes"][0]["diff"] == [
+        {"path": "job_variables.env.PREFECT_LOGGING_LEVEL", "old": "INFO", "new": "DEBUG"}
+    ]
+
+
+def test_the_results_table_counts_each_status_and_lists_failures_masked() -> None:
+    text = format_results(sample_result(), Masker([SECRET]))
+
+    assert text.splitlines() == [
+        "Results for env 'staging':",
+        "  created        1",
+        "  updated        1",
+        "  unchanged      1",
+        "  deleted        0",
+        "  skipped        1  (deletes kept: deploy with --prune to delete them)",
+        "  failed         1",
+        "Failed (1):",
+        "  - broken/broken-python: HTTP 422: job variable rejected (token ****)",
+        "      second line",
+    ]
+
+
+def test_results_json_has_one_record_per_deployment_and_a_summary() -> None:
+    data = json.loads(to_json(results_json(sample_result(), Masker([SECRET]))))
+
+    assert [r["deployment"] for r in data["results"]] == [
+        "new-flow/new-flow-python",
+        "etl/etl-python",
+        "same/same-python",
+        "retired/retired-python",
+        "broken/broken-python",
+    ]
+    assert data["summary"] == {
+        CREATED: 1,
+        UPDATED: 1,
+        UNCHANGED_STATUS: 1,
+        DELETED: 0,
+        SKIPPED: 1,
+        FAILED: 1,
+    }
+    assert data["results"][0] == {
+        "deployment": "new-flow/new-flow-python",
+        "type": "python",
+        "action": "create",
+        "status": CREATED,
+        "id": "id-1",
+        "error": None,
+        "duration_ms": 123.0,
+    }
+    assert SECRET not in json.dumps(data)
+    assert "****" in data["results"][4]["error"]
+
+
+def test_progress_lines_are_plain_and_timestamped_when_not_a_terminal() -> None:
+    stream = io.StringIO()
+
+    with ApplyProgress(
+        5, tty=False, stream=stream, masker=Masker([SECRET]), clock=lambda: CLOCK
+    ) as progress:
+        for item in sample_result().results:
+            progress(item)
+
+    assert progress.done == 5
+    assert stream.getvalue().splitlines() == [
+        "2026-11-26T06:30:01Z created new-flow/new-flow-python (123 ms)",
+        "2026-11-26T06:30:01Z updated etl/etl-python (45 ms)",
+        "2026-11-26T06:30:01Z unchanged same/same-python",
+        "2026-11-26T06:30:01Z skipped retired/retired-python (kept: deploy with --prune to delete it)",
+        "2026-11-26T06:30:01Z failed broken/broken-python (10 ms): "
+        "HTTP 422: job variable rejected (token ****) second line",
+    ]
+    assert "\x1b[" not in stream.getvalue()
+
+
+def test_a_progress_line_is_stamped_in_utc() -> None:
+    berlin = dt.datetime(2026, 11, 26, 7, 30, 1, tzinfo=dt.timezone(dt.timedelta(hours=1)))
+    item = Result("delete", "a/a-python", "python", DELETED, "id", duration=0.002)
+
+    assert progress_line(item, now=berlin) == "2026-11-26T06:30:01Z deleted a/a-python (2 ms)"
+
+
+def test_a_terminal_gets_a_progress_bar_and_the_failures_above_it() -> None:
+    stream = io.StringIO()
+
+    with ApplyProgress(
+        5, tty=True, stream=stream, masker=Masker([SECRET]), clock=lambda: CLOCK
+    ) as progress:
+        for item in sample_result().results:
+            progress(item)
+
+    out = stream.getvalue()
+    assert "\x1b[" in out, "rich writes terminal control sequences"
+    assert "deploying" in out
+    plain = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", out)
+    assert "5/5" in plain
+    assert "failed broken/broken-python" in plain
+    assert "created new-flow/new-flow-python" not in plain, "successes only move the bar"
+    assert SECRET not in out
+
+
+def test_a_change_line_uses_the_plan_objects_only() -> None:
+    plan = Plan(env=ENV, changes=(Change("delete", "x/x-docker", None, live_id="id-x"),))
+
+    assert format_plan(plan).splitlines()[1] == "  - delete     x/x-docker  -"
