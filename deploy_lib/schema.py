@@ -81,12 +81,9 @@ def _text(*, empty: bool = False, nullable: bool = False, **rules: Any) -> dict[
 
 
 def _string_map(**rules: Any) -> dict[str, Any]:
-    return {
-        "type": "dict",
-        "keysrules": {"type": "string"},
-        "valuesrules": {"type": "string"},
-        **rules,
-    }
+    # No keysrules: keys from YAML or TOML are strings already, and each extra rule
+    # costs Cerberus a child validator on every body (labels differ per deployment).
+    return {"type": "dict", "valuesrules": {"type": "string"}, **rules}
 
 
 _SIZE_RULE: dict[str, Any] = {

@@ -117,26 +117,41 @@ class _DeploymentValidator(Validator):  # type: ignore[misc]
         )
 
 
-# Top-level keys whose values are tables or lists, usually identical across deployments.
-_SHARED = (
-    "tags",
-    "parameters",
-    "job_variables",
-    "pull_steps",
-    "schedules",
-    "parameter_openapi_schema",
-)
+# Where a body is split for checking: at each mapping (by key path), the keys whose
+# values are checked on their own, because they are tables or lists that many
+# deployments share.  ``job_variables`` is split further, since the docker image in it
+# differs per flow while its ``env`` rarely does.
+_SPLITS: dict[tuple[str, ...], tuple[str, ...]] = {
+    (): (
+        "tags",
+        "parameters",
+        "job_variables",
+        "pull_steps",
+        "schedules",
+        "parameter_openapi_schema",
+    ),
+    ("job_variables",): ("env",),
+}
+
+
+def _fields(kind: str, path: tuple[str, ...]) -> dict[str, Any]:
+    """The field rules of the mapping at ``path`` in the schema of ``kind``."""
+    fields = SCHEMAS[kind]
+    for key in path:
+        fields = fields[key]["schema"]
+    return fields
 
 
 @cache
-def _validator(kind: str, part: str) -> _DeploymentValidator:
-    """A validator for one shared top-level key (``part``), or for all the other keys
-    (``part=""``), built once: Cerberus checks a schema on construction, which costs
-    far more than validating one document.  Top-level ``required`` flags are left to
-    the caller, since each validator sees only part of a body."""
-    schema = SCHEMAS[kind]
-    keys = [part] if part else [k for k in schema if k not in _SHARED]
-    partial = {k: {r: v for r, v in schema[k].items() if r != "required"} for k in keys}
+def _validator(kind: str, path: tuple[str, ...], part: str) -> _DeploymentValidator:
+    """A validator for one split-off key (``part``) of the mapping at ``path``, or for
+    all its other keys (``part=""``), built once: Cerberus checks a schema on
+    construction, which costs far more than validating one document.  The ``required``
+    flags at ``path`` itself are left to the caller, since each validator sees only
+    part of the mapping."""
+    fields = _fields(kind, path)
+    keys = [part] if part else [k for k in fields if k not in _SPLITS.get(path, ())]
+    partial = {k: {r: v for r, v in fields[k].items() if r != "required"} for k in keys}
     return _DeploymentValidator(partial, allow_unknown=False)
 
 
@@ -176,50 +191,58 @@ _Found = tuple[tuple[tuple[Any, ...], str], ...]
 
 
 class _BodyChecker:
-    """Runs the Cerberus schema over bodies, remembering what it found per top-level
-    value.  Each top-level key's rules look at that key's value alone, so a table
-    shared by many deployments (the env, the pull steps, the schedules) is checked once
-    per run; the scalars of a body are checked together in one call."""
+    """Runs the Cerberus schema over bodies, remembering what it found per split-off
+    value.  No rule looks across keys, so each key's value can be checked alone: a
+    table shared by many deployments (the env, the pull steps, the schedules) is
+    checked once per run, and the remaining scalars of a mapping in one call."""
 
     def __init__(self) -> None:
-        self._seen: dict[tuple[str, str, str], _Found] = {}
+        self._seen: dict[tuple[str, tuple[str, ...], str, str], _Found] = {}
 
     def problems(self, spec: DeploymentSpec) -> list[Problem]:
         body = spec.body
         if not isinstance(body, Mapping):
             return [_problem(spec, None, f"the deployment must be a mapping, got {_kind(body)}")]
         kind = spec.type if spec.type in SCHEMAS else "python"
-        schema = SCHEMAS[kind]
-        found: list[tuple[tuple[Any, ...], str]] = [
-            ((key,), "required key is missing")
-            for key, rules in schema.items()
-            if rules.get("required") and key not in body
-        ]
-        rest: dict[str, Any] = {}
-        for key, value in body.items():
-            if key in _SHARED:
-                found.extend(self._shared_value(kind, key, value))
-            else:
-                rest[key] = value
-        if rest:
-            found.extend(_run(kind, "", rest))
+        found = self._mapping(kind, (), body)
         return [_problem(spec, path, message) for path, message in found]
 
-    def _shared_value(self, kind: str, key: str, value: Any) -> _Found:
-        memo = (kind, key, repr(value))
+    def _mapping(self, kind: str, path: tuple[str, ...], value: Mapping[str, Any]) -> _Found:
+        fields = _fields(kind, path)
+        found = [
+            ((*path, key), "required key is missing")
+            for key, rules in fields.items()
+            if rules.get("required") and key not in value
+        ]
+        split = _SPLITS.get(path, ())
+        rest: dict[str, Any] = {}
+        for key, item in value.items():
+            if key not in split:
+                rest[key] = item
+            elif (*path, key) in _SPLITS and isinstance(item, Mapping):
+                found.extend(self._mapping(kind, (*path, key), item))
+            else:
+                found.extend(self._split_value(kind, path, key, item))
+        if rest:
+            found.extend(_run(kind, path, "", rest))
+        return tuple(found)
+
+    def _split_value(self, kind: str, path: tuple[str, ...], key: str, value: Any) -> _Found:
+        memo = (kind, path, key, repr(value))
         if memo not in self._seen:
-            self._seen[memo] = _run(kind, key, {key: value})
+            self._seen[memo] = _run(kind, path, key, {key: value})
         return self._seen[memo]
 
 
-def _run(kind: str, part: str, document: dict[str, Any]) -> _Found:
-    """Cerberus over part of a body; messages quote the whole schema (allowed keys)."""
-    validator = _validator(kind, part)
+def _run(kind: str, path: tuple[str, ...], part: str, document: dict[str, Any]) -> _Found:
+    """Cerberus over part of the mapping at ``path``; key paths start at the body's
+    top, and messages quote the mapping's whole schema (its allowed keys)."""
+    validator = _validator(kind, path, part)
     if validator.validate(document, normalize=False):
         return ()
-    schema = SCHEMAS[kind]
+    fields = _fields(kind, path)
     return tuple(
-        (tuple(error.document_path), _message(error, schema))
+        ((*path, *error.document_path), _message(error, fields))
         for error in _leaves(validator._errors)
     )
 

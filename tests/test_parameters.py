@@ -441,3 +441,22 @@ def test_parameter_docstrings_read_like_prefect(docstring: str) -> None:
 )
 def test_python_type_check(annotation: str, value: Any, expected: bool | None) -> None:
     assert python_type_check(annotation, value) is expected
+
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_schema_of_every_example_flow_equals_prefects(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The real path: discovery reads the example flows, we compute each schema from that
+    metadata, and Prefect computes it by importing the flow."""
+    from prefect.utilities.callables import parameter_schema as prefect_parameter_schema
+
+    from deploy_lib.discovery import discover_flows
+
+    monkeypatch.syspath_prepend(str(REPO))
+    flows = discover_flows(REPO, ["flows"]).flows
+    assert len(flows) >= 5
+    for flow in flows:
+        module = importlib.import_module(flow.module_path)
+        theirs = prefect_parameter_schema(getattr(module, flow.function))
+        assert parameter_schema(flow) == theirs.model_dump(exclude_unset=True), flow.entrypoint

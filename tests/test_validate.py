@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import re
 import subprocess
 import sys
 import textwrap
@@ -14,7 +15,13 @@ import pytest
 
 from deploy_lib.errors import EXIT_VALIDATION, ValidationFailed
 from deploy_lib.models import DeploymentSpec, FlowMetadata, Parameter, Problem
-from deploy_lib.validate import ensure_valid, format_problems, validate_specs
+from deploy_lib.validate import (
+    ensure_valid,
+    format_problems,
+    report_json,
+    summarize,
+    validate_specs,
+)
 
 PY_TEMPLATE = "templates/python_deployment.yaml"
 DOCKER_TEMPLATE = "templates/docker_deployment.yaml"
@@ -629,6 +636,35 @@ def test_ensure_valid_raises_once_with_every_problem_grouped() -> None:
     ensure_valid([_spec(_body())], FLOWS)
 
 
+def test_summary_and_json_report() -> None:
+    import json
+
+    specs = [
+        _spec(_body()),
+        _spec(_body(type_="docker"), "docker"),
+        _spec(_body(REPORT), flow=REPORT),
+    ]
+    assert summarize("staging", specs) == (
+        "staging: 3 deployment(s) of 2 flow(s) are valid (1 docker, 2 python)"
+    )
+    problem = Problem("must be at least 1", deployment="etl-python", key="concurrency_limit")
+    assert json.loads(report_json("staging", problems=[problem])) == {
+        "env": "staging",
+        "valid": False,
+        "deployments": [],
+        "problems": [
+            {
+                "message": "must be at least 1",
+                "path": None,
+                "line": None,
+                "deployment": "etl-python",
+                "key": "concurrency_limit",
+                "source": None,
+            }
+        ],
+    }
+
+
 def test_validation_does_not_change_the_bodies() -> None:
     specs = _broken_pair()
     before = copy.deepcopy([dict(s.body) for s in specs])
@@ -641,3 +677,89 @@ def test_a_body_that_is_not_a_mapping() -> None:
     problem = _only(validate_specs([spec], FLOWS))
     assert problem.deployment == "etl (python)"
     assert problem.message == "the deployment must be a mapping, got list"
+
+
+# ----------------------------------------------------------------- invoke validate
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _project(tmp_path: Path, extra_settings: str = "") -> Path:
+    """A copy of the example project (tasks, settings, templates, flows) in tmp_path."""
+    import shutil
+
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    for name in ("tasks.py", "settings.toml"):
+        shutil.copy(REPO / name, tmp_path / name)
+    for name in ("templates", "flows"):
+        shutil.copytree(REPO / name, tmp_path / name, ignore=shutil.ignore_patterns("__pycache__"))
+    if extra_settings:
+        with (tmp_path / "settings.toml").open("a") as handle:
+            handle.write(textwrap.dedent(extra_settings))
+    return tmp_path
+
+
+def _invoke(project: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    import os
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DEPLOY_")}
+    env["PYTHONPATH"] = str(REPO)
+    return subprocess.run(
+        [sys.executable, "-m", "invoke", "validate", *args],
+        cwd=project,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_invoke_validate_prints_one_line_for_a_valid_environment(tmp_path: Path) -> None:
+    done = _invoke(_project(tmp_path), "--env", "staging")
+    assert done.returncode == 0, done.stderr
+    assert re.fullmatch(
+        r"staging: \d+ deployment\(s\) of \d+ flow\(s\) are valid \(\d+ docker, \d+ python\)\n",
+        done.stdout,
+    )
+
+
+BAD_PARAMETERS = """
+[staging.flows.hello.parameters]
+times = "three"
+volume = 11
+"""
+
+
+def test_invoke_validate_lists_every_problem_and_exits_3(tmp_path: Path) -> None:
+    done = _invoke(_project(tmp_path, BAD_PARAMETERS), "--env", "staging")
+    assert done.returncode == EXIT_VALIDATION
+    assert done.stdout == ""
+    assert "Traceback" not in done.stderr
+    assert done.stderr.strip().splitlines()[-4:] == [
+        "validation failed: 2 problem(s) in 1 deployment(s); nothing was written",
+        "deployment 'hello':",
+        "  parameters.times: parameter 'times' of flow 'hello' expects int, got string 'three'"
+        " [from settings key 'flows.hello.parameters.times']",
+        "  parameters.volume: unknown parameter 'volume': flow 'hello' accepts name, times, "
+        "ratio, shout, nickname, mood, tags, scores, since, until, greeting"
+        " [from settings key 'flows.hello.parameters.volume']",
+    ]
+
+
+def test_invoke_validate_json(tmp_path: Path) -> None:
+    import json
+
+    good = _invoke(_project(tmp_path / "good"), "--env", "production", "--json")
+    assert good.returncode == 0, good.stderr
+    report = json.loads(good.stdout)
+    assert (report["env"], report["valid"], report["problems"]) == ("production", True, [])
+    assert "table-report-docker" in report["deployments"]
+
+    bad = _invoke(_project(tmp_path / "bad", BAD_PARAMETERS), "--env", "staging", "--json")
+    assert bad.returncode == EXIT_VALIDATION
+    report = json.loads(bad.stdout)
+    assert report["valid"] is False
+    assert [(p["deployment"], p["key"]) for p in report["problems"]] == [
+        ("hello", "parameters.times"),
+        ("hello", "parameters.volume"),
+    ]
