@@ -17,12 +17,12 @@ import difflib
 import json
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from datetime import datetime
 from functools import cache, lru_cache
 from typing import Any, ClassVar
 
 from cerberus import Validator, errors
 from cerberus.errors import ValidationError
-from cerberus.platform import _int_types
 from cerberus.validator import TypeDefinition
 
 from deploy_lib.errors import ValidationFailed
@@ -61,7 +61,7 @@ class _DeploymentValidator(Validator):  # type: ignore[misc]
 
     types_mapping: ClassVar[dict[str, TypeDefinition]] = {
         **Validator.types_mapping,
-        "integer": TypeDefinition("integer", (_int_types,), (bool,)),
+        "integer": TypeDefinition("integer", (int,), (bool,)),
     }
 
     def _check_with_image_reference(self, field: str, value: Any) -> None:
@@ -148,7 +148,8 @@ def _validator(kind: str, path: tuple[str, ...], part: str) -> _DeploymentValida
     all its other keys (``part=""``), built once: Cerberus checks a schema on
     construction, which costs far more than validating one document.  The ``required``
     flags at ``path`` itself are left to the caller, since each validator sees only
-    part of the mapping."""
+    part of the mapping.  A Cerberus validator keeps state while it validates: one
+    thread at a time."""
     fields = _fields(kind, path)
     keys = [part] if part else [k for k in fields if k not in _SPLITS.get(path, ())]
     partial = {k: {r: v for r, v in fields[k].items() if r != "required"} for k in keys}
@@ -457,14 +458,12 @@ def _shown(value: Any, limit: int = 60) -> str:
 def _schedule_shape_ok(schedule: Mapping[str, Any]) -> bool:
     """True when every key is known and every value has its type (else Cerberus has
     reported it, and Prefect's model would only repeat it in other words)."""
-    import datetime
-
     checks = {
         "cron": lambda v: isinstance(v, str),
         "rrule": lambda v: isinstance(v, str),
         "interval": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
         "timezone": lambda v: v is None or isinstance(v, str),
-        "anchor_date": lambda v: isinstance(v, (str, datetime.datetime)),
+        "anchor_date": lambda v: isinstance(v, (str, datetime)),
         "day_or": lambda v: isinstance(v, bool),
     }
     return all(key in SCHEDULE and checks[key](value) for key, value in schedule.items())
