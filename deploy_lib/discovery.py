@@ -731,10 +731,10 @@ def _flow_from(
 
     found, value, _ = _keyword_value(decorator, "description", constants)
     description: str | None = None
+    doc = ast.get_docstring(func)
     if found and isinstance(value, str) and value:
         description = value
     elif not found or value is None or value == "":
-        doc = ast.get_docstring(func)
         if doc:
             description = next((ln.strip() for ln in doc.splitlines() if ln.strip()), None)
 
@@ -745,6 +745,7 @@ def _flow_from(
         "module_path": module_path,
         "is_async": isinstance(func, ast.AsyncFunctionDef),
         "description": description,
+        "docstring": doc,
         "parameters": tuple(_parameters(func.args)),
         "line": func.lineno,
     }

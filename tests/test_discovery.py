@@ -986,3 +986,14 @@ def test_invoke_discover_json_prints_the_flows_of_this_repository() -> None:
         "table-report",
     ]
     assert data["problems"] == []
+
+
+def test_the_whole_docstring_is_kept_so_parameter_descriptions_can_be_read(tmp_path: Path) -> None:
+    (tmp_path / "flows").mkdir()
+    (tmp_path / "flows" / "doc.py").write_text(
+        'from prefect import flow\n\n\n@flow\ndef documented(rows: int = 1):\n'
+        '    """Load rows.\n\n    Args:\n        rows: how many rows to load\n    """\n'
+    )
+    (found,) = discover_flows(tmp_path).flows
+    assert found.description == "Load rows."
+    assert found.docstring is not None and "rows: how many rows to load" in found.docstring

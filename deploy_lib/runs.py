@@ -1,0 +1,140 @@
+"""Run a deployment and wait for its final state, optionally with a worker of our own.
+
+``invoke run FLOW --env X`` and the Quickstart use this to prove that what was deployed
+actually runs.  Network calls go through ``api.PrefectApi``; the worker is Prefect's own
+process worker (``prefect worker start``), started as a child process.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from deploy_lib.errors import InputError, RunFailed
+from deploy_lib.models import MANAGED_BY_TAG, Settings
+from deploy_lib.server import worker_command
+
+
+def parse_params(items: Sequence[str]) -> dict[str, Any]:
+    """``["rows=10", "name=x", 'tags=["a"]']`` -> ``{"rows": 10, "name": "x", ...}``.
+
+    A value is read as JSON when it parses (numbers, booleans, lists, objects), else
+    kept as a string.  Raises ``InputError`` naming an item without ``=``.
+    """
+    params: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise InputError(f"--param {item!r}: expected KEY=VALUE")
+        try:
+            params[key.strip()] = json.loads(raw)
+        except ValueError:
+            params[key.strip()] = raw
+    return params
+
+
+def pick_deployment(live: Sequence[Mapping[str, Any]], target: str) -> Mapping[str, Any]:
+    """The live deployment ``target`` names: ``flow/deployment``, a deployment name, or a
+    flow name (its python deployment when it has both).  ``InputError`` lists the
+    choices when none or several match."""
+    def full(d: Mapping[str, Any]) -> str:
+        return f"{d.get('flow_name')}/{d.get('name')}"
+
+    for matches in (
+        [d for d in live if full(d) == target],
+        [d for d in live if d.get("name") == target],
+        [d for d in live if d.get("flow_name") == target],
+    ):
+        if len(matches) > 1:
+            python = [d for d in matches if "runtime:python" in (d.get("tags") or ())]
+            matches = python if len(python) == 1 else matches
+        if len(matches) == 1:
+            return matches[0]
+        if matches:
+            names = ", ".join(sorted(full(d) for d in matches))
+            raise InputError(f"{target!r} names several deployments: {names}; use flow/deployment")
+    names = ", ".join(sorted(full(d) for d in live)) or "none (run `invoke deploy` first)"
+    raise InputError(f"no deployment named {target!r} in this environment; deployed: {names}")
+
+
+async def run_deployment(
+    api: Any,
+    settings: Settings,
+    target: str,
+    parameters: Mapping[str, Any] | None = None,
+    *,
+    wait: bool = True,
+    timeout: float = 600.0,
+) -> dict[str, Any]:
+    """Create a flow run of the deployment ``target`` names (among those this tool
+    manages in ``settings.env``); with ``wait``, poll until it ends.
+
+    Returns ``{"deployment", "flow_run_id", "flow_run_name", "state"}``.  Raises
+    ``RunFailed`` when the run ends in any state but Completed, or outlasts ``timeout``.
+    """
+    live = await api.list_deployments([MANAGED_BY_TAG, f"env:{settings.env}"])
+    chosen = pick_deployment(live, target)
+    run = await api.create_flow_run(str(chosen["id"]), dict(parameters or {}))
+    outcome = {
+        "deployment": f"{chosen.get('flow_name')}/{chosen.get('name')}",
+        "flow_run_id": run.get("id"),
+        "flow_run_name": run.get("name"),
+        "state": (run.get("state") or {}).get("name"),
+    }
+    if not wait:
+        return outcome
+    state = await api.wait_flow_run(str(run["id"]), timeout)
+    outcome["state"] = state.get("name")
+    if state.get("type") != "COMPLETED":
+        message = state.get("message") or "no message"
+        raise RunFailed(
+            f"flow run {run.get('name')!r} of {outcome['deployment']} ended "
+            f"{state.get('name')}: {message}"
+        )
+    return outcome
+
+
+@contextlib.contextmanager
+def background_worker(
+    settings: Settings, *, log_path: Path | None = None, poll_seconds: int = 2
+) -> Iterator[subprocess.Popen[bytes]]:
+    """A process worker for the environment's python pool, running for the ``with``
+    block and stopped with SIGINT (the signal it obeys promptly) afterwards.
+
+    Its output goes to ``log_path`` (default ``<root>/.prefect/worker.log``).
+    """
+    command, env = worker_command(
+        settings, env={"PREFECT_WORKER_QUERY_SECONDS": str(poll_seconds)}
+    )
+    log = log_path or Path(settings.root) / ".prefect" / "worker.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "ab") as out:
+        proc = subprocess.Popen(
+            command, cwd=Path(settings.root), env=env, stdout=out, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        yield proc
+    finally:
+        _stop(proc)
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGINT)
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
