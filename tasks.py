@@ -65,9 +65,36 @@ def _settings(env: str | None) -> Any:
     return settings
 
 
+# --log-file PATH: every line printed is also appended there, timestamped.
+LOG_FILE: Path | None = None
+
+
 def _echo(text: str = "") -> None:
-    sys.stdout.write(_masked(text) + "\n")
+    masked = _masked(text)
+    sys.stdout.write(masked + "\n")
     sys.stdout.flush()
+    _log(masked)
+
+
+def _warn(text: str) -> None:
+    masked = _masked(text)
+    sys.stderr.write(f"warning: {masked}\n")
+    _log(f"warning: {masked}")
+
+
+def _log(text: str) -> None:
+    if LOG_FILE is None:
+        return
+    from datetime import datetime, timezone
+
+    stamp = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    with LOG_FILE.open("a", encoding="utf-8") as handle:
+        handle.writelines(f"{stamp} {line}\n" for line in text.splitlines() or [""])
+
+
+def _log_to(path: str | None) -> None:
+    global LOG_FILE
+    LOG_FILE = Path(path).resolve() if path else None
 
 
 @task(
@@ -203,3 +230,193 @@ def validate(c: Any, env: str | None = None, json: bool = False, debug: bool = F
         sys.stderr.write(f"warning: {_masked(warning)}\n")
     specs = prepared.specs
     _echo(report_json(settings.env, specs) if json else summarize(settings.env, specs))
+
+
+_SELECT_HELP = {
+    "env": "environment (a section of settings.toml); default $DEPLOY_ENV, else development",
+    "flow": "only this flow (repeatable)",
+    "type": "only this deployment type: python or docker",
+    "json": "print JSON instead of tables",
+    "log_file": "also append timestamped lines to this file",
+    "debug": "show the traceback of an error",
+}
+
+
+@task(help=_SELECT_HELP, iterable=["flow"])
+@boundary
+def plan(
+    c: Any,
+    env: str | None = None,
+    flow: list[str] | None = None,
+    type: str | None = None,
+    json: bool = False,
+    log_file: str | None = None,
+    debug: bool = False,
+) -> None:
+    """Show what deploy would change (exit 0: no changes, 2: changes pending)."""
+    from deploy_lib import pipeline, report
+
+    _log_to(log_file)
+    settings = _settings(env)
+    prepared = pipeline.prepare(settings, flow_names=flow or [], types=[type] if type else [])
+    result, warnings = pipeline.plan(prepared)
+    for warning in warnings:
+        _warn(warning)
+    masker = MASKER
+    _echo(report.to_json(report.plan_json(result, masker)) if json else report.format_plan(result, masker))
+    if result.has_changes:
+        raise Exit(code=2)
+
+
+@task(
+    help={
+        **_SELECT_HELP,
+        "dry_run": "print the plan and write nothing",
+        "prune": "delete deployments this tool manages in this env that are no longer desired",
+        "concurrency": "deployments written at once (default: apply_concurrency)",
+        "lock_timeout": "seconds to wait for another run of this env to finish (default 0)",
+    },
+    iterable=["flow"],
+)
+@boundary
+def deploy(
+    c: Any,
+    env: str | None = None,
+    flow: list[str] | None = None,
+    type: str | None = None,
+    dry_run: bool = False,
+    prune: bool = False,
+    concurrency: int | None = None,
+    json: bool = False,
+    lock_timeout: float = 0.0,
+    log_file: str | None = None,
+    debug: bool = False,
+) -> None:
+    """Validate, plan and apply the deployments of an environment."""
+    from deploy_lib import pipeline, report
+    from deploy_lib.lock import env_lock
+
+    _log_to(log_file)
+    settings = _settings(env)
+    prepared = pipeline.prepare(settings, flow_names=flow or [], types=[type] if type else [])
+    tty = sys.stdout.isatty() and not json
+    with env_lock(ROOT, settings.env, timeout=lock_timeout, command="invoke deploy"):
+        progress = _Progress(tty=tty, quiet=json, prune=prune)
+        outcome = pipeline.deploy(
+            prepared, dry_run=dry_run, prune=prune, concurrency=concurrency,
+            on_plan=progress.plan, on_result=progress.result,
+        )
+        progress.close()
+    for warning in outcome.warnings:
+        _warn(warning)
+    if outcome.result is None:
+        if json:
+            _echo(report.to_json(report.plan_json(outcome.plan, MASKER)))
+        return
+    if json:
+        _echo(report.to_json(report.results_json(outcome.result, MASKER)))
+    else:
+        _echo(report.format_results(outcome.result, MASKER))
+    outcome.result.raise_if_failed()
+
+
+class _Progress:
+    """Prints the plan, then one line (or a progress bar on a terminal) per deployment."""
+
+    def __init__(self, *, tty: bool, quiet: bool, prune: bool) -> None:
+        self.tty, self.quiet, self.prune = tty, quiet, prune
+        self._bar: Any = None
+
+    def plan(self, plan: Any) -> None:
+        from deploy_lib import report
+
+        if self.quiet:
+            return
+        _echo(report.format_plan(plan, MASKER, prune=self.prune, show_unchanged=False))
+        stream = _LogStream(sys.stdout)
+        self._bar = report.ApplyProgress(len(plan.changes), tty=self.tty, stream=stream, masker=MASKER)
+        self._bar.__enter__()
+
+    def result(self, result: Any) -> None:
+        if self._bar is not None:
+            self._bar(result)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.__exit__(None, None, None)
+
+
+class _LogStream:
+    """A stream that also appends what is written to --log-file."""
+
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        for line in text.splitlines():
+            if line.strip():
+                _log(line)
+        return int(self._stream.write(text))
+
+    def flush(self) -> None:
+        self._stream.flush()
+
+    def isatty(self) -> bool:
+        return bool(self._stream.isatty())
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
+@task(
+    help={
+        "flow": "the deployment to run: flow name, deployment name, or flow/deployment",
+        "env": "environment; default $DEPLOY_ENV, else development",
+        "param": "a parameter as KEY=VALUE, VALUE read as JSON when it parses (repeatable)",
+        "wait": "wait for the final state (default); --no-wait returns once created",
+        "worker": "run a process worker for the env's pool while waiting",
+        "timeout": "seconds to wait for the final state",
+        "debug": "show the traceback of an error",
+    },
+    iterable=["param"],
+)
+@boundary
+def run(
+    c: Any,
+    flow: str,
+    env: str | None = None,
+    param: list[str] | None = None,
+    wait: bool = True,
+    worker: bool = False,
+    timeout: float = 600.0,
+    debug: bool = False,
+) -> None:
+    """Run a deployment and wait for its final state (exit 0 only when Completed)."""
+    from deploy_lib.pipeline import run_flow
+    from deploy_lib.runs import parse_params
+
+    settings = _settings(env)
+    outcome = run_flow(
+        settings, flow, parse_params(param or []), wait=wait, timeout=timeout, with_worker=worker
+    )
+    _echo(f"flow run {outcome['flow_run_name']} of {outcome['deployment']}: {outcome['state']}")
+
+
+@task(help={"debug": "show the traceback of an error"})
+@boundary
+def quickstart(c: Any, debug: bool = False) -> None:
+    """Start the local server, deploy the examples to development, run one to Completed."""
+    from deploy_lib import pipeline, report
+
+    settings = _settings("development")
+    _echo("1/4 local Prefect server and work pools")
+    for row in pipeline.ensure_pools(settings):
+        _echo(f"    {row['name']} ({row['expected_type']}): {'created' if row['created'] else 'ready'}")
+    _echo("2/4 deploy the example flows to development")
+    outcome = pipeline.deploy(pipeline.prepare(settings))
+    assert outcome.result is not None
+    _echo(report.format_results(outcome.result, MASKER))
+    outcome.result.raise_if_failed()
+    _echo("3/4 run env-report on a process worker")
+    result = pipeline.run_flow(settings, "env-report", with_worker=True, timeout=300)
+    _echo(f"4/4 flow run {result['flow_run_name']} of {result['deployment']}: {result['state']}")

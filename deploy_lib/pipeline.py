@@ -209,3 +209,66 @@ async def deploy_prepared(
 def run(coro: Any) -> Any:
     """Run a pipeline coroutine from synchronous code."""
     return asyncio.run(coro)
+
+
+def plan(prepared: Prepared) -> tuple[Plan, list[str]]:
+    """Connect to the environment's API, check its work pools and compute the plan.
+
+    Writes nothing (the embedded local server is started when the environment uses it).
+    Returns the plan and the warnings."""
+    from deploy_lib.api import connect
+
+    async def go() -> tuple[Plan, list[str]]:
+        async with connect(prepared.settings) as api:
+            warnings = [*prepared.warnings, *await check_server(api, prepared.specs)]
+            return await compute_plan(api, prepared), warnings
+
+    result: tuple[Plan, list[str]] = asyncio.run(go())
+    return result
+
+
+def deploy(prepared: Prepared, **options: Any) -> DeployOutcome:
+    """``deploy_prepared`` against the environment's API (``options`` are its flags)."""
+    from deploy_lib.api import connect
+
+    async def go() -> DeployOutcome:
+        async with connect(prepared.settings) as api:
+            return await deploy_prepared(api, prepared, **options)
+
+    outcome: DeployOutcome = asyncio.run(go())
+    return outcome
+
+
+def run_flow(
+    settings: Settings,
+    target: str,
+    parameters: Mapping[str, Any] | None = None,
+    *,
+    wait: bool = True,
+    timeout: float = 600.0,
+    with_worker: bool = False,
+) -> dict[str, Any]:
+    """Run the deployment ``target`` names and (with ``wait``) wait for its final state.
+
+    With ``with_worker``, a process worker for the environment's python pool runs for
+    the duration.  Raises ``RunFailed`` unless the run ends Completed."""
+    import contextlib
+
+    from deploy_lib.api import connect
+    from deploy_lib.runs import background_worker, run_deployment
+
+    async def go() -> dict[str, Any]:
+        async with connect(settings) as api:
+            return await run_deployment(api, settings, target, parameters, wait=wait, timeout=timeout)
+
+    worker = background_worker(settings) if with_worker else contextlib.nullcontext()
+    with worker:
+        result: dict[str, Any] = asyncio.run(go())
+    return result
+
+
+def ensure_pools(settings: Settings) -> list[dict[str, Any]]:
+    """Create the environment's missing work pools; one row per pool (see api)."""
+    from deploy_lib.api import check_work_pools
+
+    return check_work_pools(settings, create=True)
