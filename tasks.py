@@ -420,3 +420,114 @@ def quickstart(c: Any, debug: bool = False) -> None:
     _echo("3/4 run env-report on a process worker")
     result = pipeline.run_flow(settings, "env-report", with_worker=True, timeout=300)
     _echo(f"4/4 flow run {result['flow_run_name']} of {result['deployment']}: {result['state']}")
+
+
+@task(
+    help={
+        "env": "environment; default $DEPLOY_ENV, else development",
+        "create": "create the missing pools (process for python, docker for docker)",
+        "json": "print the rows as JSON",
+        "debug": "show the traceback of an error",
+    }
+)
+@boundary
+def pools(
+    c: Any, env: str | None = None, create: bool = False, json: bool = False, debug: bool = False
+) -> None:
+    """Show the env's work pools, their type and online workers (exit 1: missing or wrong type)."""
+    import json as json_module
+
+    from deploy_lib.api import check_work_pools, format_work_pools
+
+    rows = check_work_pools(_settings(env), create=create)
+    _echo(json_module.dumps(rows, indent=2) if json else format_work_pools(rows))
+    if not all(row["type_ok"] for row in rows):
+        raise Exit(code=1)
+
+
+@task(
+    help={
+        "env": "environment; default $DEPLOY_ENV, else development",
+        "run-once": "run the flow runs scheduled now, then exit",
+        "debug": "show the traceback of an error",
+    }
+)
+@boundary
+def worker(c: Any, env: str | None = None, run_once: bool = False, debug: bool = False) -> None:
+    """Run a process worker for the env's python work pool (Ctrl-C stops it).
+
+    An empty api_url means the local server, which is started first when needed."""
+    from deploy_lib.server import run_worker
+
+    code = run_worker(_settings(env), run_once=run_once)
+    if code:
+        raise Exit(code=code)
+
+
+@task(
+    name="start",
+    help={
+        "timeout": "seconds to wait for /api/health (default 60)",
+        "debug": "show the traceback of an error",
+    },
+)
+@boundary
+def server_start(c: Any, timeout: int = 60, debug: bool = False) -> None:
+    """Start the project's local Prefect server in the background (no-op when it runs)."""
+    from deploy_lib.server import LocalServer
+
+    url = LocalServer(ROOT).start(timeout=float(timeout))
+    _echo(f"local Prefect server: {url}\nexport PREFECT_API_URL={url}")
+
+
+@task(name="stop", help={"debug": "show the traceback of an error"})
+@boundary
+def server_stop(c: Any, debug: bool = False) -> None:
+    """Stop the project's local Prefect server (only the pid it recorded)."""
+    from deploy_lib.server import LocalServer
+
+    stopped = LocalServer(ROOT).stop()
+    _echo("local Prefect server stopped" if stopped else "local Prefect server was not running")
+
+
+@task(
+    name="status",
+    help={"json": "print the status as JSON", "debug": "show the traceback of an error"},
+)
+@boundary
+def server_status(c: Any, json: bool = False, debug: bool = False) -> None:
+    """Show the local Prefect server's pid, API URL and health (exit 1 unless healthy)."""
+    import json as json_module
+
+    from deploy_lib.server import LocalServer
+
+    status = LocalServer(ROOT).status()
+    if json:
+        _echo(json_module.dumps(status.to_dict() if status else None))
+    elif status is None:
+        _echo("local Prefect server is not running (start it: invoke server.start)")
+    else:
+        health = "healthy" if status.healthy else "NOT answering /api/health"
+        _echo(f"local Prefect server: pid {status.pid}, started {status.started_at}, {health}")
+        _echo(f"export PREFECT_API_URL={status.url}")
+    if status is None or not status.healthy:
+        raise Exit(code=1)
+
+
+_SERVER_TASKS = (server_start, server_stop, server_status)
+
+
+def __getattr__(name: str) -> Any:
+    """Invoke reads ``tasks.ns``: every top-level task in this module plus the ``server``
+    collection.  Built when Invoke asks, after the whole module has run, so a task added
+    anywhere in this file appears without being listed here."""
+    if name != "ns":
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    from invoke import Task
+
+    ns = Collection()
+    for obj in list(globals().values()):
+        if isinstance(obj, Task) and not any(obj is t for t in _SERVER_TASKS):
+            ns.add_task(obj)
+    ns.add_collection(Collection("server", *_SERVER_TASKS))
+    return ns

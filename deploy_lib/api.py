@@ -1,0 +1,704 @@
+"""The Prefect REST API: the only module in deploy_lib that talks to the network.
+
+Raw REST over one ``httpx.AsyncClient`` per :class:`PrefectApi`; Prefect itself is never
+imported here, because ``import prefect`` costs about a second and an unchanged redeploy
+must stay fast.  Every method returns plain JSON (dicts and lists) as the server sent it.
+
+Failures are translated where they enter (see ``deploy_lib/errors.py``):
+
+    connection refused / timed out   -> ApiUnreachable (names the URL, never the key)
+    401 / 403 / 404 / 409 / 422      -> ApiUnauthorized / ApiForbidden / ApiNotFound /
+                                        ApiConflict / ApiUnprocessable (quoting the detail)
+    429 / 5xx after the retries      -> ApiServerError
+
+Retries are bounded: at most ``retries + 1`` attempts per call, exponential backoff with
+jitter capped at ``backoff_cap`` seconds (a ``Retry-After`` header is honoured up to the
+same cap), no new attempt once ``deadline`` seconds have passed, and each attempt limited
+by ``timeout``.  A request that is not safe to repeat (creating a flow run without an
+idempotency key) is retried only when it never reached the server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import email.utils
+import importlib.util
+import json
+import random
+import time
+from collections.abc import Coroutine, Iterable, Mapping, Sequence
+from pathlib import Path, PurePath
+from types import TracebackType
+from typing import Any, TypeVar
+from urllib.parse import quote
+
+import httpx
+
+from deploy_lib.errors import (
+    ApiConflict,
+    ApiError,
+    ApiForbidden,
+    ApiNotFound,
+    ApiServerError,
+    ApiUnauthorized,
+    ApiUnprocessable,
+    ApiUnreachable,
+    RunFailed,
+    SettingsError,
+)
+
+T = TypeVar("T")
+
+DEFAULT_TIMEOUT = 30.0  # seconds per attempt (read/write/pool); connect is capped at 5 s
+DEFAULT_RETRIES = 5  # so at most 6 attempts
+DEFAULT_BACKOFF = 0.25  # first pause; doubles each retry, with jitter
+DEFAULT_BACKOFF_CAP = 4.0  # longest single pause, Retry-After included
+DEFAULT_DEADLINE = 60.0  # no new attempt starts after this many seconds
+PAGE_SIZE = 200  # the server's largest page (PREFECT_SERVER_API_DEFAULT_LIMIT)
+
+# Deployment type -> the work pool type it needs.
+WORK_POOL_TYPES: Mapping[str, str] = {"python": "process", "docker": "docker"}
+TERMINAL_STATES = frozenset({"COMPLETED", "FAILED", "CANCELLED", "CRASHED"})
+
+_ERRORS: Mapping[int, type[ApiError]] = {
+    401: ApiUnauthorized,
+    403: ApiForbidden,
+    404: ApiNotFound,
+    409: ApiConflict,
+    422: ApiUnprocessable,
+}
+# Transport errors raised before the request left this process: always safe to retry.
+_NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
+# The server closes a kept-alive connection after each 5xx it sends; a request that meets
+# such a connection fails at once with one of these, before the server saw it.
+_STALE = (httpx.ReadError, httpx.WriteError, httpx.RemoteProtocolError)
+_STALE_RETRIES = 2  # immediate reconnects per call, besides the counted retries
+_READ_SUFFIXES = ("/filter", "/count", "/paginate")
+
+
+class PrefectApi:
+    """An async client for one Prefect API (self-hosted server or Prefect Cloud).
+
+    ``url`` is the API root such as ``http://127.0.0.1:4200/api``; ``api_key`` is sent as
+    ``Authorization: Bearer`` when set and never appears in a message.  Use it as an async
+    context manager; ``request_count`` and ``write_count`` count the HTTP requests sent
+    (retries included), so callers can prove that an unchanged run wrote nothing.
+
+    ``max_writes`` caps the writes in flight at once, whatever the caller's concurrency.
+    A SQLite-backed server needs 1: it runs each write as a deferred transaction, so two
+    overlapping writes make one fail with 503 ("database is locked") at once.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        api_key: str = "",
+        *,
+        timeout: float = DEFAULT_TIMEOUT,
+        retries: int = DEFAULT_RETRIES,
+        backoff: float = DEFAULT_BACKOFF,
+        backoff_cap: float = DEFAULT_BACKOFF_CAP,
+        deadline: float = DEFAULT_DEADLINE,
+        max_writes: int | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        if not url:
+            raise SettingsError("no Prefect API URL given", key="api_url")
+        self.url = url.rstrip("/")
+        self.retries = max(0, retries)
+        self.backoff = backoff
+        self.backoff_cap = backoff_cap
+        self.deadline = deadline
+        self.request_count = 0
+        self.write_count = 0
+        self._api_key = api_key or ""
+        headers = {"Accept": "application/json", "User-Agent": "deploy-lib"}
+        if self._api_key:
+            headers["Authorization"] = f"Bearer {self._api_key}"
+        self._client = httpx.AsyncClient(
+            base_url=self.url + "/",
+            headers=headers,
+            timeout=httpx.Timeout(timeout, connect=min(timeout, 5.0)),
+            transport=transport,
+            follow_redirects=False,
+        )
+        self._flow_ids: dict[str, str] = {}
+        self._flow_locks: dict[str, asyncio.Lock] = {}
+        self._write_gate = asyncio.Semaphore(max_writes) if max_writes else None
+
+    def __repr__(self) -> str:
+        return f"PrefectApi({self.url!r})"
+
+    async def __aenter__(self) -> PrefectApi:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close the connection pool."""
+        await self._client.aclose()
+
+    # -- health and flows ------------------------------------------------------------
+
+    async def health(self) -> bool:
+        """True when ``GET /health`` answers ``true``; False when it cannot be reached."""
+        try:
+            response = await self._request("GET", "health", retry=False)
+        except ApiError:
+            return False
+        return response.json() is True
+
+    async def ensure_flow(self, name: str) -> str:
+        """The id of the flow called ``name``, creating it when missing (an upsert).
+
+        Ids are cached per instance; concurrent calls for one name send one request."""
+        if name in self._flow_ids:
+            return self._flow_ids[name]
+        lock = self._flow_locks.setdefault(name, asyncio.Lock())
+        async with lock:
+            if name not in self._flow_ids:
+                response = await self._request("POST", "flows/", body={"name": name})
+                self._flow_ids[name] = str(response.json()["id"])
+        return self._flow_ids[name]
+
+    # -- deployments -----------------------------------------------------------------
+
+    async def upsert_deployment(self, body: Mapping[str, Any]) -> tuple[str, bool]:
+        """Create or update (on flow + name) the deployment described by ``body``.
+
+        ``body`` is a deployment dict (see ``DeploymentSpec``): ``flow_name`` plus the
+        server's ``DeploymentCreate`` fields.  Returns ``(id, created)``: created is True
+        for HTTP 201, False for 200 (an existing deployment was updated).  The server
+        replaces the schedules with the ones given, including their ``active`` flags."""
+        payload = dict(body)
+        flow_name = payload.pop("flow_name", None)
+        if flow_name is None and "flow_id" not in payload:
+            raise ApiUnprocessable(
+                "the deployment names no flow (flow_name)", deployment=str(body.get("name"))
+            )
+        who = f"{flow_name}/{payload.get('name')}"
+        if flow_name is not None:
+            payload["flow_id"] = await self.ensure_flow(str(flow_name))
+        response = await self._request("POST", "deployments/", body=payload, deployment=who)
+        return str(response.json()["id"]), response.status_code == 201
+
+    async def update_deployment(
+        self, deployment_id: str, patch: Mapping[str, Any], *, deployment: str | None = None
+    ) -> None:
+        """PATCH only the fields in ``patch`` (the server's ``DeploymentUpdate``).
+
+        With schedules that carry a ``slug``, the server updates them in place, so a
+        schedule's ``active`` flag survives when the patch leaves it out."""
+        await self._request(
+            "PATCH", f"deployments/{deployment_id}", body=dict(patch), deployment=deployment
+        )
+
+    async def read_deployment(self, deployment_id: str) -> dict[str, Any]:
+        """The deployment with this id; ApiNotFound when there is none."""
+        response = await self._request("GET", f"deployments/{deployment_id}")
+        return _as_dict(response.json())
+
+    async def read_deployment_by_name(self, flow_name: str, name: str) -> dict[str, Any] | None:
+        """The deployment ``flow_name/name``, or None when it does not exist."""
+        path = f"deployments/name/{_segment(flow_name)}/{_segment(name)}"
+        try:
+            response = await self._request("GET", path)
+        except ApiNotFound:
+            return None
+        return _as_dict(response.json())
+
+    async def delete_deployment(self, deployment_id: str, *, deployment: str | None = None) -> bool:
+        """Delete a deployment; False when it was already gone."""
+        try:
+            await self._request("DELETE", f"deployments/{deployment_id}", deployment=deployment)
+        except ApiNotFound:
+            return False
+        return True
+
+    async def list_deployments(self, tags_all: Sequence[str] = ()) -> list[dict[str, Any]]:
+        """Every deployment carrying all of ``tags_all``, each with its ``flow_name``.
+
+        Pages of 200 exclude the ids already seen rather than using an offset, so ties in
+        the sort order and concurrent writes never skip or repeat a deployment.  Flow
+        names come from one ``/flows/filter`` call per 200 distinct flows.  Sorted by
+        flow name, then deployment name."""
+        base: dict[str, Any] = {}
+        if tags_all:
+            base["tags"] = {"all_": list(tags_all)}
+        found: dict[str, dict[str, Any]] = {}
+        while True:
+            flt = dict(base)
+            if found:
+                flt["id"] = {"not_any_": list(found)}
+            body = {"deployments": flt, "limit": PAGE_SIZE, "sort": "NAME_ASC"}
+            page = _as_list(await self._post_json("deployments/filter", body))
+            for item in page:
+                found[str(item["id"])] = item
+            if len(page) < PAGE_SIZE:
+                break
+        names = await self._flow_names({str(d["flow_id"]) for d in found.values()})
+        result = []
+        for item in found.values():
+            item["flow_name"] = names.get(str(item["flow_id"]))
+            result.append(item)
+        result.sort(key=lambda d: (str(d["flow_name"]), str(d["name"])))
+        return result
+
+    async def _flow_names(self, flow_ids: Iterable[str]) -> dict[str, str]:
+        ids = sorted(flow_ids)
+        names: dict[str, str] = {}
+        for start in range(0, len(ids), PAGE_SIZE):
+            chunk = ids[start : start + PAGE_SIZE]
+            body = {"flows": {"id": {"any_": chunk}}, "limit": PAGE_SIZE}
+            for flow in _as_list(await self._post_json("flows/filter", body)):
+                names[str(flow["id"])] = str(flow["name"])
+                self._flow_ids.setdefault(str(flow["name"]), str(flow["id"]))
+        return names
+
+    # -- work pools ------------------------------------------------------------------
+
+    async def read_work_pool(self, name: str) -> dict[str, Any] | None:
+        """The work pool (with ``type`` and ``base_job_template``), or None when missing."""
+        try:
+            response = await self._request("GET", f"work_pools/{_segment(name)}")
+        except ApiNotFound:
+            return None
+        return _as_dict(response.json())
+
+    async def list_work_pools(self) -> list[dict[str, Any]]:
+        """Every work pool on the server."""
+        pools: list[dict[str, Any]] = []
+        while True:
+            body = {"limit": PAGE_SIZE, "offset": len(pools)}
+            page = _as_list(await self._post_json("work_pools/filter", body))
+            pools.extend(page)
+            if len(page) < PAGE_SIZE:
+                return pools
+
+    async def create_work_pool(
+        self, name: str, type: str, base_job_template: Mapping[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """Create a work pool of ``type`` (``process``, ``docker``, ...).
+
+        Without ``base_job_template`` the type's default is used, read from the server's
+        worker metadata (or, failing that, from the copy shipped with Prefect).
+        ApiConflict when a pool of that name exists."""
+        template = base_job_template
+        if template is None:
+            template = await self.default_base_job_template(type)
+        body = {"name": name, "type": type, "base_job_template": dict(template)}
+        return _as_dict(await self._post_json("work_pools/", body))
+
+    async def default_base_job_template(self, type: str) -> dict[str, Any]:
+        """The default base job template of a work pool type."""
+        try:
+            metadata = await self._request("GET", "collections/views/aggregate-worker-metadata")
+            template = _find_template(metadata.json(), type)
+        except ApiError:
+            template = None
+        if template is None:
+            template = _find_template(_bundled_worker_metadata(), type)
+        if template is None:
+            raise ApiNotFound(f"no default job template is known for work pool type {type!r}")
+        return template
+
+    async def list_workers(self, pool: str) -> list[dict[str, Any]]:
+        """The workers that have polled ``pool``; each has ``status`` ONLINE or OFFLINE."""
+        path = f"work_pools/{_segment(pool)}/workers/filter"
+        return _as_list(await self._post_json(path, {"limit": PAGE_SIZE}))
+
+    async def read_work_queue(self, pool: str, queue: str) -> dict[str, Any] | None:
+        """The queue ``queue`` of ``pool``, or None when either is missing."""
+        try:
+            response = await self._request(
+                "GET", f"work_pools/{_segment(pool)}/queues/{_segment(queue)}"
+            )
+        except ApiNotFound:
+            return None
+        return _as_dict(response.json())
+
+    # -- flow runs -------------------------------------------------------------------
+
+    async def create_flow_run(
+        self,
+        deployment_id: str,
+        parameters: Mapping[str, Any] | None = None,
+        *,
+        idempotency_key: str | None = None,
+    ) -> dict[str, Any]:
+        """Create a flow run of a deployment, scheduled to start now.
+
+        Without ``idempotency_key`` the request is not repeated once it may have reached
+        the server (a repeat could start a second run); with one, the server returns the
+        existing run for a repeated key, so it is retried like any other request."""
+        body: dict[str, Any] = {"parameters": dict(parameters or {})}
+        if idempotency_key:
+            body["idempotency_key"] = idempotency_key
+        response = await self._request(
+            "POST",
+            f"deployments/{deployment_id}/create_flow_run",
+            body=body,
+            idempotent=idempotency_key is not None,
+        )
+        return _as_dict(response.json())
+
+    async def read_flow_run(self, flow_run_id: str) -> dict[str, Any]:
+        """The flow run with this id, with its current ``state``."""
+        response = await self._request("GET", f"flow_runs/{flow_run_id}")
+        return _as_dict(response.json())
+
+    async def wait_flow_run(
+        self, flow_run_id: str, timeout: float, *, poll: float = 1.0
+    ) -> dict[str, Any]:
+        """Poll until the run reaches a final state (Completed, Failed, Cancelled,
+        Crashed) and return that state; RunFailed when ``timeout`` seconds pass first."""
+        end = time.monotonic() + timeout
+        while True:
+            run = await self.read_flow_run(flow_run_id)
+            state = _as_dict(run.get("state") or {})
+            if state.get("type") in TERMINAL_STATES:
+                return state
+            if time.monotonic() >= end:
+                raise RunFailed(
+                    f"flow run {run.get('name')!r} ({flow_run_id}) did not finish within "
+                    f"{timeout:g} s; its state is still {state.get('name') or 'unknown'} "
+                    "(is a worker running for its work pool?)"
+                )
+            await asyncio.sleep(min(poll, max(0.0, end - time.monotonic())))
+
+    # -- transport -------------------------------------------------------------------
+
+    async def _post_json(self, path: str, body: Mapping[str, Any]) -> Any:
+        return (await self._request("POST", path, body=body)).json()
+
+    async def _request(
+        self,
+        method: str,
+        path: str,
+        *,
+        body: Mapping[str, Any] | None = None,
+        idempotent: bool = True,
+        retry: bool = True,
+        deployment: str | None = None,
+    ) -> httpx.Response:
+        """Send one request with bounded retries; return a 2xx response or raise ApiError."""
+        url = f"{self.url}/{path}"
+        content = None if body is None else json.dumps(body, default=_json_default)
+        headers = {"Content-Type": "application/json"} if content is not None else None
+        started = time.monotonic()
+        attempt = 0
+        stale_left = _STALE_RETRIES if retry and idempotent else 0
+        while True:
+            attempt += 1
+            self.request_count += 1
+            write = _is_write(method, path)
+            self.write_count += write
+            try:
+                if write and self._write_gate is not None:
+                    async with self._write_gate:
+                        response = await self._client.request(
+                            method, path, content=content, headers=headers
+                        )
+                else:
+                    response = await self._client.request(
+                        method, path, content=content, headers=headers
+                    )
+            except httpx.TransportError as exc:
+                if isinstance(exc, _STALE) and stale_left > 0:
+                    stale_left -= 1
+                    attempt -= 1
+                    continue
+                may = retry and (idempotent or isinstance(exc, _NOT_SENT))
+                delay = self._delay(attempt)
+                if may and self._may_retry(attempt, started, delay):
+                    await asyncio.sleep(delay)
+                    continue
+                raise ApiUnreachable(
+                    self._scrub(_describe_transport_error(exc, attempt)),
+                    url=url,
+                    deployment=deployment,
+                ) from exc
+            status = response.status_code
+            if status == 429 or status >= 500:
+                # 429 means the server refused before doing anything: safe to repeat.
+                may = retry and (idempotent or status == 429)
+                delay = self._delay(attempt, response.headers.get("Retry-After"))
+                if may and self._may_retry(attempt, started, delay):
+                    await asyncio.sleep(delay)
+                    continue
+                detail = _detail(response)
+                tries = f" after {attempt} attempt{'s' if attempt > 1 else ''}"
+                raise ApiServerError(
+                    self._scrub(f"{detail}{tries}"), url=url, status=status, deployment=deployment
+                )
+            if status >= 400:
+                error = _ERRORS.get(status, ApiError)
+                raise error(
+                    self._scrub(_detail(response)), url=url, status=status, deployment=deployment
+                )
+            return response
+
+    def _delay(self, attempt: int, retry_after: str | None = None) -> float:
+        """Pause before attempt ``attempt + 1``: exponential with jitter, capped."""
+        if retry_after is not None:
+            seconds = _parse_retry_after(retry_after)
+            if seconds is not None:
+                return min(self.backoff_cap, seconds)
+        ceiling = min(self.backoff_cap, self.backoff * 2.0 ** (attempt - 1))
+        return ceiling / 2 + random.uniform(0, ceiling / 2)
+
+    def _may_retry(self, attempt: int, started: float, delay: float) -> bool:
+        return attempt <= self.retries and time.monotonic() - started + delay < self.deadline
+
+    def _scrub(self, text: str) -> str:
+        return text.replace(self._api_key, "****") if len(self._api_key) >= 4 else text
+
+
+def health(url: str, timeout: float = 2.0) -> bool:
+    """True when the Prefect API at ``url`` answers ``GET /health`` with ``true``.
+
+    One quick attempt, no retries: made for polling a server that is starting."""
+    try:
+        response = httpx.get(f"{url.rstrip('/')}/health", timeout=timeout)
+    except httpx.HTTPError:
+        return False
+    try:
+        return response.status_code == 200 and response.json() is True
+    except ValueError:
+        return False
+
+
+def server_home(url: str, timeout: float = 5.0) -> str | None:
+    """The ``PREFECT_HOME`` a Prefect server at ``url`` reports (``GET /admin/settings``),
+    or None when it cannot say; tells one local server from another on the same port."""
+    try:
+        response = httpx.get(f"{url.rstrip('/')}/admin/settings", timeout=timeout)
+        home = response.json().get("home") if response.status_code == 200 else None
+    except (httpx.HTTPError, ValueError, AttributeError):
+        return None
+    return home if isinstance(home, str) else None
+
+
+def run_sync(coro: Coroutine[Any, Any, T]) -> T:
+    """Run ``coro`` to completion from synchronous code (the Invoke tasks)."""
+    return asyncio.run(coro)
+
+
+def connect(settings: Any, *, start: bool = True, **options: Any) -> PrefectApi:
+    """A PrefectApi for an environment's settings (``api_url``, ``api_key``).
+
+    An empty ``api_url`` means the embedded local server of the project, started when
+    ``start`` is true (see ``deploy_lib.server.resolve_api_url``).  ``options`` go to
+    PrefectApi (timeout, retries, ...).  Use the result as an async context manager."""
+    from deploy_lib.server import resolve_api_url  # server.py imports this module
+
+    url = resolve_api_url(settings, start=start)
+    if not settings.get("api_url"):
+        options.setdefault("max_writes", 1)  # the embedded server is SQLite
+    return PrefectApi(url, str(settings.get("api_key") or ""), **options)
+
+
+async def work_pools_report(
+    api: PrefectApi, pools: Mapping[str, str], *, create: bool = False
+) -> list[dict[str, Any]]:
+    """Check the work pools an environment needs; with ``create``, make the missing ones.
+
+    ``pools`` maps a deployment type (``python``, ``docker``) to a pool name.  Returns
+    one row per type: ``deployment_type``, ``name``, ``expected_type``, ``exists``,
+    ``type`` (None when missing), ``type_ok``, ``created`` and ``workers_online``."""
+    rows: list[dict[str, Any]] = []
+    for deployment_type, name in pools.items():
+        expected = WORK_POOL_TYPES[deployment_type]
+        pool = await api.read_work_pool(name)
+        created = False
+        if pool is None and create:
+            pool = await api.create_work_pool(name, expected)
+            created = True
+        online = 0
+        pool_type = None
+        if pool is not None:
+            pool_type = pool.get("type")
+            workers = await api.list_workers(name)
+            online = sum(1 for w in workers if w.get("status") == "ONLINE")
+        rows.append(
+            {
+                "deployment_type": deployment_type,
+                "name": name,
+                "expected_type": expected,
+                "exists": pool is not None,
+                "type": pool_type,
+                "type_ok": pool_type == expected,
+                "created": created,
+                "workers_online": online,
+            }
+        )
+    return rows
+
+
+def format_work_pools(rows: Sequence[Mapping[str, Any]]) -> str:
+    """One aligned line per row of ``work_pools_report``."""
+    lines = []
+    for row in rows:
+        if not row["exists"]:
+            state = f"missing (expected {row['expected_type']}; create it: invoke pools --create)"
+        elif not row["type_ok"]:
+            state = f"type {row['type']}, but {row['deployment_type']} needs {row['expected_type']}"
+        else:
+            online = row["workers_online"]
+            state = f"{row['type']}, {'created, ' if row['created'] else ''}"
+            state += f"{online} worker{'s' if online != 1 else ''} online"
+        lines.append(f"{row['deployment_type']:<8} {row['name']:<30} {state}")
+    return "\n".join(lines)
+
+
+def check_work_pools(settings: Any, *, create: bool = False) -> list[dict[str, Any]]:
+    """``work_pools_report`` for the environment's ``work_pool.python`` and
+    ``work_pool.docker`` pools (only the types in ``deployment_types``)."""
+    types = settings.get("deployment_types") or list(WORK_POOL_TYPES)
+    pools: dict[str, str] = {}
+    for deployment_type in types:
+        if deployment_type not in WORK_POOL_TYPES:
+            continue
+        name = settings.get(f"work_pool.{deployment_type}")
+        if not name or not isinstance(name, str):
+            raise SettingsError(
+                f"no work pool name for {deployment_type} deployments",
+                key=f"work_pool.{deployment_type}",
+            )
+        pools[deployment_type] = name
+
+    async def report() -> list[dict[str, Any]]:
+        async with connect(settings) as api:
+            return await work_pools_report(api, pools, create=create)
+
+    return run_sync(report())
+
+
+# -- helpers -------------------------------------------------------------------------
+
+
+def _segment(value: str) -> str:
+    """Quote a name for use as one URL path segment."""
+    return quote(value, safe="")
+
+
+def _is_write(method: str, path: str) -> bool:
+    if method in ("GET", "HEAD", "OPTIONS"):
+        return False
+    return not (method == "POST" and path.rstrip("/").endswith(_READ_SUFFIXES))
+
+
+def _as_dict(data: Any) -> dict[str, Any]:
+    if not isinstance(data, dict):
+        raise ApiError(f"expected a JSON object from the server, got {type(data).__name__}")
+    return data
+
+
+def _as_list(data: Any) -> list[dict[str, Any]]:
+    if not isinstance(data, list):
+        raise ApiError(f"expected a JSON list from the server, got {type(data).__name__}")
+    return data
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, (dt.datetime, dt.date, dt.time)):
+        return value.isoformat()
+    if isinstance(value, PurePath):
+        return str(value)
+    if isinstance(value, Mapping):
+        return dict(value)
+    if isinstance(value, (set, frozenset)):
+        return sorted(value)
+    raise TypeError(f"cannot send a {type(value).__name__} to the Prefect API as JSON")
+
+
+def _parse_retry_after(value: str) -> float | None:
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=dt.timezone.utc)
+    return max(0.0, (when - dt.datetime.now(dt.timezone.utc)).total_seconds())
+
+
+def _describe_transport_error(exc: httpx.TransportError, attempts: int) -> str:
+    if isinstance(exc, httpx.TimeoutException):
+        what = f"no answer in time ({type(exc).__name__})"
+    elif isinstance(exc, httpx.ConnectError):
+        what = f"cannot connect ({exc or 'connection failed'})"
+    else:
+        what = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    return f"{what} after {attempts} attempt{'s' if attempts > 1 else ''}"
+
+
+def _detail(response: httpx.Response) -> str:
+    """The server's explanation of an error response, readable on one line."""
+    try:
+        data = response.json()
+    except ValueError:
+        text = response.text.strip()
+        return text[:500] if text else response.reason_phrase or f"HTTP {response.status_code}"
+    if isinstance(data, dict):
+        if "exception_detail" in data:
+            return _format_detail(data["exception_detail"])
+        if "detail" in data:
+            return _format_detail(data["detail"])
+        if "exception_message" in data:
+            return str(data["exception_message"])
+    return _format_detail(data)
+
+
+def _format_detail(detail: Any) -> str:
+    if isinstance(detail, list):
+        return "; ".join(_format_detail(item) for item in detail) or "(no detail)"
+    if isinstance(detail, dict) and "msg" in detail:
+        loc = ".".join(str(part) for part in detail.get("loc", ()) if part != "body")
+        text = f"{loc}: {detail['msg']}" if loc else str(detail["msg"])
+        value = detail.get("input")
+        if isinstance(value, (str, int, float, bool)) and detail.get("type") != "missing":
+            shown = repr(value)
+            text += f" (got {shown[:80]}{'...' if len(shown) > 80 else ''})"
+        return text
+    if isinstance(detail, str):
+        return detail
+    return json.dumps(detail)[:500]
+
+
+def _find_template(metadata: Any, type: str) -> dict[str, Any] | None:
+    if not isinstance(metadata, dict):
+        return None
+    for collection in metadata.values():
+        if not isinstance(collection, dict):
+            continue
+        for worker in collection.values():
+            if isinstance(worker, dict) and worker.get("type") == type:
+                template = worker.get("default_base_job_configuration")
+                if isinstance(template, dict):
+                    return template
+    return None
+
+
+def _bundled_worker_metadata() -> Any:
+    """The worker metadata that ships with the installed Prefect, read without importing it."""
+    spec = importlib.util.find_spec("prefect")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    for location in spec.submodule_search_locations:
+        path = Path(location, "server", "api", "collections_data", "views")
+        candidate = path / "aggregate-worker-metadata.json"
+        if candidate.is_file():
+            return json.loads(candidate.read_text(encoding="utf-8"))
+    return None

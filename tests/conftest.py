@@ -1,0 +1,56 @@
+"""Shared fixtures.
+
+``prefect_server`` starts ONE real local Prefect server for the whole test session (a
+fresh SQLite server needs 10-25 s to become healthy) and yields its API URL; ``api`` is
+a PrefectApi connected to it.  Tests that use them are marked ``e2e``.  Async tests run
+on asyncio through anyio's pytest plugin: mark them ``@pytest.mark.anyio``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+
+from deploy_lib.api import PrefectApi
+from deploy_lib.server import LocalServer
+
+
+@pytest.fixture(scope="session")
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture(scope="session")
+def prefect_server_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The project root whose ``.prefect/`` holds the session's server."""
+    return tmp_path_factory.mktemp("prefect-server")
+
+
+@pytest.fixture(scope="session")
+def local_server(prefect_server_root: Path) -> Iterator[LocalServer]:
+    """The session's running LocalServer (stopped when the session ends).  It takes any
+    free port: 4200 may belong to a developer's own server or another test session."""
+    server = LocalServer(prefect_server_root, preferred_port=0)
+    server.start(timeout=180)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def prefect_server(local_server: LocalServer) -> str:
+    """The API URL (``http://127.0.0.1:PORT/api``) of the session's Prefect server."""
+    url = local_server.url
+    assert url is not None
+    return url
+
+
+@pytest.fixture
+async def api(prefect_server: str) -> AsyncIterator[PrefectApi]:
+    """A PrefectApi connected to the session's server (use from ``anyio`` tests), with
+    one write in flight at a time as ``api.connect`` sets up for the SQLite server."""
+    async with PrefectApi(prefect_server, max_writes=1) as client:
+        yield client

@@ -1,0 +1,682 @@
+"""deploy_lib.api against a real local Prefect server (e2e) and, for the faults a healthy
+server will not produce on demand, against an httpx.MockTransport at the HTTP edge."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from types import MappingProxyType
+from typing import Any
+
+import httpx
+import pytest
+
+from deploy_lib.api import (
+    PrefectApi,
+    health,
+    run_sync,
+    work_pools_report,
+)
+from deploy_lib.errors import (
+    ApiConflict,
+    ApiError,
+    ApiForbidden,
+    ApiNotFound,
+    ApiServerError,
+    ApiUnauthorized,
+    ApiUnprocessable,
+    ApiUnreachable,
+    RunFailed,
+)
+
+pytestmark = pytest.mark.anyio
+
+SECRET_KEY = "pnu_s3cr3t-api-key-value"
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+def deployment_body(flow: str, name: str, **overrides: Any) -> dict[str, Any]:
+    """A deployment dict in the shape DeploymentSpec.body has."""
+    body: dict[str, Any] = {
+        "name": name,
+        "flow_name": flow,
+        "entrypoint": "flows/example.py:example",
+        "description": "first",
+        "version": "1",
+        "work_pool_name": None,
+        "work_queue_name": None,
+        "tags": ["deploy-lib-test"],
+        "parameters": {},
+        "parameter_openapi_schema": {"type": "object", "properties": {}},
+        "job_variables": {},
+        "pull_steps": [],
+        "schedules": [],
+        "concurrency_limit": None,
+        "paused": False,
+        "enforce_parameter_schema": True,
+    }
+    body.update(overrides)
+    return body
+
+
+# -- against the real server -------------------------------------------------------
+
+
+@pytest.mark.e2e
+async def test_health_is_true_for_the_running_server(api: PrefectApi, prefect_server: str) -> None:
+    assert await api.health() is True
+    assert health(prefect_server) is True
+
+
+@pytest.mark.e2e
+async def test_ensure_flow_upserts_by_name_and_caches_the_id(
+    api: PrefectApi, prefect_server: str
+) -> None:
+    name = unique("flow")
+    first = await api.ensure_flow(name)
+    sent = api.request_count
+    assert await api.ensure_flow(name) == first
+    assert api.request_count == sent, "the second call must come from the cache"
+    async with PrefectApi(prefect_server) as other:
+        assert await other.ensure_flow(name) == first
+
+
+@pytest.mark.e2e
+async def test_concurrent_ensure_flow_calls_send_one_request(api: PrefectApi) -> None:
+    name = unique("flow")
+    ids = await asyncio.gather(*(api.ensure_flow(name) for _ in range(5)))
+    assert len(set(ids)) == 1
+    assert api.request_count == 1
+
+
+@pytest.mark.e2e
+async def test_upsert_creates_with_201_then_updates_with_200(api: PrefectApi) -> None:
+    flow, name = unique("flow"), unique("dep")
+    deployment_id, created = await api.upsert_deployment(deployment_body(flow, name))
+    assert created is True
+    again_id, created = await api.upsert_deployment(
+        deployment_body(flow, name, description="second", version="2")
+    )
+    assert (again_id, created) == (deployment_id, False)
+    live = await api.read_deployment(deployment_id)
+    assert (live["description"], live["version"]) == ("second", "2")
+    by_name = await api.read_deployment_by_name(flow, name)
+    assert by_name is not None and by_name["id"] == deployment_id
+
+
+@pytest.mark.e2e
+async def test_upsert_sends_every_field_of_the_deployment_dict(api: PrefectApi) -> None:
+    pool = unique("pool")
+    await api.create_work_pool(pool, "process")
+    flow, name = unique("flow"), unique("dep")
+    body = deployment_body(
+        flow,
+        name,
+        work_pool_name=pool,
+        work_queue_name="default",
+        parameters={"debug": True},
+        parameter_openapi_schema={
+            "type": "object",
+            "properties": {"debug": {"type": "boolean", "default": False}},
+        },
+        job_variables={"env": {"PYTHONPATH": "."}},
+        pull_steps=[{"prefect.deployments.steps.set_working_directory": {"directory": "/opt/app"}}],
+        schedules=[
+            {
+                "schedule": {"cron": "0 3 * * *", "timezone": "Europe/Berlin"},
+                "active": False,
+                "slug": "nightly",
+            },
+            {"schedule": {"interval": 3600}, "active": True, "slug": "hourly"},
+        ],
+        concurrency_limit=2,
+        paused=True,
+    )
+    deployment_id, _ = await api.upsert_deployment(body)
+    live = await api.read_deployment(deployment_id)
+
+    assert live["work_pool_name"] == pool and live["work_queue_name"] == "default"
+    assert live["parameters"] == {"debug": True}
+    assert live["job_variables"] == {"env": {"PYTHONPATH": "."}}
+    assert live["pull_steps"] == body["pull_steps"]
+    # The server keeps the limit as a global concurrency limit; `concurrency_limit` reads null.
+    assert live["global_concurrency_limit"]["limit"] == 2 and live["paused"] is True
+    schedules = {s["slug"]: s for s in live["schedules"]}
+    assert schedules["nightly"]["active"] is False
+    assert schedules["nightly"]["schedule"]["cron"] == "0 3 * * *"
+    assert schedules["hourly"]["schedule"]["interval"] == 3600.0
+
+
+@pytest.mark.e2e
+async def test_update_deployment_patches_fields_and_keeps_schedule_active_state(
+    api: PrefectApi,
+) -> None:
+    flow, name = unique("flow"), unique("dep")
+    schedule = {"schedule": {"cron": "0 1 * * *"}, "active": True, "slug": "daily"}
+    deployment_id, _ = await api.upsert_deployment(
+        deployment_body(flow, name, schedules=[schedule])
+    )
+    # Someone pauses the schedule in the UI ...
+    await api.update_deployment(deployment_id, {"schedules": [{"slug": "daily", "active": False}]})
+    # ... and our update changes the description and the cron, leaving `active` out.
+    await api.update_deployment(
+        deployment_id,
+        {
+            "description": "patched",
+            "schedules": [{"slug": "daily", "schedule": {"cron": "0 2 * * *"}}],
+        },
+    )
+    live = await api.read_deployment(deployment_id)
+    assert live["description"] == "patched"
+    (only,) = live["schedules"]
+    assert only["schedule"]["cron"] == "0 2 * * *"
+    assert only["active"] is False
+
+
+@pytest.mark.e2e
+async def test_read_deployment_by_name_is_none_when_missing(api: PrefectApi) -> None:
+    assert await api.read_deployment_by_name(unique("flow"), "nope") is None
+
+
+@pytest.mark.e2e
+async def test_delete_deployment_then_reading_it_is_not_found(api: PrefectApi) -> None:
+    deployment_id, _ = await api.upsert_deployment(deployment_body(unique("flow"), "doomed"))
+    assert await api.delete_deployment(deployment_id) is True
+    assert await api.delete_deployment(deployment_id) is False
+    with pytest.raises(ApiNotFound, match="Deployment not found"):
+        await api.read_deployment(deployment_id)
+
+
+@pytest.mark.e2e
+async def test_list_deployments_requires_all_tags_and_names_the_flow(api: PrefectApi) -> None:
+    env_tag, other = unique("env"), unique("other")
+    flow = unique("flow")
+    await api.upsert_deployment(deployment_body(flow, "both", tags=[env_tag, other]))
+    await api.upsert_deployment(deployment_body(flow, "one", tags=[env_tag]))
+
+    listed = await api.list_deployments([env_tag, other])
+
+    assert [(d["flow_name"], d["name"]) for d in listed] == [(flow, "both")]
+    assert {d["name"] for d in await api.list_deployments([env_tag])} == {"both", "one"}
+
+
+@pytest.mark.e2e
+@pytest.mark.slow
+async def test_list_deployments_returns_all_500_across_pages(api: PrefectApi) -> None:
+    # Five flows with the same 100 deployment names: the server sorts by name only, so
+    # pages full of ties must still neither skip nor repeat a deployment.
+    tag = unique("bulk")
+    flows = [unique("bulk-flow") for _ in range(5)]
+    wanted = {(flow, f"dep-{i:03d}") for flow in flows for i in range(100)}
+    gate = asyncio.Semaphore(4)
+
+    async def create(flow: str, name: str) -> None:
+        async with gate:
+            await api.upsert_deployment(deployment_body(flow, name, tags=[tag]))
+
+    await asyncio.gather(*(create(flow, name) for flow, name in sorted(wanted)))
+    sent = api.request_count
+
+    listed = await api.list_deployments([tag])
+
+    assert len(listed) == 500
+    assert {(d["flow_name"], d["name"]) for d in listed} == wanted
+    assert len({d["id"] for d in listed}) == 500
+    # 3 pages of deployments + 1 flow-name lookup, not one request per deployment
+    assert api.request_count - sent == 4
+
+
+@pytest.mark.e2e
+async def test_create_and_read_process_and_docker_work_pools(api: PrefectApi) -> None:
+    process, docker = unique("proc-pool"), unique("docker-pool")
+    made = await api.create_work_pool(process, "process")
+    await api.create_work_pool(docker, "docker")
+
+    read = await api.read_work_pool(process)
+    assert read is not None and read["type"] == "process" and read["id"] == made["id"]
+    assert "working_dir" in read["base_job_template"]["variables"]["properties"]
+    read_docker = await api.read_work_pool(docker)
+    assert read_docker is not None and read_docker["type"] == "docker"
+    docker_vars = read_docker["base_job_template"]["variables"]["properties"]
+    assert {"image", "mem_limit", "memswap_limit"} <= set(docker_vars)
+    assert {process, docker} <= {p["name"] for p in await api.list_work_pools()}
+    assert await api.list_workers(process) == []
+    queue = await api.read_work_queue(process, "default")
+    assert queue is not None and queue["name"] == "default"
+    assert await api.read_work_queue(process, "no-such-queue") is None
+    assert await api.read_work_pool(unique("missing-pool")) is None
+
+
+@pytest.mark.e2e
+async def test_creating_an_existing_work_pool_is_a_conflict(api: PrefectApi) -> None:
+    name = unique("pool")
+    await api.create_work_pool(name, "process")
+    with pytest.raises(ApiConflict, match="already exists") as caught:
+        await api.create_work_pool(name, "process")
+    assert caught.value.status == 409
+
+
+@pytest.mark.e2e
+async def test_reserved_work_pool_name_is_forbidden(api: PrefectApi) -> None:
+    with pytest.raises(ApiForbidden, match="reserved for internal use") as caught:
+        await api.create_work_pool(unique("prefect"), "process")
+    assert "lacks permission" in str(caught.value)
+
+
+@pytest.mark.e2e
+async def test_work_pools_report_creates_the_missing_pools_with_the_right_type(
+    api: PrefectApi,
+) -> None:
+    wrong = unique("wrong-type")
+    await api.create_work_pool(wrong, "docker")
+    pools = {"python": unique("py-pool"), "docker": unique("dk-pool")}
+
+    before = await work_pools_report(api, pools)
+    assert [(r["exists"], r["type"]) for r in before] == [(False, None), (False, None)]
+
+    after = await work_pools_report(api, pools, create=True)
+    assert [(r["type"], r["created"], r["type_ok"]) for r in after] == [
+        ("process", True, True),
+        ("docker", True, True),
+    ]
+    (mismatch,) = await work_pools_report(api, {"python": wrong})
+    assert (mismatch["type"], mismatch["type_ok"]) == ("docker", False)
+    assert mismatch["workers_online"] == 0
+
+
+@pytest.mark.e2e
+async def test_upsert_into_a_missing_work_pool_is_not_found_naming_pool_and_deployment(
+    api: PrefectApi,
+) -> None:
+    pool, flow = unique("absent-pool"), unique("flow")
+    with pytest.raises(ApiNotFound) as caught:
+        await api.upsert_deployment(deployment_body(flow, "d", work_pool_name=pool))
+    message = str(caught.value)
+    assert f'Work pool "{pool}" not found' in message
+    assert f"for deployment '{flow}/d'" in message
+    assert "/deployments/" in message and caught.value.status == 404
+
+
+@pytest.mark.e2e
+async def test_bad_body_is_unprocessable_with_each_field_named(api: PrefectApi) -> None:
+    body = deployment_body(unique("flow"), "bad", bogus_field=1, concurrency_limit=-3)
+    with pytest.raises(ApiUnprocessable) as caught:
+        await api.upsert_deployment(body)
+    message = str(caught.value)
+    assert "HTTP 422" in message
+    assert "bogus_field: Extra inputs are not permitted" in message
+    assert "concurrency_limit:" in message and "(got -3)" in message
+
+
+@pytest.mark.e2e
+async def test_flow_run_is_created_and_waiting_without_a_worker_times_out(
+    api: PrefectApi,
+) -> None:
+    deployment_id, _ = await api.upsert_deployment(
+        deployment_body(
+            unique("flow"),
+            "runnable",
+            parameters={"n": 1},
+            enforce_parameter_schema=False,
+        )
+    )
+    run = await api.create_flow_run(deployment_id, {"n": 2})
+    assert run["deployment_id"] == deployment_id and run["parameters"] == {"n": 2}
+    assert (await api.read_flow_run(run["id"]))["state"]["type"] == "SCHEDULED"
+    started = time.monotonic()
+    with pytest.raises(
+        RunFailed, match=r"did not finish within 0.5 s; its state is still Scheduled"
+    ):
+        await api.wait_flow_run(run["id"], timeout=0.5, poll=0.1)
+    assert time.monotonic() - started < 5
+
+
+@pytest.mark.e2e
+async def test_flow_run_with_an_idempotency_key_is_created_once(api: PrefectApi) -> None:
+    deployment_id, _ = await api.upsert_deployment(deployment_body(unique("flow"), "once"))
+    key = unique("run")
+    first = await api.create_flow_run(deployment_id, idempotency_key=key)
+    second = await api.create_flow_run(deployment_id, idempotency_key=key)
+    assert first["id"] == second["id"]
+
+
+# -- at the HTTP edge ------------------------------------------------------------------
+
+
+class Recorder:
+    """A MockTransport handler that answers from a script and records every request."""
+
+    def __init__(self, *answers: httpx.Response | Exception | Callable[[], httpx.Response]) -> None:
+        self.answers = list(answers)
+        self.requests: list[httpx.Request] = []
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        self.requests.append(request)
+        answer = self.answers.pop(0) if len(self.answers) > 1 else self.answers[0]
+        if isinstance(answer, Exception):
+            raise answer
+        if callable(answer):
+            return answer()
+        return answer
+
+    def api(self, **options: Any) -> PrefectApi:
+        options.setdefault("backoff", 0.01)
+        options.setdefault("backoff_cap", 0.05)
+        return PrefectApi(
+            "http://prefect.test/api",
+            options.pop("api_key", ""),
+            transport=httpx.MockTransport(self),
+            **options,
+        )
+
+
+def reply(status: int, body: Any = None, **headers: str) -> httpx.Response:
+    return httpx.Response(status, json=body, headers=headers)
+
+
+@pytest.mark.parametrize(
+    ("status", "error", "hint"),
+    [
+        pytest.param(401, ApiUnauthorized, "check api_key", id="401 is unauthorized"),
+        pytest.param(403, ApiForbidden, "lacks permission", id="403 is forbidden"),
+        pytest.param(404, ApiNotFound, "check the name", id="404 is not found"),
+        pytest.param(409, ApiConflict, "another object", id="409 is a conflict"),
+        pytest.param(422, ApiUnprocessable, "rejected the request", id="422 is unprocessable"),
+    ],
+)
+async def test_client_errors_map_to_their_error_with_detail_and_hint(
+    status: int, error: type[ApiError], hint: str
+) -> None:
+    recorder = Recorder(reply(status, {"detail": f"server says {status}"}))
+    async with recorder.api() as api:
+        with pytest.raises(error) as caught:
+            await api.read_deployment("abc")
+    message = str(caught.value)
+    assert message.startswith(f"HTTP {status} from http://prefect.test/api/deployments/abc")
+    assert f"server says {status}" in message and hint in message
+    assert len(recorder.requests) == 1, "client errors are never retried"
+
+
+async def test_503_that_clears_is_retried_and_succeeds() -> None:
+    recorder = Recorder(
+        reply(503, {"exception_message": "Service Unavailable"}), reply(200, {"id": "d1"})
+    )
+    async with recorder.api() as api:
+        assert (await api.read_deployment("d1"))["id"] == "d1"
+    assert len(recorder.requests) == 2
+
+
+async def test_503_that_persists_gives_up_after_bounded_attempts_and_time() -> None:
+    recorder = Recorder(reply(503, {"exception_message": "Service Unavailable"}))
+    started = time.monotonic()
+    async with recorder.api(retries=3, backoff=0.05, backoff_cap=0.2) as api:
+        with pytest.raises(ApiServerError) as caught:
+            await api.list_deployments(["x"])
+    elapsed = time.monotonic() - started
+    assert len(recorder.requests) == 4
+    assert elapsed < 1.5, elapsed
+    message = str(caught.value)
+    assert "HTTP 503" in message and "Service Unavailable after 4 attempts" in message
+    assert "kept failing after bounded retries" in message
+
+
+async def test_429_honours_retry_after_up_to_the_cap() -> None:
+    recorder = Recorder(
+        reply(429, {"detail": "slow down"}, **{"Retry-After": "3600"}), reply(200, {"id": "x"})
+    )
+    started = time.monotonic()
+    async with recorder.api(backoff_cap=0.2) as api:
+        assert (await api.read_flow_run("x"))["id"] == "x"
+    elapsed = time.monotonic() - started
+    assert len(recorder.requests) == 2
+    assert 0.2 <= elapsed < 2, "an hour-long Retry-After waits only backoff_cap"
+
+
+async def test_health_is_false_on_429_without_retrying() -> None:
+    recorder = Recorder(reply(429, {"detail": "slow down"}, **{"Retry-After": "1"}))
+    async with recorder.api() as api:
+        assert await api.health() is False
+    assert len(recorder.requests) == 1
+
+
+async def test_deadline_stops_retrying_before_the_attempts_run_out() -> None:
+    recorder = Recorder(reply(502, {"detail": "bad gateway"}))
+    started = time.monotonic()
+    async with recorder.api(retries=10, backoff=0.2, backoff_cap=0.2, deadline=0.5) as api:
+        with pytest.raises(ApiServerError, match=r"bad gateway after [2-5] attempts"):
+            await api.read_deployment("x")
+    assert time.monotonic() - started < 1.0
+    assert 2 <= len(recorder.requests) <= 5
+
+
+async def test_creating_a_flow_run_is_not_repeated_after_a_5xx() -> None:
+    recorder = Recorder(
+        reply(503, {"exception_message": "Service Unavailable"}), reply(201, {"id": "run"})
+    )
+    async with recorder.api() as api:
+        with pytest.raises(ApiServerError, match="after 1 attempt "):
+            await api.create_flow_run("dep-id", {"a": 1})
+    assert len(recorder.requests) == 1
+
+
+async def test_creating_a_flow_run_is_repeated_when_it_never_reached_the_server() -> None:
+    recorder = Recorder(httpx.ConnectError("connection refused"), reply(201, {"id": "run"}))
+    async with recorder.api() as api:
+        assert (await api.create_flow_run("dep-id"))["id"] == "run"
+    assert len(recorder.requests) == 2
+
+
+async def test_creating_a_flow_run_with_an_idempotency_key_is_repeated_after_a_5xx() -> None:
+    recorder = Recorder(
+        reply(500, {"exception_message": "Internal Server Error"}), reply(201, {"id": "run"})
+    )
+    async with recorder.api() as api:
+        assert (await api.create_flow_run("dep-id", idempotency_key="k1"))["id"] == "run"
+    bodies = [json.loads(r.content) for r in recorder.requests]
+    assert bodies == [{"parameters": {}, "idempotency_key": "k1"}] * 2
+
+
+async def test_api_key_is_sent_as_bearer_token() -> None:
+    recorder = Recorder(reply(200, True))
+    async with recorder.api(api_key=SECRET_KEY) as api:
+        assert await api.health() is True
+    assert recorder.requests[0].headers["Authorization"] == f"Bearer {SECRET_KEY}"
+    no_key = Recorder(reply(200, True))
+    async with no_key.api() as api:
+        await api.health()
+    assert "Authorization" not in no_key.requests[0].headers
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        pytest.param(reply(401, {"detail": f"bad token {SECRET_KEY}"}), id="401 echoing the key"),
+        pytest.param(reply(403, {"detail": f"{SECRET_KEY} may not"}), id="403 echoing the key"),
+        pytest.param(
+            reply(
+                422,
+                {"exception_detail": [{"loc": ["body", "x"], "msg": "no", "input": SECRET_KEY}]},
+            ),
+            id="422 quoting the key as input",
+        ),
+        pytest.param(
+            reply(503, {"exception_message": f"down for {SECRET_KEY}"}), id="503 echoing the key"
+        ),
+        pytest.param(
+            httpx.ConnectError(f"refused {SECRET_KEY}"), id="connection error naming the key"
+        ),
+    ],
+)
+async def test_api_key_never_appears_in_an_error_message(answer: Any) -> None:
+    recorder = Recorder(answer)
+    async with recorder.api(api_key=SECRET_KEY, retries=1) as api:
+        with pytest.raises(ApiError) as caught:
+            await api.read_deployment("x")
+    assert SECRET_KEY not in str(caught.value)
+    assert SECRET_KEY not in repr(caught.value.args)
+    assert "****" in str(caught.value)
+
+
+async def test_422_detail_list_is_formatted_one_field_after_another() -> None:
+    detail = {
+        "exception_message": "Invalid request received.",
+        "exception_detail": [
+            {"type": "missing", "loc": ["body", "name"], "msg": "Field required", "input": {}},
+            {
+                "type": "int_parsing",
+                "loc": ["body", "schedules", 0, "schedule", "interval"],
+                "msg": "Input should be a valid number",
+                "input": "often",
+            },
+        ],
+        "request_body": {"name": None, "job_variables": {"env": {"TOKEN": "do-not-print"}}},
+    }
+    async with Recorder(reply(422, detail)).api() as api:
+        with pytest.raises(ApiUnprocessable) as caught:
+            await api.upsert_deployment({"flow_id": "f", "name": "n"})
+    message = str(caught.value)
+    assert (
+        "name: Field required; schedules.0.schedule.interval: Input should be a valid number "
+        "(got 'often')" in message
+    )
+    assert "do-not-print" not in message, "the echoed request body is not quoted"
+
+
+async def test_upsert_translates_flow_name_and_reports_created_from_the_status() -> None:
+    sent: list[httpx.Request] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        sent.append(request)
+        if request.url.path == "/api/flows/":
+            return reply(201, {"id": "flow-1", "name": "etl"})
+        return reply(200, {"id": "dep-1"})
+
+    anchor = dt.datetime(2024, 1, 1, tzinfo=dt.timezone.utc)
+    body = MappingProxyType(
+        deployment_body(
+            "etl", "etl-python", schedules=[{"schedule": {"interval": 60, "anchor_date": anchor}}]
+        )
+    )
+    transport = httpx.MockTransport(answer)
+    async with PrefectApi("http://prefect.test/api", transport=transport) as api:
+        assert await api.upsert_deployment(body) == ("dep-1", False)
+    assert [str(r.url) for r in sent] == [
+        "http://prefect.test/api/flows/",
+        "http://prefect.test/api/deployments/",
+    ]
+    payload = json.loads(sent[1].content)
+    assert payload["flow_id"] == "flow-1" and "flow_name" not in payload
+    assert payload["schedules"][0]["schedule"]["anchor_date"] == "2024-01-01T00:00:00+00:00"
+    assert api.write_count == 2
+
+
+async def test_list_deployments_pages_by_excluding_ids_already_seen() -> None:
+    rows = [{"id": f"d{i:03d}", "name": "same", "flow_id": f"f{i % 2}"} for i in range(450)]
+    pages: list[dict[str, Any]] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        body = json.loads(request.content)
+        if request.url.path.endswith("/flows/filter"):
+            return reply(200, [{"id": i, "name": f"flow-{i}"} for i in body["flows"]["id"]["any_"]])
+        pages.append(body)
+        seen = set(body["deployments"].get("id", {}).get("not_any_", []))
+        return reply(200, [r for r in rows if r["id"] not in seen][: body["limit"]])
+
+    async with PrefectApi("http://prefect.test/api", transport=httpx.MockTransport(answer)) as api:
+        listed = await api.list_deployments(["env:dev"])
+    assert len(listed) == 450 and len(pages) == 3
+    assert [len(p["deployments"].get("id", {}).get("not_any_", [])) for p in pages] == [0, 200, 400]
+    assert all(p["deployments"]["tags"] == {"all_": ["env:dev"]} for p in pages)
+    assert {d["flow_name"] for d in listed} == {"flow-f0", "flow-f1"}
+
+
+async def test_default_job_template_falls_back_to_the_copy_shipped_with_prefect() -> None:
+    recorder = Recorder(reply(500, {"exception_message": "offline"}))
+    async with recorder.api(retries=0) as api:
+        template = await api.default_base_job_template("process")
+        with pytest.raises(
+            ApiNotFound, match="no default job template is known for work pool type 'warp-drive'"
+        ):
+            await api.default_base_job_template("warp-drive")
+    assert "command" in template["job_configuration"]
+
+
+# -- real sockets: refused and silent ------------------------------------------------
+
+
+def closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture
+def silent_server() -> Iterator[str]:
+    """A loopback server that accepts connections and never answers."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    held: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        listener.settimeout(0.1)
+        while not stop.is_set():
+            try:
+                held.append(listener.accept()[0])
+            except OSError:
+                continue
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{listener.getsockname()[1]}/api"
+    stop.set()
+    thread.join()
+    for conn in held:
+        conn.close()
+    listener.close()
+
+
+async def test_connection_refused_is_unreachable_naming_the_url() -> None:
+    url = f"http://127.0.0.1:{closed_port()}/api"
+    started = time.monotonic()
+    async with PrefectApi(url, SECRET_KEY, retries=2, backoff=0.01, backoff_cap=0.05) as api:
+        with pytest.raises(ApiUnreachable) as caught:
+            await api.read_work_pool("pool")
+        assert api.request_count == 3
+    assert time.monotonic() - started < 3
+    message = str(caught.value)
+    assert f"from {url}/work_pools/pool" in message
+    assert "cannot connect" in message and "after 3 attempts" in message
+    assert "is the server running?" in message and SECRET_KEY not in message
+
+
+async def test_a_server_that_never_answers_times_out_within_the_bound(silent_server: str) -> None:
+    started = time.monotonic()
+    async with PrefectApi(silent_server, timeout=0.3, retries=1, backoff=0.01) as api:
+        with pytest.raises(
+            ApiUnreachable, match=r"no answer in time \(ReadTimeout\) after 2 attempts"
+        ):
+            await api.read_deployment("x")
+    assert time.monotonic() - started < 3
+
+
+def test_health_is_false_for_a_closed_port() -> None:
+    assert health(f"http://127.0.0.1:{closed_port()}/api", timeout=0.5) is False
+
+
+def test_run_sync_runs_a_coroutine_from_sync_code() -> None:
+    async def answer() -> int:
+        await asyncio.sleep(0)
+        return 42
+
+    assert run_sync(answer()) == 42
