@@ -122,6 +122,7 @@ class PrefectApi:
             timeout=httpx.Timeout(timeout, connect=min(timeout, 5.0)),
             transport=transport,
             follow_redirects=False,
+            trust_env=not _is_loopback(self.url),
         )
         self._flow_ids: dict[str, str] = {}
         self._flow_locks: dict[str, asyncio.Lock] = {}
@@ -466,7 +467,9 @@ def health(url: str, timeout: float = 2.0) -> bool:
 
     One quick attempt, no retries: made for polling a server that is starting."""
     try:
-        response = httpx.get(f"{url.rstrip('/')}/health", timeout=timeout)
+        response = httpx.get(
+            f"{url.rstrip('/')}/health", timeout=timeout, trust_env=not _is_loopback(url)
+        )
     except httpx.HTTPError:
         return False
     try:
@@ -479,7 +482,9 @@ def server_home(url: str, timeout: float = 5.0) -> str | None:
     """The ``PREFECT_HOME`` a Prefect server at ``url`` reports (``GET /admin/settings``),
     or None when it cannot say; tells one local server from another on the same port."""
     try:
-        response = httpx.get(f"{url.rstrip('/')}/admin/settings", timeout=timeout)
+        response = httpx.get(
+            f"{url.rstrip('/')}/admin/settings", timeout=timeout, trust_env=not _is_loopback(url)
+        )
         home = response.json().get("home") if response.status_code == 200 else None
     except (httpx.HTTPError, ValueError, AttributeError):
         return None
@@ -582,6 +587,13 @@ def check_work_pools(settings: Any, *, create: bool = False) -> list[dict[str, A
 
 
 # -- helpers -------------------------------------------------------------------------
+
+
+def _is_loopback(url: str) -> bool:
+    """True for a URL on this machine; HTTP(S)_PROXY from the environment must not
+    capture those (a build box behind a proxy still reaches its local server)."""
+    host = httpx.URL(url).host
+    return host in ("localhost", "::1") or host.startswith("127.")
 
 
 def _segment(value: str) -> str:

@@ -19,6 +19,9 @@ import pytest
 
 from deploy_lib.api import (
     PrefectApi,
+    check_work_pools,
+    connect,
+    format_work_pools,
     health,
     run_sync,
     work_pools_report,
@@ -33,7 +36,9 @@ from deploy_lib.errors import (
     ApiUnprocessable,
     ApiUnreachable,
     RunFailed,
+    SettingsError,
 )
+from deploy_lib.models import Settings
 
 pytestmark = pytest.mark.anyio
 
@@ -78,6 +83,20 @@ async def test_health_is_true_for_the_running_server(api: PrefectApi, prefect_se
 
 
 @pytest.mark.e2e
+async def test_a_proxy_in_the_environment_does_not_capture_the_local_server(
+    prefect_server: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    proxy = f"http://127.0.0.1:{closed_port()}"
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "all_proxy"):
+        monkeypatch.setenv(name, proxy)
+    for name in ("NO_PROXY", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    assert health(prefect_server) is True
+    async with PrefectApi(prefect_server) as api:
+        assert await api.health() is True
+
+
+@pytest.mark.e2e
 async def test_ensure_flow_upserts_by_name_and_caches_the_id(
     api: PrefectApi, prefect_server: str
 ) -> None:
@@ -90,12 +109,19 @@ async def test_ensure_flow_upserts_by_name_and_caches_the_id(
         assert await other.ensure_flow(name) == first
 
 
-@pytest.mark.e2e
-async def test_concurrent_ensure_flow_calls_send_one_request(api: PrefectApi) -> None:
-    name = unique("flow")
-    ids = await asyncio.gather(*(api.ensure_flow(name) for _ in range(5)))
-    assert len(set(ids)) == 1
-    assert api.request_count == 1
+async def test_concurrent_ensure_flow_calls_send_one_request() -> None:
+    sent: list[httpx.Request] = []
+
+    async def answer(request: httpx.Request) -> httpx.Response:
+        sent.append(request)
+        await asyncio.sleep(0.05)  # the other calls arrive while this one is in flight
+        return reply(200, {"id": "flow-id", "name": "etl"})
+
+    transport = httpx.MockTransport(answer)
+    async with PrefectApi("http://prefect.test/api", transport=transport) as api:
+        ids = await asyncio.gather(*(api.ensure_flow("etl") for _ in range(5)))
+    assert ids == ["flow-id"] * 5
+    assert len(sent) == 1
 
 
 @pytest.mark.e2e
@@ -294,6 +320,64 @@ async def test_work_pools_report_creates_the_missing_pools_with_the_right_type(
 
 
 @pytest.mark.e2e
+def test_check_work_pools_covers_the_environments_deployment_types(prefect_server: str) -> None:
+    pool = unique("env-pool")
+    settings = Settings(
+        env="development",
+        root=".",
+        data={
+            "api_url": prefect_server,
+            "deployment_types": ["python"],
+            "work_pool": {"python": pool, "docker": "never-asked"},
+        },
+    )
+    (missing,) = check_work_pools(settings)
+    assert (missing["name"], missing["exists"]) == (pool, False)
+    assert f"{pool}" in format_work_pools([missing]) and "invoke pools --create" in (
+        format_work_pools([missing])
+    )
+    (made,) = check_work_pools(settings, create=True)
+    assert (made["type"], made["created"]) == ("process", True)
+    assert format_work_pools([made]).split() == [
+        "python",
+        pool,
+        "process,",
+        "created,",
+        "0",
+        "workers",
+        "online",
+    ]
+
+
+def test_check_work_pools_needs_a_pool_name_per_type() -> None:
+    settings = Settings(env="staging", root=".", data={"api_url": "http://x/api", "work_pool": {}})
+    with pytest.raises(SettingsError, match=r"key 'work_pool\.python': no work pool name"):
+        check_work_pools(settings)
+
+
+def test_connect_uses_the_settings_url_and_key() -> None:
+    seen: list[httpx.Request] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return reply(200, True)
+
+    settings = Settings(
+        env="production",
+        root=".",
+        data={"api_url": "https://prefect.example.com/api/", "api_key": SECRET_KEY},
+    )
+
+    async def check() -> bool:
+        async with connect(settings, transport=httpx.MockTransport(answer)) as api:
+            return await api.health()
+
+    assert run_sync(check()) is True
+    assert str(seen[0].url) == "https://prefect.example.com/api/health"
+    assert seen[0].headers["Authorization"] == f"Bearer {SECRET_KEY}"
+
+
+@pytest.mark.e2e
 async def test_upsert_into_a_missing_work_pool_is_not_found_naming_pool_and_deployment(
     api: PrefectApi,
 ) -> None:
@@ -458,6 +542,21 @@ async def test_deadline_stops_retrying_before_the_attempts_run_out() -> None:
     assert 2 <= len(recorder.requests) <= 5
 
 
+async def test_a_connection_the_server_closed_is_replaced_without_using_a_retry() -> None:
+    # The server closes a kept-alive connection after every 5xx it sends.
+    recorder = Recorder(
+        httpx.ReadError("closed"), httpx.RemoteProtocolError("closed"), reply(200, {"id": "d"})
+    )
+    async with recorder.api(retries=0) as api:
+        assert (await api.read_deployment("d"))["id"] == "d"
+    assert len(recorder.requests) == 3
+    broken = Recorder(httpx.ReadError("closed"))
+    async with broken.api(retries=1) as api:
+        with pytest.raises(ApiUnreachable, match="ReadError: closed after 2 attempts"):
+            await api.read_deployment("d")
+    assert len(broken.requests) == 4, "two reconnects, then the counted attempts"
+
+
 async def test_creating_a_flow_run_is_not_repeated_after_a_5xx() -> None:
     recorder = Recorder(
         reply(503, {"exception_message": "Service Unavailable"}), reply(201, {"id": "run"})
@@ -465,6 +564,14 @@ async def test_creating_a_flow_run_is_not_repeated_after_a_5xx() -> None:
     async with recorder.api() as api:
         with pytest.raises(ApiServerError, match="after 1 attempt "):
             await api.create_flow_run("dep-id", {"a": 1})
+    assert len(recorder.requests) == 1
+
+
+async def test_creating_a_flow_run_is_not_repeated_when_the_answer_was_lost() -> None:
+    recorder = Recorder(httpx.ReadError("closed"), reply(201, {"id": "run"}))
+    async with recorder.api() as api:
+        with pytest.raises(ApiUnreachable, match="after 1 attempt "):
+            await api.create_flow_run("dep-id")
     assert len(recorder.requests) == 1
 
 
@@ -483,6 +590,39 @@ async def test_creating_a_flow_run_with_an_idempotency_key_is_repeated_after_a_5
         assert (await api.create_flow_run("dep-id", idempotency_key="k1"))["id"] == "run"
     bodies = [json.loads(r.content) for r in recorder.requests]
     assert bodies == [{"parameters": {}, "idempotency_key": "k1"}] * 2
+
+
+@pytest.mark.parametrize(
+    ("max_writes", "expected_peak"),
+    [pytest.param(None, 6, id="unlimited writes overlap"), pytest.param(1, 1, id="max_writes=1")],
+)
+async def test_max_writes_caps_writes_in_flight_but_not_reads(
+    max_writes: int | None, expected_peak: int
+) -> None:
+    state = {"writes": 0, "peak": 0, "reads_during_writes": 0}
+
+    async def answer(request: httpx.Request) -> httpx.Response:
+        write = request.method != "GET"
+        if write:
+            state["writes"] += 1
+            state["peak"] = max(state["peak"], state["writes"])
+        elif state["writes"]:
+            state["reads_during_writes"] += 1
+        await asyncio.sleep(0.02)
+        if write:
+            state["writes"] -= 1
+        return reply(201 if write else 200, {"id": "x"})
+
+    transport = httpx.MockTransport(answer)
+    async with PrefectApi(
+        "http://prefect.test/api", max_writes=max_writes, transport=transport
+    ) as api:
+        await asyncio.gather(
+            *(api.upsert_deployment({"name": f"d{i}", "flow_id": "f"}) for i in range(6)),
+            *(api.read_deployment("x") for _ in range(3)),
+        )
+    assert state["peak"] == expected_peak
+    assert state["reads_during_writes"] == 3
 
 
 async def test_api_key_is_sent_as_bearer_token() -> None:
