@@ -275,6 +275,7 @@ def plan(
         "prune": "delete deployments this tool manages in this env that are no longer desired",
         "concurrency": "deployments written at once (default: apply_concurrency)",
         "lock_timeout": "seconds to wait for another run of this env to finish (default 0)",
+        "build": "first build and push the docker images, then deploy exactly those images",
     },
     iterable=["flow"],
 )
@@ -290,6 +291,7 @@ def deploy(
     json: bool = False,
     lock_timeout: float = 0.0,
     log_file: str | None = None,
+    build: bool = False,
     debug: bool = False,
 ) -> None:
     """Validate, plan and apply the deployments of an environment."""
@@ -300,7 +302,15 @@ def deploy(
     settings = _settings(env)
     prepared = pipeline.prepare(settings, flow_names=flow or [], types=[type] if type else [])
     tty = sys.stdout.isatty() and not json
+    if build and dry_run:
+        raise Exit("--build pushes images, so it cannot be combined with --dry-run", code=3)
     with env_lock(ROOT, settings.env, timeout=lock_timeout, command="invoke deploy"):
+        if build:
+            from deploy_lib.docker import build_prepared, format_images
+
+            images = build_prepared(prepared, push=True, on_line=None if json else _echo)
+            if not json:
+                _echo(format_images(images))
         progress = _Progress(tty=tty, quiet=json, prune=prune)
         outcome = pipeline.deploy(
             prepared, dry_run=dry_run, prune=prune, concurrency=concurrency,
@@ -366,6 +376,44 @@ class _LogStream:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._stream, name)
+
+
+@task(
+    help={
+        "env": "environment; default $DEPLOY_ENV, else development",
+        "flow": "only the image of this flow (repeatable); default: every docker deployment",
+        "push": "push the images (logs in first when registry_username is set)",
+        "json": "print one JSON object: {env, images: [...]}",
+        "lock_timeout": "seconds to wait for another run of this env to finish (default 0)",
+        "debug": "show the traceback of an error",
+    },
+    iterable=["flow"],
+)
+@boundary
+def build(
+    c: Any,
+    env: str | None = None,
+    flow: list[str] | None = None,
+    push: bool = False,
+    json: bool = False,
+    lock_timeout: float = 0.0,
+    debug: bool = False,
+) -> None:
+    """Build (and --push) the image of each docker deployment, one build per Dockerfile."""
+    import json as json_module
+
+    from deploy_lib.docker import build_for_env, format_images
+    from deploy_lib.lock import env_lock
+
+    settings = _settings(env)
+    with env_lock(ROOT, settings.env, timeout=lock_timeout, command="invoke build"):
+        images = build_for_env(
+            settings, flow_names=flow or [], push=push, on_line=None if json else _echo
+        )
+    if json:
+        _echo(json_module.dumps({"env": settings.env, "images": [i.to_dict() for i in images]}))
+    else:
+        _echo(format_images(images))
 
 
 @task(

@@ -38,6 +38,8 @@ class Prepared:
     warnings: tuple[str, ...] = ()
     flow_names: tuple[str, ...] = ()
     types: tuple[str, ...] = ()
+    # The git state the specs were built from (their docker image tags come from it).
+    git: GitInfo | None = None
 
 
 @dataclass(frozen=True)
@@ -76,16 +78,22 @@ def prepare(
         lines = [f"{len(discovery.problems)} problem(s) in the flow files; nothing was written:"]
         lines += [f"  - {p}" for p in discovery.problems]
         raise DiscoveryError("\n".join(lines))
+    git = git if git is not None else git_info(Path(settings.root))
     specs, warnings = build_specs(
         discovery.flows,
         settings,
-        git=git if git is not None else git_info(Path(settings.root)),
+        git=git,
         now=now if now is not None else datetime.now(timezone.utc),
     )
     selected = select_specs(specs, flow_names=flow_names, types=types)
     ensure_valid(selected, discovery.flows, functions=discovery.functions)
+    # Offline, against Prefect's default job templates; check_server repeats it live.
+    from deploy_lib.docker import job_variable_problems
+
+    if problems := job_variable_problems(selected):
+        raise ValidationFailed(problems)
     return Prepared(
-        settings, discovery, tuple(selected), tuple(warnings), tuple(flow_names), tuple(types)
+        settings, discovery, tuple(selected), tuple(warnings), tuple(flow_names), tuple(types), git
     )
 
 
