@@ -120,7 +120,7 @@ _PROCESS_JOB_VARIABLES: dict[str, Any] = {
     "stream_output": {"type": "boolean"},
 }
 
-# Variables of prefect-docker's docker worker job template (DockerWorkerJobConfiguration).
+# Variables of the docker worker's base job template as Prefect ships it.
 _DOCKER_JOB_VARIABLES: dict[str, Any] = {
     "env": _ENV_RULE,
     "image": {"required": True, "type": "string", "empty": False, "check_with": "image_reference"},
@@ -138,7 +138,7 @@ _DOCKER_JOB_VARIABLES: dict[str, Any] = {
     "mem_limit": _SIZE_RULE,
     "memswap_limit": _SIZE_RULE,
     "privileged": {"type": "boolean"},
-    "container_create_kwargs": {"type": "dict", "nullable": True},
+    "container_wait_timeout": {"type": "integer", "min": 0, "nullable": True},
     "command": _text(nullable=True),
     "labels": _string_map(),
     "name": _text(nullable=True),
