@@ -12,6 +12,7 @@ import json
 import os
 import signal
 import subprocess
+import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -80,7 +81,11 @@ async def run_deployment(
     """
     live = await api.list_deployments([MANAGED_BY_TAG, f"env:{settings.env}"])
     chosen = pick_deployment(live, target)
-    run = await api.create_flow_run(str(chosen["id"]), dict(parameters or {}))
+    # The key makes the create safe to retry: a SQLite server answers 503 while flow runs
+    # write, and a repeated key returns the run the first attempt may have made.
+    run = await api.create_flow_run(
+        str(chosen["id"]), dict(parameters or {}), idempotency_key=f"deploy-lib-{uuid.uuid4()}"
+    )
     outcome = {
         "deployment": f"{chosen.get('flow_name')}/{chosen.get('name')}",
         "flow_run_id": run.get("id"),
@@ -102,21 +107,26 @@ async def run_deployment(
 
 @contextlib.contextmanager
 def background_worker(
-    settings: Settings, *, log_path: Path | None = None, poll_seconds: int = 2
+    settings: Settings,
+    *,
+    log_path: Path | None = None,
+    poll_seconds: int = 2,
+    env: Mapping[str, str] | None = None,
 ) -> Iterator[subprocess.Popen[bytes]]:
     """A process worker for the environment's python pool, running for the ``with``
     block and stopped with SIGINT (the signal it obeys promptly) afterwards.
 
-    Its output goes to ``log_path`` (default ``<root>/.prefect/worker.log``).
+    The worker, and every flow run it starts, sees this process's environment plus
+    ``env``.  Its output goes to ``log_path`` (default ``<root>/.prefect/worker.log``).
     """
-    command, env = worker_command(
-        settings, env={"PREFECT_WORKER_QUERY_SECONDS": str(poll_seconds)}
+    command, worker_env = worker_command(
+        settings, env={"PREFECT_WORKER_QUERY_SECONDS": str(poll_seconds), **(env or {})}
     )
     log = log_path or Path(settings.root) / ".prefect" / "worker.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "ab") as out:
         proc = subprocess.Popen(
-            command, cwd=Path(settings.root), env=env, stdout=out, stderr=subprocess.STDOUT,
+            command, cwd=Path(settings.root), env=worker_env, stdout=out, stderr=subprocess.STDOUT,
             start_new_session=True,
         )
     try:

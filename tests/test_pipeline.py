@@ -1,0 +1,451 @@
+"""The whole pipeline against a real Prefect server, with real flow runs on a real worker.
+
+Proof that what ``deploy`` writes actually runs: every example flow is deployed to
+development from a copy of this project, then run to Completed on ONE process worker
+(started once for the module); ``env-report`` writes what it received inside the run
+(parameters and environment variables) to a JSON file, which the tests compare with
+the environment's settings.  Then the same deployments are updated to module-style
+entrypoints and run again, an unchanged redeploy is shown to write nothing, the CLI's
+exit codes are checked, and a removed flow is pruned.
+
+No Prefect client is mocked: the server is the session's local server (conftest), the
+worker is Prefect's own ``prefect worker start``.  The tests run in file order and share
+the server's state; each one first brings the deployments to the state it needs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from deploy_lib import pipeline
+from deploy_lib.api import PrefectApi
+from deploy_lib.models import MANAGED_BY_TAG, Settings
+from deploy_lib.runs import background_worker, run_deployment
+from deploy_lib.settings import load_settings
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+REPO = Path(__file__).resolve().parents[1]
+ENV = "development"
+PYTHON_DEPLOYMENTS = (
+    "async-report/async-report",
+    "daily-etl/daily-etl",
+    "env-report/env-report",
+    "hello/hello",
+    "table-report/table-report-python",
+)
+DOCKER_DEPLOYMENT = "table-report/table-report-docker"
+ALL_DEPLOYMENTS = tuple(sorted((*PYTHON_DEPLOYMENTS, DOCKER_DEPLOYMENT)))
+# The module-style entrypoint of each flow, as settings' entrypoint_style = "module" gives.
+MODULE_ENTRYPOINTS = {
+    "async-report": "flows.async_report:async_report",
+    "daily-etl": "flows.etl.daily:daily_etl",
+    "env-report": "flows.env_report:env_report",
+    "hello": "flows.hello:hello",
+    "table-report": "flows.containerized.table_report:table_report",
+}
+RUN_TIMEOUT = 180.0
+# The server fields that change without a write of ours: a polling worker marks a
+# deployment ready (status, last_polled, and with them updated).
+VOLATILE_FIELDS = ("updated", "last_polled", "status")
+
+
+# -- the project, the worker and the first deploy ---------------------------------------
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory: pytest.TempPathFactory, prefect_server: str) -> Iterator[Path]:
+    """A copy of this project (settings, templates, flows, tasks.py) whose environments
+    talk to the session's server (``DEPLOY_API_URL`` for the whole module)."""
+    root = tmp_path_factory.mktemp("pipeline-project")
+    shutil.copy2(REPO / "settings.toml", root / "settings.toml")
+    shutil.copy2(REPO / "tasks.py", root / "tasks.py")
+    for folder in ("templates", "flows"):
+        shutil.copytree(REPO / folder, root / folder, ignore=shutil.ignore_patterns("__pycache__"))
+    with pytest.MonkeyPatch.context() as patch:
+        for name in [n for n in os.environ if n.startswith("DEPLOY_")]:
+            patch.delenv(name)  # a developer's own DEPLOY_ENV etc. must not steer the tests
+        patch.setenv("DEPLOY_API_URL", prefect_server)
+        yield root
+
+
+@dataclass(frozen=True)
+class Worker:
+    proc: subprocess.Popen[bytes]
+    reports: Path  # DEPLOY_REPORT_DIR of every flow run: env-report writes there
+    log: Path
+
+    def tail(self, lines: int = 40) -> str:
+        text = self.log.read_text(errors="replace") if self.log.exists() else ""
+        return "\n".join(text.splitlines()[-lines:])
+
+
+@pytest.fixture(scope="module")
+def pools(project: Path) -> list[dict[str, Any]]:
+    """The development work pools (process and docker), created on the server."""
+    return pipeline.ensure_pools(load_settings(ENV, project))
+
+
+@pytest.fixture(scope="class")
+def worker(
+    project: Path, pools: list[dict[str, Any]], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Worker]:
+    """ONE real process worker for the development python pool, polling every second,
+    for the tests of one class (so it does not compete for the CPU afterwards)."""
+    scratch = tmp_path_factory.mktemp("pipeline-worker")
+    reports = scratch / "reports"
+    env = {"DEPLOY_REPORT_DIR": str(reports), "PREFECT_HOME": str(scratch / "prefect-home")}
+    log = scratch / "worker.log"
+    settings = load_settings(ENV, project)
+    with background_worker(settings, poll_seconds=1, env=env, log_path=log) as proc:
+        yield Worker(proc, reports, log)
+
+
+@pytest.fixture(scope="module")
+def first_deploy(project: Path, pools: list[dict[str, Any]]) -> pipeline.DeployOutcome:
+    """The first deploy of every example flow (both types) to development."""
+    return pipeline.deploy(pipeline.prepare(load_settings(ENV, project)))
+
+
+# -- helpers ----------------------------------------------------------------------------
+
+
+def live_deployments(url: str) -> dict[str, dict[str, Any]]:
+    """The deployments this tool manages in development, by ``flow/name``."""
+
+    async def listing() -> list[dict[str, Any]]:
+        async with PrefectApi(url) as api:
+            return await api.list_deployments([MANAGED_BY_TAG, f"env:{ENV}"])
+
+    return {f"{d['flow_name']}/{d['name']}": d for d in asyncio.run(listing())}
+
+
+def statuses(outcome: pipeline.DeployOutcome) -> dict[str, str]:
+    assert outcome.result is not None
+    return {r.deployment: r.status for r in outcome.result.results}
+
+
+def ids(outcome: pipeline.DeployOutcome) -> dict[str, str | None]:
+    assert outcome.result is not None
+    return {r.deployment: r.id for r in outcome.result.results}
+
+
+def deploy_path_style(project: Path) -> pipeline.DeployOutcome:
+    """Bring the server back to the project as it is (whatever an earlier test left)."""
+    outcome = pipeline.deploy(pipeline.prepare(load_settings(ENV, project)))
+    assert outcome.result is not None and not outcome.result.failed, outcome.result
+    return outcome
+
+
+def run_flows(
+    url: str, settings: Settings, targets: Sequence[str], worker: Worker
+) -> dict[str, dict[str, Any]]:
+    """Run each deployment at once (the one worker takes them all) and wait for each to
+    end; fails the test, with the worker's log, unless every run is Completed."""
+
+    async def run_all() -> list[Any]:
+        async with PrefectApi(url, max_writes=1) as api:
+            results: list[Any] = await asyncio.gather(
+                *(run_deployment(api, settings, t, timeout=RUN_TIMEOUT) for t in targets),
+                return_exceptions=True,
+            )
+        return results
+
+    outcomes = dict(zip(targets, asyncio.run(run_all()), strict=True))
+    failed = {t: str(o) for t, o in outcomes.items() if isinstance(o, BaseException)}
+    assert not failed, f"{failed}\n--- worker log ---\n{worker.tail()}"
+    return outcomes
+
+
+def env_report(worker: Worker, flow_run_id: str) -> dict[str, Any]:
+    """What env-report wrote from inside its run (``DEPLOY_REPORT_DIR/<id>.json``)."""
+    path = worker.reports / f"{flow_run_id}.json"
+    assert path.is_file(), f"env-report wrote no {path.name}\n{worker.tail()}"
+    report: dict[str, Any] = json.loads(path.read_text())
+    return report
+
+
+def expected_parameters(settings: Settings) -> dict[str, Any]:
+    wanted = {k: settings.get(f"parameters.{k}") for k in ("cleanup", "use_distributed", "debug")}
+    # env-report's own defaults are all False: a True here proves the value arrived.
+    assert any(wanted.values()), "development should set one parameter away from the default"
+    return {**wanted, "extra_vars": []}
+
+
+def expected_env_vars(settings: Settings) -> dict[str, str]:
+    return {
+        "PYTHONPATH": str(settings.get("env_vars.PYTHONPATH")),
+        "PREFECT_LOGGING_LEVEL": str(settings.get("env_vars.PREFECT_LOGGING_LEVEL")),
+        "PREFECT_FLOWS_DEFAULT_RETRIES": str(settings.get("retries.retries")),
+        "PREFECT_FLOWS_DEFAULT_RETRY_DELAY_SECONDS": str(
+            settings.get("retries.retry_delay_seconds")
+        ),
+        "PREFECT_FLOWS_HEARTBEAT_FREQUENCY": str(settings.get("health.heartbeat_frequency")),
+        "DEPLOY_ENV_NAME": ENV,
+    }
+
+
+def assert_env_report(report: Mapping[str, Any], settings: Settings, project: Path) -> None:
+    assert report["deployment_name"] == "env-report"
+    assert report["parameters"] == expected_parameters(settings)
+    seen, wanted = dict(report["env"]), expected_env_vars(settings)
+    # Prefect's process worker puts the run's workspace in front of the PYTHONPATH the
+    # job sets; the configured entries follow it unchanged.
+    configured = wanted.pop("PYTHONPATH").split(os.pathsep)
+    assert seen.pop("PYTHONPATH").split(os.pathsep)[-len(configured) :] == configured
+    assert seen == wanted
+    # development's own values, not [default]'s: the environment layer reached the run
+    assert report["env"]["PREFECT_LOGGING_LEVEL"] == "DEBUG"
+    assert report["env"]["PREFECT_FLOWS_DEFAULT_RETRY_DELAY_SECONDS"] == "5"
+    # the set_working_directory pull step put the run in the project
+    assert Path(report["cwd"]).resolve() == project.resolve()
+
+
+def content(deployment: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in deployment.items() if k not in VOLATILE_FIELDS}
+
+
+def invoke(project: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    """``invoke ARGS`` run in the project copy (its tasks.py), as a user runs it."""
+    full_env = {**os.environ, "PYTHONPATH": str(REPO), **env}
+    return subprocess.run(
+        [sys.executable, "-m", "invoke", *args],
+        cwd=project,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+
+
+# -- the tests --------------------------------------------------------------------------
+
+
+class TestDeployedFlowsRunOnOneWorker:
+    """Path-style entrypoints first, then the same deployments updated to module style."""
+
+    def test_every_example_flow_is_deployed_and_runs_to_completed_on_a_process_worker(
+        self,
+        project: Path,
+        first_deploy: pipeline.DeployOutcome,
+        worker: Worker,
+        prefect_server: str,
+    ) -> None:
+        assert first_deploy.plan.counts == {
+            "create": len(ALL_DEPLOYMENTS),
+            "update": 0,
+            "unchanged": 0,
+            "delete": 0,
+        }
+        assert statuses(first_deploy) == dict.fromkeys(ALL_DEPLOYMENTS, "created")
+        live = live_deployments(prefect_server)
+        assert sorted(live) == list(ALL_DEPLOYMENTS)
+        assert live["daily-etl/daily-etl"]["entrypoint"] == "flows/etl/daily.py:daily_etl"
+
+        settings = load_settings(ENV, project)
+        outcomes = run_flows(prefect_server, settings, PYTHON_DEPLOYMENTS, worker)
+
+        assert {t: o["state"] for t, o in outcomes.items()} == dict.fromkeys(
+            PYTHON_DEPLOYMENTS, "Completed"
+        )
+        report = env_report(worker, outcomes["env-report/env-report"]["flow_run_id"])
+        assert_env_report(report, settings, project)
+        assert report["deployment_id"] == live["env-report/env-report"]["id"]
+
+    def test_module_entrypoints_update_the_same_deployments_and_run_on_the_worker(
+        self,
+        project: Path,
+        first_deploy: pipeline.DeployOutcome,
+        worker: Worker,
+        prefect_server: str,
+        monkeypatch: pytest.MonkeyPatch,
+    ) -> None:
+        deploy_path_style(project)
+        monkeypatch.setenv("DEPLOY_ENTRYPOINT_STYLE", "module")
+        settings = load_settings(ENV, project)
+        assert settings.get("entrypoint_style") == "module"
+        prepared = pipeline.prepare(settings)
+
+        plan, _ = pipeline.plan(prepared)
+        assert {c.deployment: c.action for c in plan.changes} == dict.fromkeys(
+            ALL_DEPLOYMENTS, "update"
+        )
+        assert {c.deployment: [(f.path, f.new) for f in c.diff] for c in plan.changes} == {
+            name: [("entrypoint", MODULE_ENTRYPOINTS[name.split("/")[0]])]
+            for name in ALL_DEPLOYMENTS
+        }
+
+        outcome = pipeline.deploy(prepared)
+        assert statuses(outcome) == dict.fromkeys(ALL_DEPLOYMENTS, "updated")
+        live = live_deployments(prefect_server)
+        assert {n: d["entrypoint"] for n, d in live.items()} == {
+            n: MODULE_ENTRYPOINTS[n.split("/")[0]] for n in ALL_DEPLOYMENTS
+        }
+        assert {n: d["id"] for n, d in live.items()} == ids(first_deploy), (
+            "an update keeps each deployment (and its id)"
+        )
+
+        outcomes = run_flows(prefect_server, settings, PYTHON_DEPLOYMENTS, worker)
+
+        assert {t: o["state"] for t, o in outcomes.items()} == dict.fromkeys(
+            PYTHON_DEPLOYMENTS, "Completed"
+        )
+        assert_env_report(
+            env_report(worker, outcomes["env-report/env-report"]["flow_run_id"]), settings, project
+        )
+
+
+def test_the_docker_deployment_is_registered_to_the_docker_pool_with_its_image(
+    project: Path, first_deploy: pipeline.DeployOutcome, prefect_server: str
+) -> None:
+    settings = load_settings(ENV, project)
+    deployment = live_deployments(prefect_server)[DOCKER_DEPLOYMENT]
+
+    pool_name = settings.get("work_pool.docker")
+    assert deployment["work_pool_name"] == pool_name
+
+    async def read_pool() -> dict[str, Any] | None:
+        async with PrefectApi(prefect_server) as api:
+            return await api.read_work_pool(pool_name)
+
+    pool = asyncio.run(read_pool())
+    assert pool is not None and pool["type"] == "docker"
+    # The copy is no git repository, so the image is tagged latest (and build says so).
+    image = f"{settings.get('docker.registry')}/table-report:latest"
+    assert deployment["job_variables"]["image"] == image
+    assert any("tagged 'latest'" in w for w in first_deploy.warnings), first_deploy.warnings
+    assert {"runtime:docker", "env:development", MANAGED_BY_TAG} <= set(deployment["tags"])
+    assert deployment["pull_steps"] == [
+        {
+            "prefect.deployments.steps.set_working_directory": {
+                "directory": settings.get("docker.working_dir")
+            }
+        }
+    ]
+
+
+def test_redeploying_unchanged_deployments_reports_each_unchanged_and_writes_nothing(
+    project: Path, first_deploy: pipeline.DeployOutcome, prefect_server: str
+) -> None:
+    deploy_path_style(project)
+    prepared = pipeline.prepare(load_settings(ENV, project))
+    before = live_deployments(prefect_server)
+
+    async def redeploy() -> tuple[pipeline.DeployOutcome, int, int]:
+        async with PrefectApi(prefect_server, max_writes=1) as api:
+            outcome = await pipeline.deploy_prepared(api, prepared)
+            return outcome, api.write_count, api.request_count
+
+    outcome, writes, requests = asyncio.run(redeploy())
+
+    assert statuses(outcome) == dict.fromkeys(ALL_DEPLOYMENTS, "unchanged")
+    assert writes == 0
+    # two pools, two queues, one listing page, one flow-name lookup: nothing per deployment
+    assert requests <= 6, requests
+    after = live_deployments(prefect_server)
+    assert {n: content(d) for n, d in after.items()} == {n: content(d) for n, d in before.items()}
+
+
+def test_plan_and_deploy_on_the_command_line_exit_with_the_documented_codes(
+    project: Path, first_deploy: pipeline.DeployOutcome, prefect_server: str
+) -> None:
+    # Whatever the server holds now, `deploy --json` brings it to the project: one JSON
+    # object, one record per deployment, each with the status the plan predicts.
+    plan, _ = pipeline.plan(pipeline.prepare(load_settings(ENV, project)))
+    predicted = {
+        c.deployment: {"update": "updated", "unchanged": "unchanged"}[c.action]
+        for c in plan.changes
+    }
+    deployed = invoke(project, "deploy", "--env", ENV, "--json")
+    assert deployed.returncode == 0, deployed.stderr
+    records = json.loads(deployed.stdout)["results"]
+    assert sorted(r["deployment"] for r in records) == list(ALL_DEPLOYMENTS)
+    assert {r["deployment"]: r["status"] for r in records} == predicted
+
+    unchanged = invoke(project, "plan", "--env", ENV)
+    assert unchanged.returncode == 0, unchanged.stdout + unchanged.stderr
+    assert "No changes for env 'development'" in unchanged.stdout
+
+    # Only env-report accepts `debug`, so only it would change.
+    no_debug = {"DEPLOY_PARAMETERS__DEBUG": "false"}
+    pending = invoke(project, "plan", "--env", ENV, "--json", **no_debug)
+    assert pending.returncode == 2, pending.stdout + pending.stderr
+    changes = json.loads(pending.stdout)["changes"]
+    assert {c["deployment"]: c["action"] for c in changes} == {
+        **dict.fromkeys(ALL_DEPLOYMENTS, "unchanged"),
+        "env-report/env-report": "update",
+    }
+
+    dry = invoke(project, "deploy", "--env", ENV, "--dry-run", **no_debug)
+    assert dry.returncode == 0, dry.stderr
+    assert "env-report/env-report" in dry.stdout
+    assert live_deployments(prefect_server)["env-report/env-report"]["parameters"]["debug"] is True
+
+    applied = invoke(project, "deploy", "--env", ENV, "--json", **no_debug)
+    assert applied.returncode == 0, applied.stderr
+    assert {r["deployment"]: r["status"] for r in json.loads(applied.stdout)["results"]} == {
+        **dict.fromkeys(ALL_DEPLOYMENTS, "unchanged"),
+        "env-report/env-report": "updated",
+    }
+    assert live_deployments(prefect_server)["env-report/env-report"]["parameters"]["debug"] is False
+
+    # Bad input: exit 3, the message names what is wrong, no traceback, nothing written.
+    before = {n: content(d) for n, d in live_deployments(prefect_server).items()}
+    bad_setting = invoke(project, "deploy", "--env", ENV, DEPLOY_ENTRYPOINT_STYLE="sideways")
+    settings_file = project / "settings.toml"
+    text = settings_file.read_text()
+    settings_file.write_text(text + "\n[development.flows.hello]\nparameters = { volume = 11 }\n")
+    try:
+        bad_deployment = invoke(project, "deploy", "--env", ENV)
+    finally:
+        settings_file.write_text(text)
+
+    assert bad_setting.returncode == 3, bad_setting.stdout + bad_setting.stderr
+    assert "entrypoint_style" in bad_setting.stderr and "sideways" in bad_setting.stderr
+    assert bad_deployment.returncode == 3, bad_deployment.stdout + bad_deployment.stderr
+    assert "nothing was written" in bad_deployment.stderr
+    assert "hello" in bad_deployment.stderr and "volume" in bad_deployment.stderr
+    for failed in (bad_setting, bad_deployment):
+        assert "Traceback" not in failed.stdout + failed.stderr
+    assert {n: content(d) for n, d in live_deployments(prefect_server).items()} == before
+
+
+def test_a_removed_flow_is_planned_as_a_delete_kept_without_prune_and_pruned_alone(
+    project: Path, first_deploy: pipeline.DeployOutcome, prefect_server: str
+) -> None:
+    deploy_path_style(project)
+    hello = project / "flows" / "hello.py"
+    source = hello.read_text()
+    hello.unlink()
+    try:
+        prepared = pipeline.prepare(load_settings(ENV, project))
+        others = dict.fromkeys((n for n in ALL_DEPLOYMENTS if n != "hello/hello"), "unchanged")
+
+        plan, _ = pipeline.plan(prepared)
+        assert {c.deployment: c.action for c in plan.changes} == {
+            **others,
+            "hello/hello": "delete",
+        }
+        assert plan.has_changes
+
+        kept = pipeline.deploy(prepared)
+        assert statuses(kept) == {**others, "hello/hello": "skipped"}
+        assert "hello/hello" in live_deployments(prefect_server)
+
+        pruned = pipeline.deploy(prepared, prune=True)
+        assert statuses(pruned) == {**others, "hello/hello": "deleted"}
+        assert sorted(live_deployments(prefect_server)) == sorted(others)
+    finally:
+        hello.write_text(source)

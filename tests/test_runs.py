@@ -1,0 +1,239 @@
+"""deploy_lib.runs: ``--param`` parsing, choosing the deployment a name means, and
+``invoke run FLOW --worker`` failing when the flow run fails (e2e, session server)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from deploy_lib import pipeline
+from deploy_lib.errors import EXIT_VALIDATION, InputError
+from deploy_lib.runs import parse_params, pick_deployment
+from deploy_lib.settings import load_settings
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+# -- parse_params -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("items", "expected"),
+    [
+        pytest.param(["rows=10"], {"rows": 10}, id="an integer is read as JSON"),
+        pytest.param(["ratio=0.5"], {"ratio": 0.5}, id="a float is read as JSON"),
+        pytest.param(
+            ["shout=true", "quiet=false"],
+            {"shout": True, "quiet": False},
+            id="true and false become booleans",
+        ),
+        pytest.param(["nickname=null"], {"nickname": None}, id="null becomes None"),
+        pytest.param(
+            ['tags=["a", "b"]', 'scores={"alice": 1}'],
+            {"tags": ["a", "b"], "scores": {"alice": 1}},
+            id="lists and objects are read as JSON",
+        ),
+        pytest.param(["name=world"], {"name": "world"}, id="a bare word stays a string"),
+        pytest.param(
+            ["day=2024-01-31"], {"day": "2024-01-31"}, id="a date is no JSON and stays a string"
+        ),
+        pytest.param(['code="42"'], {"code": "42"}, id="JSON quotes keep a number a string"),
+        pytest.param(
+            ["greeting=Hello, you"], {"greeting": "Hello, you"}, id="spaces and commas are kept"
+        ),
+        pytest.param(["expr=a=b"], {"expr": "a=b"}, id="only the first equals sign splits"),
+        pytest.param(["name="], {"name": ""}, id="an empty value is an empty string"),
+        pytest.param([" rows =3"], {"rows": 3}, id="spaces around the key are dropped"),
+        pytest.param(["rows=1", "rows=2"], {"rows": 2}, id="the last of a repeated key wins"),
+        pytest.param([], {}, id="no items give no parameters"),
+    ],
+)
+def test_parse_params(items: list[str], expected: dict[str, Any]) -> None:
+    assert parse_params(items) == expected
+
+
+@pytest.mark.parametrize(
+    "item",
+    [
+        pytest.param("rows", id="an item without an equals sign"),
+        pytest.param("=5", id="an item without a key"),
+        pytest.param("  =5", id="an item whose key is blank"),
+    ],
+)
+def test_parse_params_rejects_an_item_that_is_not_key_equals_value(item: str) -> None:
+    with pytest.raises(InputError) as caught:
+        parse_params(["rows=1", item])
+    assert str(caught.value) == f"--param {item!r}: expected KEY=VALUE"
+    assert caught.value.exit_code == EXIT_VALIDATION
+
+
+# -- pick_deployment --------------------------------------------------------------------
+
+
+def live(flow: str, name: str, runtime: str = "python") -> dict[str, Any]:
+    return {"id": f"{flow}/{name}", "flow_name": flow, "name": name, "tags": [f"runtime:{runtime}"]}
+
+
+LIVE = [
+    live("hello", "hello"),
+    live("table-report", "table-report-python"),
+    live("table-report", "table-report-docker", "docker"),
+    live("etl", "nightly"),
+    live("etl", "hourly"),
+    live("archive", "nightly"),
+    live("greeter", "daily-etl"),
+    live("daily-etl", "daily-etl-python"),
+]
+
+
+@pytest.mark.parametrize(
+    ("target", "chosen"),
+    [
+        pytest.param("hello/hello", "hello/hello", id="flow/deployment names one exactly"),
+        pytest.param("etl/nightly", "etl/nightly", id="flow/deployment tells same names apart"),
+        pytest.param(
+            "table-report-docker",
+            "table-report/table-report-docker",
+            id="a deployment name alone",
+        ),
+        pytest.param(
+            "table-report",
+            "table-report/table-report-python",
+            id="a flow name with both types means its python deployment",
+        ),
+        pytest.param(
+            "daily-etl",
+            "greeter/daily-etl",
+            id="a deployment name wins over a flow name",
+        ),
+        pytest.param("hourly", "etl/hourly", id="a deployment name unique among flows"),
+    ],
+)
+def test_pick_deployment_finds_what_a_name_means(target: str, chosen: str) -> None:
+    assert pick_deployment(LIVE, target)["id"] == chosen
+
+
+@pytest.mark.parametrize(
+    ("target", "listed"),
+    [
+        pytest.param("etl", "etl/hourly, etl/nightly", id="a flow with two python deployments"),
+        pytest.param(
+            "nightly", "archive/nightly, etl/nightly", id="a deployment name used by two flows"
+        ),
+    ],
+)
+def test_pick_deployment_refuses_an_ambiguous_name_and_lists_the_candidates(
+    target: str, listed: str
+) -> None:
+    with pytest.raises(InputError) as caught:
+        pick_deployment(LIVE, target)
+    assert str(caught.value) == (
+        f"{target!r} names several deployments: {listed}; use flow/deployment"
+    )
+
+
+def test_pick_deployment_lists_what_is_deployed_when_nothing_matches() -> None:
+    deployed = [live("hello", "hello"), live("etl", "nightly")]
+    with pytest.raises(InputError) as caught:
+        pick_deployment(deployed, "helo")
+    assert str(caught.value) == (
+        "no deployment named 'helo' in this environment; deployed: etl/nightly, hello/hello"
+    )
+
+
+def test_pick_deployment_says_to_deploy_first_when_nothing_is_deployed() -> None:
+    with pytest.raises(InputError, match=r"deployed: none \(run `invoke deploy` first\)"):
+        pick_deployment([], "hello")
+
+
+# -- invoke run --worker (e2e) ----------------------------------------------------------
+
+RUN_ENV = "runs"
+FAILING_FLOW = '''"""Fails on purpose, with the reason it is given."""
+
+from prefect import flow
+
+
+@flow(name="fail-on-purpose")
+def fail_on_purpose(reason: str = "no reason given") -> None:
+    raise RuntimeError(reason)
+'''
+# An environment of its own, so these deployments never show up in another module's
+# plan for development (a prune there would delete them).
+RUN_SETTINGS = f"""
+[{RUN_ENV}]
+deployment_types = ["python"]
+
+[{RUN_ENV}.work_pool]
+python = "runs-e2e-pool"
+"""
+
+
+@pytest.fixture
+def failing_project(
+    tmp_path: Path, prefect_server: str, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Path]:
+    """A project whose only flow raises, deployed to env ``runs`` on the session server."""
+    root = tmp_path / "project"
+    (root / "flows").mkdir(parents=True)
+    (root / "flows" / "fail_on_purpose.py").write_text(FAILING_FLOW)
+    shutil.copytree(REPO / "templates", root / "templates")
+    shutil.copy2(REPO / "tasks.py", root / "tasks.py")
+    (root / "settings.toml").write_text((REPO / "settings.toml").read_text() + RUN_SETTINGS)
+    for name in [n for n in os.environ if n.startswith("DEPLOY_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("DEPLOY_API_URL", prefect_server)
+    settings = load_settings(RUN_ENV, root)
+    pipeline.ensure_pools(settings)
+    outcome = pipeline.deploy(pipeline.prepare(settings))
+    assert outcome.result is not None and not outcome.result.failed, outcome.result
+    yield root
+
+
+def invoke(root: Path, *args: str, env: Mapping[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "invoke", *args],
+        cwd=root,
+        env={**env, "PYTHONPATH": str(REPO)},
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+    )
+
+
+@pytest.mark.e2e
+@pytest.mark.slow
+def test_invoke_run_with_a_worker_exits_non_zero_when_the_flow_run_fails(
+    failing_project: Path, tmp_path: Path
+) -> None:
+    env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect-home")}
+    reason = "planned failure 42"
+
+    proc = invoke(
+        failing_project,
+        "run",
+        "fail-on-purpose",
+        "--env",
+        RUN_ENV,
+        "--worker",
+        "--timeout",
+        "180",
+        "--param",
+        f"reason={reason}",
+        env=env,
+    )
+
+    log = failing_project / ".prefect" / "worker.log"
+    worker_log = log.read_text(errors="replace")[-3000:] if log.exists() else "(no log)"
+    assert proc.returncode == 1, proc.stdout + proc.stderr + worker_log
+    assert "of fail-on-purpose/fail-on-purpose ended Failed" in proc.stderr, proc.stderr
+    assert reason in proc.stderr, "the run got the --param value, and its failure says so"
+    assert "Traceback" not in proc.stdout + proc.stderr
