@@ -50,10 +50,13 @@ def _masked(text: str) -> str:
 
 # One Masker per process, fed with each loaded environment's secret values.
 MASKER: Any = None
+# Settings warnings already printed (a .secrets.toml readable by others, ...): once each.
+_WARNED: set[str] = set()
 
 
 def _settings(env: str | None) -> Any:
-    """Load the settings for ``env`` (or DEPLOY_ENV, or development) and learn its secrets."""
+    """Load the settings for ``env`` (or DEPLOY_ENV, or development), learn its secrets
+    and print its warnings to stderr (each once per process)."""
     global MASKER
     from deploy_lib.masking import Masker
     from deploy_lib.settings import load_settings
@@ -62,6 +65,10 @@ def _settings(env: str | None) -> Any:
     if MASKER is None:
         MASKER = Masker()
     MASKER.add(settings.secret_values)
+    for warning in settings.warnings:
+        if warning not in _WARNED:
+            _WARNED.add(warning)
+            _warn(warning)
     return settings
 
 
@@ -150,8 +157,6 @@ def config(
     from deploy_lib.settings import format_config
 
     settings = _settings(env)
-    for warning in settings.warnings:
-        sys.stderr.write(f"warning: {_masked(warning)}\n")
     text = format_config(settings, with_sources=explain, as_json=json, show_secrets=show_secrets)
     if show_secrets:
         sys.stdout.write(text + "\n")  # asked for: bypass the masking _echo does
@@ -197,8 +202,8 @@ def render(
         flow_names=flow or [],
         types=[type] if type else [],
     )
-    for warning in [*settings.warnings, *result.warnings]:
-        sys.stderr.write(f"warning: {_masked(warning)}\n")
+    for warning in result.warnings:
+        _warn(warning)
     _echo(f"wrote {len(result.files)} file(s) to {result.out_dir}")
     for name in result.removed:
         _echo(f"removed stale {name}")
@@ -226,8 +231,8 @@ def validate(c: Any, env: str | None = None, json: bool = False, debug: bool = F
             raise
         _echo(report_json(settings.env, problems=exc.problems))
         raise Exit(code=exc.exit_code) from None
-    for warning in [*settings.warnings, *prepared.warnings]:
-        sys.stderr.write(f"warning: {_masked(warning)}\n")
+    for warning in prepared.warnings:
+        _warn(warning)
     specs = prepared.specs
     _echo(report_json(settings.env, specs) if json else summarize(settings.env, specs))
 

@@ -106,6 +106,7 @@ class PrefectApi:
         if not url:
             raise SettingsError("no Prefect API URL given", key="api_url")
         self.url = url.rstrip("/")
+        self.timeout = timeout
         self.retries = max(0, retries)
         self.backoff = backoff
         self.backoff_cap = backoff_cap
@@ -404,13 +405,9 @@ class PrefectApi:
             try:
                 if write and self._write_gate is not None:
                     async with self._write_gate:
-                        response = await self._client.request(
-                            method, path, content=content, headers=headers
-                        )
+                        response = await self._attempt(method, path, content, headers)
                 else:
-                    response = await self._client.request(
-                        method, path, content=content, headers=headers
-                    )
+                    response = await self._attempt(method, path, content, headers)
             except httpx.TransportError as exc:
                 if isinstance(exc, _STALE) and stale_left > 0:
                     stale_left -= 1
@@ -445,6 +442,20 @@ class PrefectApi:
                     self._scrub(_detail(response)), url=url, status=status, deployment=deployment
                 )
             return response
+
+    async def _attempt(
+        self, method: str, path: str, content: str | None, headers: dict[str, str] | None
+    ) -> httpx.Response:
+        """One request, never longer than ``timeout`` seconds in all.  httpx bounds each
+        connect, read and write on its own, so a server (or proxy) that trickles bytes
+        could otherwise hold one attempt, and an unattended run, without end."""
+        try:
+            return await asyncio.wait_for(
+                self._client.request(method, path, content=content, headers=headers),
+                self.timeout,
+            )
+        except asyncio.TimeoutError as exc:
+            raise httpx.ReadTimeout(f"no complete answer within {self.timeout:g} s") from exc
 
     def _delay(self, attempt: int, retry_after: str | None = None) -> float:
         """Pause before attempt ``attempt + 1``: exponential with jitter, capped."""

@@ -19,7 +19,13 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
-from deploy_lib.errors import ApiServerError, DeployError, PartialFailure, SettingsError
+from deploy_lib.errors import (
+    ApiServerError,
+    ApiUnreachable,
+    DeployError,
+    PartialFailure,
+    SettingsError,
+)
 from deploy_lib.models import DeploymentSpec
 from deploy_lib.plan import CREATE, DELETE, UNCHANGED, UPDATE, Change, Plan, make_plan
 
@@ -100,17 +106,26 @@ class ApplyResult:
         return {status: counted.get(status, 0) for status in STATUSES}
 
     def raise_if_failed(self) -> None:
-        """Raise ``PartialFailure`` (exit 4) naming each failed deployment, if any."""
+        """Raise ``PartialFailure`` (exit 4) naming each failed deployment, if any; when
+        every write failed and none landed, ``DeployError`` (exit 1): nothing is partial."""
         failed = self.failed
         if not failed:
             return
         applied = len(self.results) - len(failed)
+        written = sum(1 for r in self.results if r.status in (CREATED, UPDATED, DELETED))
+        what = (
+            f"the other {applied} were applied"
+            if written
+            else f"nothing was written (the other {applied} needed no change)"
+            if applied
+            else "nothing was written"
+        )
         lines = [
-            f"{len(failed)} of {len(self.results)} deployment(s) failed in env "
-            f"{self.env!r}; the other {applied} were applied:"
+            f"{len(failed)} of {len(self.results)} deployment(s) failed in env {self.env!r}; "
+            f"{what}:"
         ]
         lines += [f"  - {r.deployment}: {r.error}" for r in failed]
-        raise PartialFailure("\n".join(lines))
+        raise (PartialFailure if written else DeployError)("\n".join(lines))
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -197,6 +212,9 @@ class _Runner:
         self._slots = slots
         self._on_result = on_result
         self._flows: dict[str, asyncio.Future[Any]] = {}
+        # Once the server could not be reached through all of a request's retries, the
+        # writes still waiting are not tried: each would spend its own retries in vain.
+        self._unreachable: ApiUnreachable | None = None
 
     def report(self, result: Result) -> Result:
         if self._on_result is not None:
@@ -229,9 +247,21 @@ class _Runner:
         """Write ``change`` under a concurrency slot; a failure becomes a failed Result."""
         async with self._slots:
             started = time.perf_counter()
+            if self._unreachable is not None:
+                return Result(
+                    change.action,
+                    change.deployment,
+                    change.type,
+                    FAILED,
+                    change.live_id,
+                    error="not attempted: the Prefect API could not be reached during this "
+                    "run (see the first failure)",
+                )
             try:
                 status, deployment_id = await self._write(change)
             except Exception as exc:  # one deployment's failure must not stop the others
+                if isinstance(exc, ApiUnreachable) and self._unreachable is None:
+                    self._unreachable = exc
                 result = Result(
                     change.action,
                     change.deployment,

@@ -68,8 +68,9 @@ def format_field_change(
 ) -> str:
     """``path: old -> new`` with both values masked and truncated to ``max_value``."""
     masker = masker or Masker()
-    old = _show(change.path, change.old, masker, max_value)
-    new = _show(change.path, change.new, masker, max_value)
+    old_value, new_value = _mask_pair(change, masker)
+    old = _show(change.path, old_value, masker, max_value)
+    new = _show(change.path, new_value, masker, max_value)
     return masker.text(f"{change.path}: {old} -> {new}")
 
 
@@ -215,14 +216,23 @@ class ApplyProgress:
 def _change_json(change: Change, masker: Masker) -> dict[str, Any]:
     data = change.to_dict()
     data["diff"] = [
-        {
-            "path": fc.path,
-            "old": _mask_value(fc.path, fc.old, masker),
-            "new": _mask_value(fc.path, fc.new, masker),
-        }
+        dict(zip(("path", "old", "new"), (fc.path, *_mask_pair(fc, masker)), strict=True))
         for fc in change.diff
     ]
     return data
+
+
+def _mask_pair(change: FieldChange, masker: Masker) -> tuple[Any, Any]:
+    """``old`` and ``new`` masked; when one side is a secret, so is the other.  A rotated
+    secret's old value comes from the server, so the masker cannot know it, and its key
+    (``DATABASE_URL``) need not look secret: it is the previous value of a secret."""
+    old = _mask_value(change.path, change.old, masker)
+    new = _mask_value(change.path, change.new, masker)
+    if old != change.old and new == change.new and new not in (None, ""):
+        new = MASK
+    elif new != change.new and old == change.old and old not in (None, ""):
+        old = MASK
+    return old, new
 
 
 def _mask_value(path: str, value: Any, masker: Masker) -> Any:

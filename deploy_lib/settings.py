@@ -107,7 +107,7 @@ def load_settings(env: str | None, root: Path) -> Settings:
         # Hand the corrected value back so the validators see what we return.
         dyn.set(key.upper(), copy.deepcopy(data[key]), merge=False, dotted_lookup=False)
     sources = _sources(data, layers)
-    _validate(dyn, name, data, sources)
+    _validate(dyn, name, data, sources, Masker(_secret_values({}, set(), secrets)))
 
     env_sources = _layer_env_vars(data, root, name)
     sources.update(env_sources)
@@ -575,8 +575,11 @@ def _validators(data: Mapping[str, Any]) -> list[Any]:
     return validators
 
 
-def _validate(dyn: Any, env: str, data: Mapping[str, Any], sources: Mapping[str, str]) -> None:
-    """Run every validator (``validate_all``) and raise one SettingsError listing all."""
+def _validate(
+    dyn: Any, env: str, data: Mapping[str, Any], sources: Mapping[str, str], masker: Masker
+) -> None:
+    """Run every validator (``validate_all``) and raise one SettingsError listing all;
+    ``masker`` hides the values of .secrets.toml that a message would quote."""
     from dynaconf import ValidationError
 
     dyn.validators.register(*_validators(data))
@@ -588,7 +591,7 @@ def _validate(dyn: Any, env: str, data: Mapping[str, Any], sources: Mapping[str,
             key = validator.names[0]
             if message.startswith("Mismatched type"):
                 key, message = _not_a_table(key, data)
-            line = f"  - {message}{_from(key, sources)}"
+            line = f"  - {masker.text(message)}{_from(key, sources)}"
             if line not in lines:
                 lines.append(line)
         raise SettingsError(

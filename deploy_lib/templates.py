@@ -357,7 +357,9 @@ def build_specs(
                 flow=context.flow,
                 body=body,
                 source=renderer.display(path),
-                sources=dict(context.deployment.get("sources", {})),
+                sources=_placeholder_sources(
+                    renderer.load(path), context.deployment.get("sources", {})
+                ),
             )
         )
     return specs, list(result.warnings)
@@ -539,6 +541,32 @@ def write_rendered(
     target = Path(out_dir) if out_dir is not None else root / "build" / settings.env
     removed = _write_all(target, outputs)
     return RenderResult(target, tuple(outputs), removed)
+
+
+def _placeholder_sources(template: Mapping[str, Any], sources: Mapping[str, str]) -> dict[str, str]:
+    """The settings keys build recorded for body keys, less those the template sets to a
+    literal: a template that hardcodes ``entrypoint:`` is the source of that value, not
+    ``entrypoint_style``, so a problem with it must not send the reader to settings."""
+    kept = {}
+    for dotted, key in sources.items():
+        node: Any = template
+        for part in dotted.split("."):
+            if not isinstance(node, Mapping) or part not in node:
+                break
+            node = node[part]
+        if _has_placeholder(node):
+            kept[dotted] = key
+    return kept
+
+
+def _has_placeholder(value: Any) -> bool:
+    if isinstance(value, str):
+        return "{{" in value
+    if isinstance(value, Mapping):
+        return any(_has_placeholder(v) for v in value.values())
+    if isinstance(value, (list, tuple)):
+        return any(_has_placeholder(v) for v in value)
+    return False
 
 
 def _write_all(target: Path, outputs: Mapping[str, str]) -> tuple[str, ...]:
