@@ -734,9 +734,8 @@ def _flow_from(
     doc = ast.get_docstring(func)
     if found and isinstance(value, str) and value:
         description = value
-    elif not found or value is None or value == "":
-        if doc:
-            description = next((ln.strip() for ln in doc.splitlines() if ln.strip()), None)
+    elif (not found or value is None or value == "") and doc:
+        description = next((ln.strip() for ln in doc.splitlines() if ln.strip()), None)
 
     meta: dict[str, Any] = {
         "name": name,

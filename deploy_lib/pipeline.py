@@ -132,25 +132,25 @@ def pool_problems(
     spec: DeploymentSpec, pool_name: str, pool: Mapping[str, Any] | None, *, api_url: str = ""
 ) -> list[Problem]:
     """Why ``spec`` does not fit work pool ``pool`` (the server's JSON, None if missing)."""
-    where = dict(deployment=spec.full_name, source=spec.source)
+    def problem(message: str, key: str) -> Problem:
+        return Problem(message, key=key, deployment=spec.full_name, source=spec.source)
+
     expected = POOL_TYPES[spec.type]
     if pool is None:
         server = f" on {api_url}" if api_url else ""
         return [
-            Problem(
+            problem(
                 f"work pool {pool_name!r} does not exist{server}; create it with "
                 f"`invoke pools --env {spec.env} --create` (a {expected} pool)",
-                key="work_pool_name",
-                **where,
+                "work_pool_name",
             )
         ]
     if pool.get("type") != expected:
         return [
-            Problem(
+            problem(
                 f"work pool {pool_name!r} is a {pool.get('type')!r} pool, but {spec.type} "
                 f"deployments need a {expected!r} pool",
-                key="work_pool_name",
-                **where,
+                "work_pool_name",
             )
         ]
     template = pool.get("base_job_template") or {}
@@ -158,11 +158,10 @@ def pool_problems(
     if not defined:
         return []
     return [
-        Problem(
+        problem(
             f"job variable {name!r} is not defined by work pool {pool_name!r} "
             f"({pool.get('type')}); it accepts: {', '.join(sorted(defined))}",
-            key=f"job_variables.{name}",
-            **where,
+            f"job_variables.{name}",
         )
         for name in sorted(spec.body.get("job_variables") or {})
         if name not in defined
