@@ -54,6 +54,7 @@ from typing import Any
 from deploy_lib.errors import DiscoveryError, SettingsError
 from deploy_lib.gitinfo import GitInfo
 from deploy_lib.models import DEPLOYMENT_TYPES, MANAGED_BY_TAG, FlowMetadata, Settings
+from deploy_lib.models import plain as _plain
 
 STEP = "prefect.deployments.steps."
 CLONE_STEP_ID = "clone-step"
@@ -660,11 +661,3 @@ def _dedupe(items: Iterable[Any]) -> list[Any]:
             out.append(item)
     return out
 
-
-def _plain(value: Any) -> Any:
-    """Settings values as plain dicts/lists (Dynaconf's boxes do not serialise)."""
-    if isinstance(value, Mapping):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    return value

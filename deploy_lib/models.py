@@ -294,3 +294,13 @@ class DeploymentSpec:
     def full_name(self) -> str:
         """``flow-name/deployment-name``, as Prefect's CLI names deployments."""
         return f"{self.body['flow_name']}/{self.body['name']}"
+
+
+def plain(value: Any) -> Any:
+    """Nested mappings and sequences (Dynaconf boxes, MappingProxies, tuples) as fresh
+    plain dicts and lists, ready for YAML/JSON and safe to change."""
+    if isinstance(value, Mapping):
+        return {str(k): plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [plain(v) for v in value]
+    return value

@@ -40,6 +40,7 @@ from typing import Any
 from deploy_lib.errors import SettingsError, UnknownEnvironmentError
 from deploy_lib.masking import Masker, is_secret_name
 from deploy_lib.models import DEPLOYMENT_TYPES, Settings
+from deploy_lib.models import plain as _plain
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -298,14 +299,6 @@ def _as_dict(dyn: Any, settings_path: Path) -> dict[str, Any]:
         raise SettingsError(f"could not be loaded: {exc}", path=str(settings_path)) from exc
     return loaded
 
-
-def _plain(value: Any) -> Any:
-    """Dynaconf's Box objects -> fresh dicts and lists."""
-    if isinstance(value, Mapping):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    return value
 
 
 def _normalise(

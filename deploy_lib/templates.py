@@ -46,6 +46,7 @@ from deploy_lib.errors import DiscoveryError, InputError, TemplateError
 from deploy_lib.gitinfo import GitInfo
 from deploy_lib.masking import Masker
 from deploy_lib.models import DEPLOYMENT_TYPES, DeploymentSpec, FlowMetadata, Settings
+from deploy_lib.models import plain as _plain
 
 TEMPLATE_VARIABLES = ("flow", "env", "settings", "git", "now", "deployment")
 RUNTIME_PLACEHOLDER = re.compile(
@@ -631,10 +632,3 @@ def _copied(value: Any) -> Any:
         return [_copied(v) for v in value]
     return value
 
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, Mapping):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    return value
