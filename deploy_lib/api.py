@@ -124,6 +124,7 @@ class PrefectApi:
             transport=transport,
             follow_redirects=False,
             trust_env=not _is_loopback(self.url),
+            verify=_tls_verify(self.url),
         )
         self._flow_ids: dict[str, str] = {}
         self._flow_locks: dict[str, asyncio.Lock] = {}
@@ -479,7 +480,10 @@ def health(url: str, timeout: float = 2.0) -> bool:
     One quick attempt, no retries: made for polling a server that is starting."""
     try:
         response = httpx.get(
-            f"{url.rstrip('/')}/health", timeout=timeout, trust_env=not _is_loopback(url)
+            f"{url.rstrip('/')}/health",
+            timeout=timeout,
+            trust_env=not _is_loopback(url),
+            verify=_tls_verify(url),
         )
     except httpx.HTTPError:
         return False
@@ -494,7 +498,10 @@ def server_home(url: str, timeout: float = 5.0) -> str | None:
     or None when it cannot say; tells one local server from another on the same port."""
     try:
         response = httpx.get(
-            f"{url.rstrip('/')}/admin/settings", timeout=timeout, trust_env=not _is_loopback(url)
+            f"{url.rstrip('/')}/admin/settings",
+            timeout=timeout,
+            trust_env=not _is_loopback(url),
+            verify=_tls_verify(url),
         )
         home = response.json().get("home") if response.status_code == 200 else None
     except (httpx.HTTPError, ValueError, AttributeError):
@@ -598,6 +605,12 @@ def check_work_pools(settings: Any, *, create: bool = False) -> list[dict[str, A
 
 
 # -- helpers -------------------------------------------------------------------------
+
+
+def _tls_verify(url: str) -> bool:
+    """Verify certificates for https; for plain http there is no TLS, and not building
+    an SSL context (certifi's bundle) saves about 50 ms per client, three times a run."""
+    return not url.lower().startswith("http://")
 
 
 def _is_loopback(url: str) -> bool:
