@@ -1,0 +1,467 @@
+"""Benchmark: deploying 200 deployments to one local Prefect server, ours against raw API
+calls and against ``prefect deploy --all``.
+
+One run, one server (a ``LocalServer`` in a temporary project of N generated flows,
+python deployments only, in the ``development`` environment, which talks to that
+embedded server).  Each raw phase uses names of its own; before each of our phases and
+prefect's, the server's flows (and with them its deployments) are deleted, so each
+"first deploy" really creates everything.  In order:
+
+  a. raw API calls, one ``httpx.AsyncClient``: create the flow, then POST /deployments/
+     with a minimal body, at each of ``--concurrency`` (a 503 "database is locked" is
+     retried after a short pause and counted); the fastest is the server's best
+     concurrency;
+  b. ``--rounds`` rounds of: raw calls at the best concurrency with minimal bodies, raw
+     calls with the very bodies ours sends, then our first deploy in this process
+     (settings, ``pipeline.prepare``, ``pipeline.deploy``, with the settings'
+     ``apply_concurrency``); the ratios are taken per round, because the load of a
+     shared machine drifts.  With ``--sweep``, our first deploy with the API URL set
+     explicitly (no ``max_writes`` cap, see ``api.connect``) at each concurrency given.
+     Then our first deploy as a whole process, ``python -m invoke deploy --env
+     development``;
+  c. our unchanged redeploy, in process and as a whole process (median of ``--repeat``);
+  d. ``prefect --no-prompt deploy --all --prefect-file <prefect.yaml>`` on the file
+     ``invoke render --prefect-yaml`` writes for the same deployments: first, then
+     unchanged.
+
+Processes run with bytecode caching on, as on a developer's machine.
+
+Goals: ours-first within 1.25x of raw calls at the best concurrency writing the same
+deployments (the ratio against minimal bodies is shown beside: a full body costs the
+server more, for example the deployment's concurrency limit and work queue);
+prefect-first / ours-first >= 4x;
+prefect-unchanged / ours-unchanged >= 30x (aim 50x), whole processes.
+
+    python bench/deploy.py [--deployments 200] [--concurrency 1,2,4,8] [--repeat 5]
+                           [--sweep 4] [--rounds 2] [--skip-prefect]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+PROJECT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(PROJECT))
+
+from deploy_lib import pipeline  # noqa: E402
+from deploy_lib.api import check_work_pools  # noqa: E402
+from deploy_lib.server import LocalServer  # noqa: E402
+from deploy_lib.settings import load_settings  # noqa: E402
+from deploy_lib.templates import render_to_files  # noqa: E402
+
+ENV = "development"
+GOAL_RAW = 1.25
+GOAL_FIRST = 4.0
+GOAL_UNCHANGED = 30.0
+AIM_UNCHANGED = 50.0
+
+_FLOW = '''\
+"""Generated flow {i}."""
+
+from prefect import flow, task
+
+
+@task
+def step_{i}(value: int) -> int:
+    return value * 2
+
+
+@flow(name="bench-deploy-{i}", description="Benchmark flow number {i}.")
+def bench_deploy_{i}(count: int = {i}, cleanup: bool = False, debug: bool = False) -> int:
+    """Double a number."""
+    return step_{i}(count)
+'''
+
+
+@dataclass
+class Phase:
+    """One measured thing: its wall seconds (each repeat), and what to say beside it."""
+
+    name: str
+    seconds: list[float] = field(default_factory=list)
+    note: str = ""
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.seconds)
+
+
+# -- the project and the server -----------------------------------------------------------
+
+
+def make_project(root: Path, count: int) -> None:
+    """settings.toml, templates/ and tasks.py of this project, and ``count`` flow files
+    in ten folders (no Dockerfile: python deployments only)."""
+    shutil.copy(PROJECT / "settings.toml", root / "settings.toml")
+    shutil.copytree(PROJECT / "templates", root / "templates")
+    shutil.copy(PROJECT / "tasks.py", root / "tasks.py")
+    for i in range(count):
+        folder = root / "flows" / f"group_{i % 10:02d}"
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / f"flow_{i:04d}.py").write_text(textwrap.dedent(_FLOW).format(i=i))
+
+
+def clean_environ(**extra: str) -> dict[str, str]:
+    """This process's environment without DEPLOY_* and PREFECT_* variables, plus
+    ``extra``; deploy_lib importable from this checkout."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DEPLOY_", "PREFECT_"))}
+    env["PYTHONPATH"] = str(PROJECT)
+    # As on a developer's machine: modules are compiled once, then read from __pycache__.
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    env.update(extra)
+    return env
+
+
+async def _wipe(url: str) -> int:
+    """Delete every flow on the server, 50 per request (its deployments go with it);
+    return how many deployments are left (0)."""
+    async with httpx.AsyncClient(base_url=url + "/", timeout=60) as client:
+        while (await _send(client, "POST", "flows/bulk_delete", {"limit": 50}))["deleted"]:
+            pass
+        response = await client.post("deployments/count", json={})
+        response.raise_for_status()
+        return int(response.json())
+
+
+def wipe(url: str) -> None:
+    left = asyncio.run(_wipe(url))
+    if left:
+        raise SystemExit(f"{left} deployment(s) left on the server after deleting every flow")
+
+
+# -- raw API calls ------------------------------------------------------------------------
+
+
+class _Counter:
+    retries = 0
+
+
+async def _send(
+    client: httpx.AsyncClient,
+    method: str,
+    path: str,
+    body: Mapping[str, Any] | None = None,
+    counter: _Counter | None = None,
+) -> Any:
+    """One request; 503/429 (SQLite busy) and a dropped connection are retried after a
+    short pause, and counted, for up to two minutes."""
+    deadline = time.monotonic() + 120
+    attempt = 0
+    while time.monotonic() < deadline:
+        attempt += 1
+        try:
+            response = await client.request(method, path, json=body)
+        except (httpx.ReadError, httpx.RemoteProtocolError, httpx.WriteError):
+            response = None
+        if response is not None and response.status_code < 500 and response.status_code != 429:
+            response.raise_for_status()
+            return response.json() if response.content else None
+        if counter is not None:
+            counter.retries += 1
+        await asyncio.sleep(min(0.25, 0.01 * attempt))
+    raise RuntimeError(f"{method} {path} kept failing for two minutes")
+
+
+async def _raw(
+    url: str, bodies: Sequence[Mapping[str, Any]], concurrency: int
+) -> tuple[float, int]:
+    """Create each body's flow, then POST the body, ``concurrency`` at a time."""
+    counter = _Counter()
+    slots = asyncio.Semaphore(concurrency)
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(base_url=url + "/", timeout=60, limits=limits) as client:
+
+        async def one(body: Mapping[str, Any]) -> None:
+            async with slots:
+                payload = dict(body)
+                flow = await _send(
+                    client, "POST", "flows/", {"name": payload.pop("flow_name")}, counter
+                )
+                payload["flow_id"] = flow["id"]
+                await _send(client, "POST", "deployments/", payload, counter)
+
+        start = time.perf_counter()
+        await asyncio.gather(*(one(body) for body in bodies))
+        return time.perf_counter() - start, counter.retries
+
+
+def raw_bodies(count: int, tag: str) -> list[dict[str, Any]]:
+    """Minimal deployment bodies (flow name, name, entrypoint, work pool)."""
+    return [
+        {
+            "flow_name": f"raw-{tag}-{i}",
+            "name": f"raw-{tag}-{i}",
+            "entrypoint": f"flows/group_{i % 10:02d}/flow_{i:04d}.py:bench_deploy_{i}",
+            "work_pool_name": "default-agent-pool",
+        }
+        for i in range(count)
+    ]
+
+
+# -- our deploy ---------------------------------------------------------------------------
+
+
+def ours_in_process(project: Path, *, api_url: str = "", concurrency: int | None = None) -> str:
+    """Settings, prepare and deploy in this process; returns the result counts."""
+    if api_url:
+        os.environ["DEPLOY_API_URL"] = api_url
+    try:
+        settings = load_settings(ENV, project)
+        outcome = pipeline.deploy(pipeline.prepare(settings), concurrency=concurrency)
+    finally:
+        os.environ.pop("DEPLOY_API_URL", None)
+    assert outcome.result is not None
+    outcome.result.raise_if_failed()
+    return ", ".join(f"{n} {status}" for status, n in outcome.result.counts.items() if n)
+
+
+def run_process(command: Sequence[str], cwd: Path, env: Mapping[str, str]) -> float:
+    """Wall seconds of ``command``; exits with its output when it fails."""
+    start = time.perf_counter()
+    proc = subprocess.run(
+        list(command),
+        cwd=cwd,
+        env=dict(env),
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+    )
+    seconds = time.perf_counter() - start
+    if proc.returncode != 0:
+        raise SystemExit(
+            f"{' '.join(command)} exited {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+        )
+    return seconds
+
+
+# -- the run ------------------------------------------------------------------------------
+
+
+@dataclass
+class Results:
+    """Every phase, by key, in the order measured; ``ratios`` holds the per-round
+    ours-first / raw-best ratios with the same bodies, ``minimal_ratios`` those against
+    raw calls with minimal bodies."""
+
+    n: int
+    phases: dict[str, Phase] = field(default_factory=dict)
+    best: int = 1
+    ratios: list[float] = field(default_factory=list)
+    minimal_ratios: list[float] = field(default_factory=list)
+
+    def add(self, key: str, name: str, seconds: float, note: str = "") -> Phase:
+        phase = self.phases.setdefault(key, Phase(name))
+        phase.seconds.append(seconds)
+        phase.note = note or phase.note
+        return phase
+
+
+def timed_call(fn: Callable[[], str]) -> tuple[float, str]:
+    start = time.perf_counter()
+    note = fn()
+    return time.perf_counter() - start, note
+
+
+def measure(args: argparse.Namespace, project: Path, say: Callable[[str], None]) -> Results:
+    n = args.deployments
+    results = Results(n)
+    server = LocalServer(project, preferred_port=0)
+    started = time.perf_counter()
+    url = server.start(timeout=300)
+    say(f"server {url} healthy after {time.perf_counter() - started:.1f} s")
+    try:
+        settings = load_settings(ENV, project)
+        check_work_pools(settings, create=True)
+        invoke = [sys.executable, "-m", "invoke", "deploy", "--env", ENV]
+        ours_env = clean_environ()
+
+        def raw(key: str, name: str, bodies: Sequence[Mapping[str, Any]], c: int) -> float:
+            seconds, retries = asyncio.run(_raw(url, bodies, c))
+            results.add(key, name, seconds, f"{retries} retries")
+            say(f"{name}: {seconds:.2f} s ({retries} retries)")
+            return seconds
+
+        def ours(key: str, name: str, **options: Any) -> float:
+            seconds, counts = timed_call(lambda: ours_in_process(project, **options))
+            results.add(key, name, seconds, counts)
+            say(f"{name}: {seconds:.2f} s ({counts})")
+            wipe(url)
+            return seconds
+
+        # a. raw API calls: the server's best concurrency (each with names of its own)
+        sweep = {
+            c: raw(f"raw{c}", f"raw API, minimal body, concurrency {c}", raw_bodies(n, f"c{c}"), c)
+            for c in args.concurrency
+        }
+        best = results.best = min(sweep, key=sweep.__getitem__)
+        full = [dict(s.body) for s in pipeline.prepare(settings).specs]
+        wipe(url)
+
+        # b. rounds of: raw calls at the best concurrency with minimal bodies, then with
+        # the very bodies ours sends, then our first deploy in process; the ratios are
+        # taken per round, because the load of a shared machine drifts
+        first = (
+            f"ours first, in process (apply_concurrency {settings.apply_concurrency}, max_writes 1)"
+        )
+        for r in range(args.rounds):
+            minimal = raw(
+                "raw-best",
+                f"raw API, minimal body, concurrency {best}, paired",
+                raw_bodies(n, f"r{r}"),
+                best,
+            )
+            same = raw(
+                "raw-full", f"raw API, our full bodies, concurrency {best}, paired", full, best
+            )
+            wipe(url)
+            ours_seconds = ours("first", first)
+            results.ratios.append(ours_seconds / same)
+            results.minimal_ratios.append(ours_seconds / minimal)
+        for c in args.sweep:
+            ours(
+                f"sweep{c}",
+                f"ours first, in process, api_url set, concurrency {c}",
+                api_url=url,
+                concurrency=c,
+            )
+        seconds = run_process(invoke, project, ours_env)
+        say(f"ours first, whole process: {seconds:.2f} s")
+        results.add("first-cli", "ours first, whole process (invoke deploy)", seconds)
+
+        # c. our unchanged redeploy, in process and as a whole process
+        for _ in range(args.repeat):
+            seconds, counts = timed_call(lambda: ours_in_process(project))
+            results.add("unchanged", "ours unchanged, in process", seconds, counts)
+        for _ in range(args.repeat):
+            seconds = run_process(invoke, project, ours_env)
+            results.add("unchanged-cli", "ours unchanged, whole process (invoke deploy)", seconds)
+        say(f"ours unchanged, whole process: {results.phases['unchanged-cli'].seconds}")
+        wipe(url)
+
+        # d. prefect deploy --all on the prefect.yaml we render for the same deployments
+        if not args.skip_prefect:
+            out = project / "build" / "prefect"
+            render_to_files(settings, out_dir=out, write_prefect_yaml=True, types=["python"])
+            prefect_env = clean_environ(
+                PREFECT_API_URL=url, PREFECT_HOME=str(project / ".prefect-cli-home")
+            )
+            command = [
+                sys.executable, "-m", "prefect", "--no-prompt", "deploy", "--all",
+                "--prefect-file", str(out / "prefect.yaml"),
+            ]  # fmt: skip
+            for label in ("first", "unchanged"):
+                seconds = run_process(command, project, prefect_env)
+                results.add(f"prefect-{label}", f"prefect deploy --all, {label}", seconds)
+                say(f"prefect deploy --all, {label}: {seconds:.2f} s")
+    finally:
+        server.stop()
+    return results
+
+
+def report(results: Results) -> bool:
+    n, phases = results.n, results.phases
+    print(f"\n{n} deployments, one local SQLite Prefect server, {os.cpu_count()} CPU(s)")
+    width = max(len(p.name) for p in phases.values())
+    for p in phases.values():
+        runs = f" (median of {len(p.seconds)})" if len(p.seconds) > 1 else ""
+        note = f"  [{p.note}]" if p.note else ""
+        print(
+            f"  {p.name:<{width}}  {p.median:7.2f} s  {p.median / n * 1e3:6.1f} ms each{runs}{note}"
+        )
+    ok = True
+
+    def ratio(label: str, value: float, goal: float | None = None, at_most: bool = False) -> None:
+        nonlocal ok
+        verdict = ""
+        if goal is not None:
+            met = value <= goal if at_most else value >= goal
+            ok = ok and met
+            verdict = (
+                f"  (goal {'<=' if at_most else '>='} {goal:g}x: {'met' if met else 'MISSED'})"
+            )
+        print(f"  {label:<60} {value:6.2f}x{verdict}")
+
+    first, cli, raw_best = phases["first"], phases["first-cli"], phases["raw-best"]
+    print("ratios:")
+    same = ", ".join(f"{r:.2f}" for r in results.ratios)
+    minimal = ", ".join(f"{r:.2f}" for r in results.minimal_ratios)
+    ratio(
+        f"ours first (in process) / raw best, same bodies [rounds: {same}]",
+        statistics.median(results.ratios),
+        GOAL_RAW,
+        at_most=True,
+    )
+    ratio(
+        f"ours first (in process) / raw best, minimal bodies [rounds: {minimal}]",
+        statistics.median(results.minimal_ratios),
+    )
+    ratio("ours first (whole process) / raw best, minimal bodies", cli.median / raw_best.median)
+    if "prefect-first" in phases:
+        ratio(
+            "prefect first / ours first (whole processes)",
+            phases["prefect-first"].median / cli.median,
+            GOAL_FIRST,
+        )
+        value = phases["prefect-unchanged"].median / phases["unchanged-cli"].median
+        ratio("prefect unchanged / ours unchanged (whole processes)", value, GOAL_UNCHANGED)
+        print(
+            f"  (aim for unchanged, {AIM_UNCHANGED:g}x: {'reached' if value >= AIM_UNCHANGED else 'not reached'})"
+        )
+    print(f"server's best raw concurrency: {results.best}")
+    sweep = {k: p for k, p in phases.items() if k.startswith("sweep")}
+    if sweep:
+        shown = ", ".join(f"{k[5:]}: {p.median:.2f} s" for k, p in sweep.items())
+        print(
+            f"ours with api_url set (no write cap), by concurrency: {shown}; "
+            f"with the embedded server's cap (max_writes 1): {first.median:.2f} s"
+        )
+    return ok
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--deployments", type=int, default=200)
+    parser.add_argument("--concurrency", default="1,2,4,8", help="raw API concurrencies")
+    parser.add_argument(
+        "--sweep", default="2,4", help="our concurrencies with api_url set ('' for none)"
+    )
+    parser.add_argument("--rounds", type=int, default=2, help="paired raw-best / ours-first rounds")
+    parser.add_argument("--repeat", type=int, default=5, help="runs of each unchanged redeploy")
+    parser.add_argument("--skip-prefect", action="store_true", help="leave out prefect deploy")
+    args = parser.parse_args()
+    args.concurrency = [int(c) for c in args.concurrency.split(",") if c]
+    args.sweep = [int(c) for c in args.sweep.split(",") if c]
+    for name in [n for n in os.environ if n.startswith(("DEPLOY_", "PREFECT_API"))]:
+        del os.environ[name]
+
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="deploy-lib-bench-") as tmp:
+        project = Path(tmp)
+        make_project(project, args.deployments)
+
+        def say(text: str) -> None:
+            print(f"[{time.perf_counter() - started:6.1f} s] {text}", flush=True)
+
+        results = measure(args, project, say)
+    ok = report(results)
+    print(f"whole benchmark: {time.perf_counter() - started:.0f} s")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
