@@ -8,13 +8,18 @@ on asyncio through anyio's pytest plugin: mark them ``@pytest.mark.anyio``.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 
 from deploy_lib.api import PrefectApi
+from deploy_lib.models import MANAGED_BY_TAG
 from deploy_lib.server import LocalServer
+
+# The session server's URL once it has started (None before): modules share it.
+_STARTED: dict[str, str] = {}
 
 
 @pytest.fixture(scope="session")
@@ -33,7 +38,7 @@ def local_server(prefect_server_root: Path) -> Iterator[LocalServer]:
     """The session's running LocalServer (stopped when the session ends).  It takes any
     free port: 4200 may belong to a developer's own server or another test session."""
     server = LocalServer(prefect_server_root, preferred_port=0)
-    server.start(timeout=180)
+    _STARTED["url"] = server.start(timeout=180)
     try:
         yield server
     finally:
@@ -54,3 +59,20 @@ async def api(prefect_server: str) -> AsyncIterator[PrefectApi]:
     one write in flight at a time as ``api.connect`` sets up for the SQLite server."""
     async with PrefectApi(prefect_server, max_writes=1) as client:
         yield client
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _no_managed_deployments_left_by_other_modules() -> None:
+    """Each test module starts with no deployment managed by this tool on the shared
+    server, so one module's leftovers never show up as another module's planned
+    deletes.  Does nothing until some module has started the server."""
+    url = _STARTED.get("url")
+    if url is None:
+        return
+
+    async def clean() -> None:
+        async with PrefectApi(url, max_writes=1) as client:
+            for item in await client.list_deployments([MANAGED_BY_TAG]):
+                await client.delete_deployment(str(item["id"]))
+
+    asyncio.run(clean())
