@@ -23,12 +23,11 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import email.utils
-import importlib.util
 import json
 import random
 import time
 from collections.abc import Coroutine, Iterable, Mapping, Sequence
-from pathlib import Path, PurePath
+from pathlib import PurePath
 from types import TracebackType
 from typing import Any, TypeVar
 from urllib.parse import quote
@@ -307,7 +306,9 @@ class PrefectApi:
         except ApiError:
             template = None
         if template is None:
-            template = _find_template(_bundled_worker_metadata(), type)
+            from deploy_lib.docker import bundled_job_template  # offline: Prefect's own copy
+
+            template = bundled_job_template(type)
         if template is None:
             raise ApiNotFound(f"no default job template is known for work pool type {type!r}")
         return template
@@ -724,17 +725,4 @@ def _find_template(metadata: Any, type: str) -> dict[str, Any] | None:
                 template = worker.get("default_base_job_configuration")
                 if isinstance(template, dict):
                     return template
-    return None
-
-
-def _bundled_worker_metadata() -> Any:
-    """The worker metadata that ships with the installed Prefect, read without importing it."""
-    spec = importlib.util.find_spec("prefect")
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    for location in spec.submodule_search_locations:
-        path = Path(location, "server", "api", "collections_data", "views")
-        candidate = path / "aggregate-worker-metadata.json"
-        if candidate.is_file():
-            return json.loads(candidate.read_text(encoding="utf-8"))
     return None
