@@ -480,12 +480,7 @@ def health(url: str, timeout: float = 2.0) -> bool:
 
     One quick attempt, no retries: made for polling a server that is starting."""
     try:
-        response = httpx.get(
-            f"{url.rstrip('/')}/health",
-            timeout=timeout,
-            trust_env=not _is_loopback(url),
-            verify=_tls_verify(url),
-        )
+        response = _quick_get(url, "health", timeout)
     except httpx.HTTPError:
         return False
     try:
@@ -494,16 +489,22 @@ def health(url: str, timeout: float = 2.0) -> bool:
         return False
 
 
+def _quick_get(url: str, path: str, timeout: float) -> httpx.Response:
+    """One GET of ``<url>/<path>``, no retries; no proxy for loopback, no TLS context
+    for plain http."""
+    return httpx.get(
+        f"{url.rstrip('/')}/{path}",
+        timeout=timeout,
+        trust_env=not _is_loopback(url),
+        verify=_tls_verify(url),
+    )
+
+
 def server_home(url: str, timeout: float = 5.0) -> str | None:
     """The ``PREFECT_HOME`` a Prefect server at ``url`` reports (``GET /admin/settings``),
     or None when it cannot say; tells one local server from another on the same port."""
     try:
-        response = httpx.get(
-            f"{url.rstrip('/')}/admin/settings",
-            timeout=timeout,
-            trust_env=not _is_loopback(url),
-            verify=_tls_verify(url),
-        )
+        response = _quick_get(url, "admin/settings", timeout)
         home = response.json().get("home") if response.status_code == 200 else None
     except (httpx.HTTPError, ValueError, AttributeError):
         return None
