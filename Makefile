@@ -5,7 +5,7 @@ VENV ?= .venv
 INVOKE := $(VENV)/bin/invoke
 PYTHON := $(VENV)/bin/python
 
-.PHONY: install discover validate render plan deploy test bench lint
+.PHONY: install discover validate render plan deploy test test-fast bench lint
 
 install: $(VENV)/bin/invoke
 
@@ -30,6 +30,10 @@ deploy: install
 
 test: install
 	$(PYTHON) -m pytest
+
+# The tests that need no Prefect server (about half a minute).
+test-fast: install
+	$(PYTHON) -m pytest -m "not e2e"
 
 bench: install
 	$(PYTHON) bench/discover.py

@@ -59,10 +59,7 @@ PROJECT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(PROJECT))
 
 from deploy_lib import pipeline  # noqa: E402
-from deploy_lib.api import check_work_pools  # noqa: E402
-from deploy_lib.server import LocalServer  # noqa: E402
 from deploy_lib.settings import load_settings  # noqa: E402
-from deploy_lib.templates import render_to_files  # noqa: E402
 
 ENV = "development"
 GOAL_RAW = 1.25
@@ -280,13 +277,13 @@ def timed_call(fn: Callable[[], str]) -> tuple[float, str]:
 def measure(args: argparse.Namespace, project: Path, say: Callable[[str], None]) -> Results:
     n = args.deployments
     results = Results(n)
-    server = LocalServer(project, preferred_port=0)
+    server = pipeline.local_server(project, preferred_port=0)
     started = time.perf_counter()
     url = server.start(timeout=300)
     say(f"server {url} healthy after {time.perf_counter() - started:.1f} s")
     try:
         settings = load_settings(ENV, project)
-        check_work_pools(settings, create=True)
+        pipeline.pools(settings, create=True)
         invoke = [sys.executable, "-m", "invoke", "deploy", "--env", ENV]
         ours_env = clean_environ()
 
@@ -356,7 +353,7 @@ def measure(args: argparse.Namespace, project: Path, say: Callable[[str], None])
         # d. prefect deploy --all on the prefect.yaml we render for the same deployments
         if not args.skip_prefect:
             out = project / "build" / "prefect"
-            render_to_files(settings, out_dir=out, write_prefect_yaml=True, types=["python"])
+            pipeline.render(settings, out_dir=out, write_prefect_yaml=True, types=["python"])
             prefect_env = clean_environ(
                 PREFECT_API_URL=url, PREFECT_HOME=str(project / ".prefect-cli-home")
             )

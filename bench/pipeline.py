@@ -36,9 +36,8 @@ PROJECT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(PROJECT))
 
 from deploy_lib.gitinfo import git_info  # noqa: E402
-from deploy_lib.pipeline import discover, prepare  # noqa: E402
+from deploy_lib.pipeline import build_specs, discover, prepare  # noqa: E402
 from deploy_lib.settings import load_settings  # noqa: E402
-from deploy_lib.templates import build_specs  # noqa: E402
 from deploy_lib.validate import validate_specs  # noqa: E402
 
 GOAL_SECONDS = 3.0

@@ -1,19 +1,41 @@
-"""deploy_lib: a repository of Prefect flows -> Prefect deployments, per environment.
+r"""deploy_lib: a repository of Prefect flows -> Prefect deployments, per environment.
 
-The pipeline, one function per stage (each output feeds the next)::
+The house.  ``pipeline`` is the only module that puts the program together; every
+other module is a leaf that imports only ``models`` and ``errors`` (and the one outside
+library it owns), so a change to one stage touches one file::
 
-    load_settings(env, root) -> Settings           settings.toml, .secrets.toml, DEPLOY_*
-    discover_flows(root, roots) -> Discovery       flows read from source, never imported
-    build_specs(flows, settings, git=, now=)       deployment dicts, rendered through templates/
-    validate_specs(specs, flows) -> [Problem]      the strict schema and cross checks
-    prepare(settings) -> Prepared                  the four above, raising on bad input
-    deploy(prepared) -> DeployOutcome              check pools, plan, write what changed
+    tasks.py (Invoke)   creators.py (Python API)          entry points: one pipeline
+           \                 /                              call each, output via report
+            v               v
+        pipeline ............................................ the wiring, the event loop,
+         |                                                    the lock, the one API client
+         |  prepare:  settings -> discovery -> build -> templates -> validate
+         |  deploy:   lock -> [docker] -> validate (pools) -> plan -> apply -> report
+         v
+    settings    settings.toml, .secrets.toml, DEPLOY_* and .env files -> Settings (Dynaconf)
+    discovery   flow files read with ast, never imported -> Discovery of FlowMetadata
+    parameters  a flow's signature -> its parameter JSON schema, as Prefect writes it
+    build       flows + settings -> one BuildContext (the whole body) per flow and type
+    templates   templates/*.yaml overlaid on the built bodies -> DeploymentSpec; files
+    validate    the strict Cerberus schema (schema.py), cross checks, pool checks
+    plan        desired specs vs live deployments -> Plan of create/update/delete
+    apply       a Plan -> writes through the API, bounded concurrency -> ApplyResult
+    api         the Prefect REST API over httpx: the only module on the network
+    server      the embedded local Prefect server and worker processes
+    runs        run a deployment and wait for its final state
+    docker      docker build / tag / push through the docker CLI
+    lock        one flock per environment
+    gitinfo     commit, branch, dirty
+    report      everything shown: tables, JSON, progress, Output (stdout, log, masking)
+    models      the values the stages hand each other, and the Masker of secrets
+    errors      every deliberate error and the exit code it means
 
-and the Python API over it (``deploy_lib.creators``): ``ConfigurationManager``,
-``PythonDeploymentCreator``, ``DockerDeploymentCreator`` and ``deploy_flows``.
+A new setting goes into ``settings`` (its rule) and ``build`` (where it lands in the
+body); a new body field into ``build`` and ``validate``'s schema; a new command into
+``pipeline`` (the use case), ``report`` (how it looks) and ``tasks.py`` (the flags).
 
-Every name here is imported on first use (PEP 562), so ``import deploy_lib`` stays
-cheap for the tasks, which import the submodules they need directly.
+The names below are imported on first use (PEP 562), so ``import deploy_lib`` stays
+cheap; the tasks import ``pipeline`` and ``report`` when they run.
 """
 
 from __future__ import annotations
@@ -22,7 +44,6 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from deploy_lib.apply import ApplyResult, Result
     from deploy_lib.creators import (
         ConfigurationManager,
         DockerDeploymentCreator,
@@ -31,10 +52,17 @@ if TYPE_CHECKING:
     )
     from deploy_lib.discovery import Discovery, discover_flows
     from deploy_lib.errors import DeployError, InputError, PartialFailure, ValidationFailed
-    from deploy_lib.models import DeploymentSpec, FlowMetadata, Parameter, Problem, Settings
-    from deploy_lib.pipeline import DeployOutcome, Prepared, deploy, prepare, run_flow
+    from deploy_lib.models import (
+        ApplyResult,
+        DeploymentSpec,
+        FlowMetadata,
+        Parameter,
+        Problem,
+        Result,
+        Settings,
+    )
+    from deploy_lib.pipeline import DeployOutcome, Prepared, build_specs, deploy, prepare, run_flow
     from deploy_lib.settings import load_settings
-    from deploy_lib.templates import build_specs
     from deploy_lib.validate import validate_specs
 
 # Public name -> the module that defines it.
@@ -54,15 +82,15 @@ _EXPORTS = {
     "load_settings": "deploy_lib.settings",
     "discover_flows": "deploy_lib.discovery",
     "Discovery": "deploy_lib.discovery",
-    "build_specs": "deploy_lib.templates",
+    "build_specs": "deploy_lib.pipeline",
     "validate_specs": "deploy_lib.validate",
     "prepare": "deploy_lib.pipeline",
     "Prepared": "deploy_lib.pipeline",
     "deploy": "deploy_lib.pipeline",
     "DeployOutcome": "deploy_lib.pipeline",
     "run_flow": "deploy_lib.pipeline",
-    "ApplyResult": "deploy_lib.apply",
-    "Result": "deploy_lib.apply",
+    "ApplyResult": "deploy_lib.models",
+    "Result": "deploy_lib.models",
     # the Python API
     "ConfigurationManager": "deploy_lib.creators",
     "PythonDeploymentCreator": "deploy_lib.creators",

@@ -23,13 +23,15 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import email.utils
+import importlib.util
 import json
 import random
 import time
-from collections.abc import Coroutine, Iterable, Mapping, Sequence
-from pathlib import PurePath
+from collections.abc import Iterable, Mapping, Sequence
+from functools import cache
+from pathlib import Path, PurePath
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any
 from urllib.parse import quote
 
 import httpx
@@ -46,8 +48,7 @@ from deploy_lib.errors import (
     RunFailed,
     SettingsError,
 )
-
-T = TypeVar("T")
+from deploy_lib.models import POOL_TYPES
 
 DEFAULT_TIMEOUT = 30.0  # seconds per attempt (read/write/pool); connect is capped at 5 s
 DEFAULT_RETRIES = 5  # so at most 6 attempts
@@ -56,8 +57,6 @@ DEFAULT_BACKOFF_CAP = 4.0  # longest single pause, Retry-After included
 DEFAULT_DEADLINE = 60.0  # no new attempt starts after this many seconds
 PAGE_SIZE = 200  # the server's largest page (PREFECT_SERVER_API_DEFAULT_LIMIT)
 
-# Deployment type -> the work pool type it needs.
-WORK_POOL_TYPES: Mapping[str, str] = {"python": "process", "docker": "docker"}
 TERMINAL_STATES = frozenset({"COMPLETED", "FAILED", "CANCELLED", "CRASHED"})
 
 _ERRORS: Mapping[int, type[ApiError]] = {
@@ -305,9 +304,7 @@ class PrefectApi:
             template = _find_template(metadata.json(), type)
         except ApiError:
             template = None
-        if template is None:
-            from deploy_lib.docker import bundled_job_template  # offline: Prefect's own copy
-
+        if template is None:  # offline: Prefect's own copy
             template = bundled_job_template(type)
         if template is None:
             raise ApiNotFound(f"no default job template is known for work pool type {type!r}")
@@ -500,6 +497,16 @@ def _quick_get(url: str, path: str, timeout: float) -> httpx.Response:
     )
 
 
+class Probe:
+    """The quick GETs ``server.LocalServer`` polls a starting server with."""
+
+    def health(self, url: str, timeout: float = 2.0) -> bool:
+        return health(url, timeout)
+
+    def home(self, url: str) -> str | None:
+        return server_home(url)
+
+
 def server_home(url: str, timeout: float = 5.0) -> str | None:
     """The ``PREFECT_HOME`` a Prefect server at ``url`` reports (``GET /admin/settings``),
     or None when it cannot say; tells one local server from another on the same port."""
@@ -509,25 +516,6 @@ def server_home(url: str, timeout: float = 5.0) -> str | None:
     except (httpx.HTTPError, ValueError, AttributeError):
         return None
     return home if isinstance(home, str) else None
-
-
-def run_sync(coro: Coroutine[Any, Any, T]) -> T:
-    """Run ``coro`` to completion from synchronous code (the Invoke tasks)."""
-    return asyncio.run(coro)
-
-
-def connect(settings: Any, *, start: bool = True, **options: Any) -> PrefectApi:
-    """A PrefectApi for an environment's settings (``api_url``, ``api_key``).
-
-    An empty ``api_url`` means the embedded local server of the project, started when
-    ``start`` is true (see ``deploy_lib.server.resolve_api_url``).  ``options`` go to
-    PrefectApi (timeout, retries, ...).  Use the result as an async context manager."""
-    from deploy_lib.server import resolve_api_url  # server.py imports this module
-
-    url = resolve_api_url(settings, start=start)
-    if not settings.get("api_url"):
-        options.setdefault("max_writes", 1)  # the embedded server is SQLite
-    return PrefectApi(url, str(settings.get("api_key") or ""), **options)
 
 
 async def work_pools_report(
@@ -540,7 +528,7 @@ async def work_pools_report(
     ``type`` (None when missing), ``type_ok``, ``created`` and ``workers_online``."""
     rows: list[dict[str, Any]] = []
     for deployment_type, name in pools.items():
-        expected = WORK_POOL_TYPES[deployment_type]
+        expected = POOL_TYPES[deployment_type]
         pool = await api.read_work_pool(name)
         created = False
         if pool is None and create:
@@ -565,45 +553,6 @@ async def work_pools_report(
             }
         )
     return rows
-
-
-def format_work_pools(rows: Sequence[Mapping[str, Any]]) -> str:
-    """One aligned line per row of ``work_pools_report``."""
-    lines = []
-    for row in rows:
-        if not row["exists"]:
-            state = f"missing (expected {row['expected_type']}; create it: invoke pools --create)"
-        elif not row["type_ok"]:
-            state = f"type {row['type']}, but {row['deployment_type']} needs {row['expected_type']}"
-        else:
-            online = row["workers_online"]
-            state = f"{row['type']}, {'created, ' if row['created'] else ''}"
-            state += f"{online} worker{'s' if online != 1 else ''} online"
-        lines.append(f"{row['deployment_type']:<8} {row['name']:<30} {state}")
-    return "\n".join(lines)
-
-
-def check_work_pools(settings: Any, *, create: bool = False) -> list[dict[str, Any]]:
-    """``work_pools_report`` for the environment's ``work_pool.python`` and
-    ``work_pool.docker`` pools (only the types in ``deployment_types``)."""
-    types = settings.get("deployment_types") or list(WORK_POOL_TYPES)
-    pools: dict[str, str] = {}
-    for deployment_type in types:
-        if deployment_type not in WORK_POOL_TYPES:
-            continue
-        name = settings.get(f"work_pool.{deployment_type}")
-        if not name or not isinstance(name, str):
-            raise SettingsError(
-                f"no work pool name for {deployment_type} deployments",
-                key=f"work_pool.{deployment_type}",
-            )
-        pools[deployment_type] = name
-
-    async def report() -> list[dict[str, Any]]:
-        async with connect(settings) as api:
-            return await work_pools_report(api, pools, create=create)
-
-    return run_sync(report())
 
 
 # -- helpers -------------------------------------------------------------------------
@@ -727,3 +676,30 @@ def _find_template(metadata: Any, type: str) -> dict[str, Any] | None:
                 if isinstance(template, dict):
                     return template
     return None
+
+
+@cache
+def _bundled_templates() -> dict[str, dict[str, Any]]:
+    spec = importlib.util.find_spec("prefect")  # finds the package without importing it
+    locations = list(spec.submodule_search_locations or []) if spec else []
+    for location in locations:
+        path = Path(location, "server", "api", "collections_data", "views")
+        candidate = path / "aggregate-worker-metadata.json"
+        if candidate.is_file():
+            metadata = json.loads(candidate.read_text(encoding="utf-8"))
+            return {
+                str(worker["type"]): worker["default_base_job_configuration"]
+                for collection in metadata.values()
+                if isinstance(collection, dict)
+                for worker in collection.values()
+                if isinstance(worker, dict) and "default_base_job_configuration" in worker
+            }
+    return {}
+
+
+def bundled_job_template(pool_type: str) -> dict[str, Any] | None:
+    """The default base job template of work pool type ``pool_type`` (``process``,
+    ``docker``) from the worker metadata that ships with Prefect, read as JSON without
+    importing Prefect; None when Prefect or the type is unknown."""
+    template = _bundled_templates().get(pool_type)
+    return json.loads(json.dumps(template)) if template is not None else None

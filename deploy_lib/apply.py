@@ -14,28 +14,32 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections import Counter
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from typing import Any, Protocol
 
 from deploy_lib.errors import (
     ApiServerError,
     ApiUnreachable,
     DeployError,
-    PartialFailure,
     SettingsError,
 )
-from deploy_lib.models import DeploymentSpec
-from deploy_lib.plan import CREATE, DELETE, UNCHANGED, UPDATE, Change, Plan, make_plan
-
-CREATED = "created"
-UPDATED = "updated"
-UNCHANGED_STATUS = "unchanged"
-DELETED = "deleted"
-FAILED = "failed"
-SKIPPED = "skipped"
-STATUSES = (CREATED, UPDATED, UNCHANGED_STATUS, DELETED, SKIPPED, FAILED)
+from deploy_lib.models import (
+    CREATE,
+    CREATED,
+    DELETE,
+    DELETED,
+    FAILED,
+    SKIPPED,
+    UNCHANGED,
+    UNCHANGED_STATUS,
+    UPDATE,
+    UPDATED,
+    ApplyResult,
+    Change,
+    Plan,
+    Result,
+)
 
 
 class DeploymentApi(Protocol):
@@ -50,89 +54,6 @@ class DeploymentApi(Protocol):
     ) -> bool: ...
 
     async def read_deployment_by_name(self, flow_name: str, name: str) -> dict[str, Any] | None: ...
-
-
-@dataclass(frozen=True)
-class Result:
-    """What happened to one deployment.
-
-    ``status`` is one of created, updated, unchanged, deleted, skipped (a delete without
-    prune) or failed; ``error`` the message of a failure; ``duration`` seconds spent on
-    its requests; ``exception`` the original error (not part of ``to_dict``).
-    """
-
-    action: str
-    deployment: str
-    type: str | None
-    status: str
-    id: str | None = None
-    error: str | None = None
-    duration: float = 0.0
-    exception: BaseException | None = field(default=None, repr=False, compare=False)
-
-    @property
-    def failed(self) -> bool:
-        return self.status == FAILED
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "deployment": self.deployment,
-            "type": self.type,
-            "action": self.action,
-            "status": self.status,
-            "id": self.id,
-            "error": self.error,
-            "duration_ms": round(self.duration * 1000, 1),
-        }
-
-
-@dataclass(frozen=True)
-class ApplyResult:
-    """Every deployment's ``Result``, in plan order."""
-
-    env: str
-    results: tuple[Result, ...]
-    prune: bool = False
-
-    @property
-    def failed(self) -> list[Result]:
-        return [r for r in self.results if r.failed]
-
-    @property
-    def counts(self) -> dict[str, int]:
-        """``{"created": n, "updated": n, "unchanged": n, "deleted": n, "skipped": n,
-        "failed": n}``."""
-        counted = Counter(r.status for r in self.results)
-        return {status: counted.get(status, 0) for status in STATUSES}
-
-    def raise_if_failed(self) -> None:
-        """Raise ``PartialFailure`` (exit 4) naming each failed deployment, if any; when
-        every write failed and none landed, ``DeployError`` (exit 1): nothing is partial."""
-        failed = self.failed
-        if not failed:
-            return
-        applied = len(self.results) - len(failed)
-        written = sum(1 for r in self.results if r.status in (CREATED, UPDATED, DELETED))
-        what = (
-            f"the other {applied} were applied"
-            if written
-            else f"nothing was written (the other {applied} needed no change)"
-            if applied
-            else "nothing was written"
-        )
-        lines = [
-            f"{len(failed)} of {len(self.results)} deployment(s) failed in env {self.env!r}; "
-            f"{what}:"
-        ]
-        lines += [f"  - {r.deployment}: {r.error}" for r in failed]
-        raise (PartialFailure if written else DeployError)("\n".join(lines))
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "env": self.env,
-            "results": [r.to_dict() for r in self.results],
-            "summary": self.counts,
-        }
 
 
 async def apply_plan(
@@ -177,26 +98,7 @@ async def apply_plan(
     done = await asyncio.gather(*(runner.first_attempt(change) for change in pending.values()))
     results.update(zip(pending, done, strict=True))
     await runner.second_chance(results, pending)
-    return ApplyResult(
-        env=plan.env, results=tuple(results[i] for i in sorted(results)), prune=prune
-    )
-
-
-async def deploy_one(api: DeploymentApi, spec: DeploymentSpec) -> Result:
-    """Create or update one deployment (never deletes) and return its ``Result``, with
-    the deployment id; raises the deployment's own ``DeployError`` when it failed.
-    Reads just that deployment, so it suits the Python API (``deploy_to_prefect``)."""
-    flow_name = str(spec.body["flow_name"])
-    current = await api.read_deployment_by_name(flow_name, spec.name)
-    live = [] if current is None else [{**current, "flow_name": flow_name}]
-    plan = make_plan([spec], live, spec.env)
-    outcome = await apply_plan(api, plan, concurrency=1, prune=False)
-    (result,) = outcome.results
-    if result.failed:
-        if isinstance(result.exception, DeployError):
-            raise result.exception
-        outcome.raise_if_failed()
-    return result
+    return ApplyResult(env=plan.env, results=tuple(results[i] for i in sorted(results)))
 
 
 class _Runner:
@@ -259,7 +161,9 @@ class _Runner:
                 )
             try:
                 status, deployment_id = await self._write(change)
-            except Exception as exc:  # one deployment's failure must not stop the others
+            except (DeployError, OSError, asyncio.TimeoutError) as exc:
+                # One deployment's failure must not stop the others; any other exception
+                # is a bug and propagates with its traceback.
                 if isinstance(exc, ApiUnreachable) and self._unreachable is None:
                     self._unreachable = exc
                 result = Result(

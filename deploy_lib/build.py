@@ -46,49 +46,28 @@ from __future__ import annotations
 import hashlib
 import re
 import shlex
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 from deploy_lib.errors import DiscoveryError, SettingsError
-from deploy_lib.gitinfo import GitInfo
-from deploy_lib.models import DEPLOYMENT_TYPES, MANAGED_BY_TAG, FlowMetadata, Settings
+from deploy_lib.models import (
+    DEPLOYMENT_TYPES,
+    MANAGED_BY_TAG,
+    BuildContext,
+    FlowMetadata,
+    GitInfo,
+    Settings,
+)
 from deploy_lib.models import plain as _plain
 
 STEP = "prefect.deployments.steps."
 CLONE_STEP_ID = "clone-step"
 VERSION_LENGTH = 12
-OVERRIDE_KEYS = (
-    "enabled",
-    "types",
-    "name",
-    "names",
-    "work_pool",
-    "parameters",
-    "tags",
-    "schedules",
-    "concurrency_limit",
-    "paused",
-    "description",
-)
 _SCHEDULE_KINDS = ("cron", "interval", "rrule")
 _VAR_KINDS = ("var_positional", "var_keyword")
-
-
-@dataclass(frozen=True)
-class BuildContext:
-    """One deployment to render: its type, its flow, and ``deployment``, the computed
-    values (the body keys plus ``type``, ``image``, ``slug`` and ``sources``, which maps
-    a dotted body key to the settings key its value came from)."""
-
-    type: str
-    flow: FlowMetadata
-    deployment: Mapping[str, Any]
-
-    @property
-    def name(self) -> str:
-        return str(self.deployment["name"])
+SchemaOf = Callable[[FlowMetadata], Mapping[str, Any]]
 
 
 @dataclass(frozen=True)
@@ -98,18 +77,23 @@ class BuildResult:
 
 
 def build_deployments(
-    flows: Iterable[FlowMetadata], settings: Settings, *, git: GitInfo
+    flows: Iterable[FlowMetadata],
+    settings: Settings,
+    *,
+    git: GitInfo,
+    schema_of: SchemaOf,
 ) -> BuildResult:
-    """Compute every deployment of ``flows`` for ``settings.env``.
+    """Compute every deployment of ``flows`` for ``settings.env``; ``schema_of`` gives a
+    flow's parameter schema (``parameters.parameter_schema``, handed in by the pipeline).
 
     Reads each flow's files once to hash its version (``flow_version``); otherwise pure.
     Returns the contexts sorted by flow name then type, and the warnings as sentences.
-    Raises ``SettingsError`` (every settings problem found, in one message) when a
-    setting needed to shape the deployments is unusable.
+    ``settings`` are valid (``settings.load_settings`` checked every key); raises
+    ``SettingsError`` only when two types of one flow would share a deployment name.
     """
     flows = sorted(flows, key=lambda f: (f.name, f.path))
-    env = _EnvValues.read(settings, git)
-    problems: list[tuple[str, str]] = list(env.problems)
+    env = _EnvValues.read(settings, git, schema_of)
+    problems: list[tuple[str, str]] = []
     warnings: list[str] = list(env.warnings)
     contexts: list[BuildContext] = []
     skipped_params: dict[str, list[str]] = {}
@@ -128,13 +112,10 @@ def build_deployments(
                 + "; ".join(flow.problems)
             )
             continue
-        overrides, override_problems = _flow_overrides(settings, flow.name)
-        problems += override_problems
-        if override_problems or problems:
-            continue  # keep looking for settings problems; build nothing more
+        overrides = settings.flow_overrides(flow.name)
         if not overrides.get("enabled", True):
             continue
-        types = _types_for(flow, overrides, env, problems, warnings)
+        types = _types_for(flow, overrides, env, warnings)
         if not types:
             continue
         names = _names_for(flow, types, overrides, env, problems)
@@ -240,26 +221,18 @@ class _EnvValues:
     entrypoint_style: str
     types: tuple[str, ...]
     strategy: str
-    problems: tuple[tuple[str, str], ...]
     warnings: tuple[str, ...]
+    schema_of: SchemaOf
+    tags: list[str]
+    parameters: dict[str, Any]
+    env_vars: dict[str, str]
+    queue: str
     cache: dict[str, Any] = field(default_factory=dict, compare=False)
 
     @classmethod
-    def read(cls, settings: Settings, git: GitInfo) -> _EnvValues:
-        problems: list[tuple[str, str]] = []
+    def read(cls, settings: Settings, git: GitInfo, schema_of: SchemaOf) -> _EnvValues:
         warnings: list[str] = []
-        style = settings.get("entrypoint_style", "path")
-        if style not in ("path", "module"):
-            problems.append(("entrypoint_style", f"must be 'path' or 'module', not {style!r}"))
-        types_raw = settings.get("deployment_types", list(DEPLOYMENT_TYPES))
-        types = _type_list(types_raw, "deployment_types", problems)
-        strategy = settings.get("pull.strategy", "local")
-        if strategy not in ("local", "git"):
-            problems.append(("pull.strategy", f"must be 'local' or 'git', not {strategy!r}"))
-        elif strategy == "git" and not settings.get("pull.repository"):
-            problems.append(
-                ("pull.repository", "is empty, but pull.strategy = 'git' needs a repository URL")
-            )
+        types = _known_types(settings.deployment_types)
         if "docker" in types and not settings.get("docker.tag") and not git.is_repo:
             warnings.append(
                 "not a git repository (or no commit yet): docker images are tagged 'latest'; "
@@ -270,11 +243,15 @@ class _EnvValues:
             env=settings.env,
             root=Path(settings.root).resolve(),
             git=git,
-            entrypoint_style=str(style),
+            entrypoint_style=settings.entrypoint_style,
             types=types,
-            strategy=str(strategy),
-            problems=tuple(problems),
+            strategy=str(settings.get("pull.strategy") or "local"),
             warnings=tuple(warnings),
+            schema_of=schema_of,
+            tags=settings.tags,
+            parameters=settings.parameters,
+            env_vars=settings.env_vars,
+            queue=settings.work_queue,
         )
 
     def get(self, key: str, default: Any = None) -> Any:
@@ -285,17 +262,8 @@ class _EnvValues:
         return default if value is None else value
 
 
-def _type_list(raw: Any, key: str, problems: list[tuple[str, str]]) -> tuple[str, ...]:
-    if isinstance(raw, str):
-        raw = [raw]
-    if not isinstance(raw, Sequence):
-        problems.append((key, f"must be a list of deployment types, not {raw!r}"))
-        return ()
-    unknown = [t for t in raw if t not in DEPLOYMENT_TYPES]
-    if unknown:
-        problems.append(
-            (key, f"unknown deployment type(s) {unknown!r}; known: {', '.join(DEPLOYMENT_TYPES)}")
-        )
+def _known_types(raw: Sequence[str]) -> tuple[str, ...]:
+    """``raw`` in the order of ``DEPLOYMENT_TYPES`` (settings checked every name)."""
     return tuple(t for t in DEPLOYMENT_TYPES if t in raw)
 
 
@@ -307,43 +275,14 @@ def _all_override_names(settings: Settings) -> list[str]:
     return [str(k) for k in table] if isinstance(table, Mapping) else []
 
 
-def _flow_overrides(
-    settings: Settings, flow_name: str
-) -> tuple[dict[str, Any], list[tuple[str, str]]]:
-    # Looked up directly, not as a dotted key: flow names may contain dots.
-    table = settings.get("flows")
-    raw = table.get(flow_name) if isinstance(table, Mapping) else None
-    key = f"flows.{flow_name}"
-    if raw is None:
-        return {}, []
-    if not isinstance(raw, Mapping):
-        return {}, [(key, f"must be a table of overrides, not {raw!r}")]
-    overrides = {str(k): _plain(v) for k, v in raw.items()}
-    problems = [
-        (f"{key}.{k}", f"unknown override; known: {', '.join(OVERRIDE_KEYS)}")
-        for k in overrides
-        if k not in OVERRIDE_KEYS
-    ]
-    for table_key in ("parameters", "names"):
-        if table_key in overrides and not isinstance(overrides[table_key], Mapping):
-            problems.append((f"{key}.{table_key}", "must be a table"))
-    wp = overrides.get("work_pool")
-    if wp is not None and not isinstance(wp, (str, Mapping)):
-        problems.append(
-            (f"{key}.work_pool", "must be a pool name or a table of python/docker/queue")
-        )
-    return overrides, problems
-
-
 def _types_for(
     flow: FlowMetadata,
     overrides: Mapping[str, Any],
     env: _EnvValues,
-    problems: list[tuple[str, str]],
     warnings: list[str],
 ) -> tuple[str, ...]:
     if "types" in overrides:
-        wanted = _type_list(overrides["types"], f"flows.{flow.name}.types", problems)
+        wanted = _known_types(overrides["types"])
         if "docker" in wanted and not flow.supports_docker_deployment:
             warnings.append(
                 f"flow {flow.name!r}: settings key 'flows.{flow.name}.types' asks for docker, "
@@ -372,16 +311,7 @@ def _names_for(
             names[type_] = str(explicit[type_])
         elif suffix:
             fmt = env.get(f"naming.{type_}", "{flow}-" + type_)
-            try:
-                names[type_] = str(fmt).format(flow=base, env=env.env, type=type_)
-            except (KeyError, IndexError, ValueError) as exc:
-                problems.append(
-                    (
-                        f"naming.{type_}",
-                        f"bad format {fmt!r} ({exc}); use {{flow}}, {{env}}, {{type}}",
-                    )
-                )
-                names[type_] = base
+            names[type_] = str(fmt).format(flow=base, env=env.env, type=type_)
         else:
             names[type_] = base
     if len(set(names.values())) < len(names):
@@ -420,7 +350,7 @@ def _shared_values(
 
     accepted = accepted_parameters(flow)
     parameters: dict[str, Any] = {}
-    env_params = env.get("parameters", {})
+    env_params = env.parameters
     if isinstance(env_params, Mapping):
         for name, value in env_params.items():
             if accepted is None or name in accepted:
@@ -433,7 +363,7 @@ def _shared_values(
         sources[f"parameters.{name}"] = f"{fkey}.parameters.{name}"
 
     run_env: dict[str, str] = {}
-    for name, value in (env.get("env_vars", {}) or {}).items():
+    for name, value in env.env_vars.items():
         if value is not None:
             run_env[str(name)] = _env_text(value)
             sources[f"job_variables.env.{name}"] = f"env_vars.{name}"
@@ -453,7 +383,7 @@ def _shared_values(
     if "schedules" in overrides:
         sources["schedules"] = f"{fkey}.schedules"
 
-    tags = _listed(env.get("tags", [])) + _listed(overrides.get("tags", []))
+    tags = _listed(env.tags) + _listed(overrides.get("tags", []))
     description = (
         overrides.get("description") or flow.description or (f"Flow {flow.name} ({flow.path})")
     )
@@ -462,7 +392,7 @@ def _shared_values(
         version=flow_version(flow, env.root),
         description=str(description),
         parameters=parameters,
-        schema=_parameter_schema(flow),
+        schema=dict(env.schema_of(flow)),
         schedules=schedules,
         env=run_env,
         tags=tags,
@@ -555,8 +485,8 @@ def _work_pool(
     flow: FlowMetadata, type_: str, ov: Mapping[str, Any], env: _EnvValues
 ) -> tuple[Any, str, Any, str]:
     fkey = f"flows.{flow.name}.work_pool"
-    pool, pool_key = env.get(f"work_pool.{type_}"), f"work_pool.{type_}"
-    queue, queue_key = env.get("work_pool.queue"), "work_pool.queue"
+    pool, pool_key = env.settings.work_pool(type_), f"work_pool.{type_}"
+    queue, queue_key = env.queue, "work_pool.queue"
     override = ov.get("work_pool")
     if isinstance(override, str):
         pool, pool_key = override, fkey
@@ -598,13 +528,6 @@ def _python_pull_steps(flow: FlowMetadata, env: _EnvValues) -> list[dict[str, An
         script = shlex.join(["python", "-m", "pip", "install", *(str(p) for p in extra)])
         steps.append(_step("run_shell_script", script=script, directory=directory))
     return steps
-
-
-def _parameter_schema(flow: FlowMetadata) -> dict[str, Any]:
-    # Imported here: parameters.py is a sibling stage and this keeps build importable alone.
-    from deploy_lib.parameters import parameter_schema
-
-    return dict(parameter_schema(flow))
 
 
 def _skipped_parameter_warnings(skipped: Mapping[str, list[str]]) -> list[str]:

@@ -28,22 +28,24 @@ validation compares a body against the discovered flow either way.
 
 from __future__ import annotations
 
-import asyncio
 import copy
 import os
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
+from deploy_lib import pipeline
 from deploy_lib.errors import DiscoveryError, InputError, SettingsError
-from deploy_lib.models import DeploymentSpec, FlowMetadata, Problem, Settings
-
-if TYPE_CHECKING:
-    from deploy_lib.apply import ApplyResult
-    from deploy_lib.discovery import Discovery
-    from deploy_lib.gitinfo import GitInfo
-    from deploy_lib.templates import TemplateRenderer
+from deploy_lib.models import (
+    ApplyResult,
+    DeploymentSpec,
+    Discovery,
+    FlowMetadata,
+    GitInfo,
+    Problem,
+    Settings,
+)
 
 __all__ = [
     "ConfigurationManager",
@@ -94,20 +96,16 @@ class ConfigurationManager:
 
     def environments(self) -> list[str]:
         """The environments settings.toml defines, in file order."""
-        from deploy_lib.settings import environments
-
-        return environments(self.root)
+        return pipeline.environments(self.root)
 
     def settings(self, env: str | None = None) -> Settings:
         """The frozen ``Settings`` of ``env`` (default ``$DEPLOY_ENV``, else development).
 
         Raises ``UnknownEnvironmentError`` / ``SettingsError`` naming the file and key."""
-        from deploy_lib.settings import DEFAULT_ENV, ENV_SWITCH, load_settings
-
-        name = env or os.environ.get(ENV_SWITCH) or DEFAULT_ENV
+        name = pipeline.default_env(env)
         cached = self._settings.get(name)
         if cached is None:
-            cached = self._settings[name] = load_settings(name, self.root)
+            cached = self._settings[name] = pipeline.load(name, self.root)
         return cached
 
     def get(self, env: str | None, key: str, default: Any = None) -> Any:
@@ -117,13 +115,11 @@ class ConfigurationManager:
 
     def discovery(self, env: str | None = None) -> Discovery:
         """The flows under ``env``'s ``flow_roots`` (read from source, never imported)."""
-        from deploy_lib.pipeline import discover
-
         settings = self.settings(env)
         key = (tuple(settings.flow_roots), tuple(settings.exclude))
         found = self._discoveries.get(key)
         if found is None:
-            found = self._discoveries[key] = discover(settings)
+            found = self._discoveries[key] = pipeline.discover(settings)
         return found
 
     def flows(self, env: str | None = None) -> tuple[FlowMetadata, ...]:
@@ -134,10 +130,8 @@ class ConfigurationManager:
         """The discovered flow with this name or entrypoint (either form).
 
         Raises ``DiscoveryError`` listing the flows that were found."""
-        from deploy_lib.discovery import find_flow
-
         discovery = self.discovery(env)
-        flow = find_flow(discovery, name_or_entrypoint)
+        flow = pipeline.find_flow(discovery, name_or_entrypoint)
         if flow is None:
             known = ", ".join(sorted(f.name for f in discovery.flows)) or "none"
             raise DiscoveryError(
@@ -149,9 +143,7 @@ class ConfigurationManager:
     def git(self) -> GitInfo:
         """What git says about the project (commit, branch, dirty); asked once."""
         if self._git is None:
-            from deploy_lib.gitinfo import git_info
-
-            self._git = git_info(self.root)
+            self._git = pipeline.git(self.root)
         return self._git
 
     def clear(self) -> None:
@@ -192,9 +184,9 @@ class _DeploymentCreator:
         schema of this deployment type, and that its entrypoint points at a discovered
         flow whose signature fits its parameters.  ``env`` chooses whose ``flow_roots``
         are searched; by default the ``env:<name>`` tag of the dict says.  Pure but for
-        reading the flow files once (discovery)."""
-        from deploy_lib.validate import validate_specs
-
+        reading the flow files once (discovery).  The same checks as ``invoke validate``
+        (``pipeline.check``), job variables against Prefect's default job templates
+        included."""
         if not isinstance(config, Mapping):
             return [
                 Problem(
@@ -209,19 +201,17 @@ class _DeploymentCreator:
             flow=_flow_for(config, discovery),
             body=config,
         )
-        return validate_specs([spec], discovery.flows, functions=discovery.functions)
+        return pipeline.check([spec], discovery)
 
     def get_deployment_template(self, env: str) -> dict[str, Any]:
         """The parsed template (placeholders not filled) that ``env`` renders this type
         through: ``templates/<type>_<env>.yaml`` when it exists, else the base
         ``<type>_deployment.yaml``.  Raises ``TemplateError`` for a missing or bad file."""
-        renderer, path = self._template(env)
-        return copy.deepcopy(renderer.load(path))
+        return pipeline.template(self.config.settings(env), self.deployment_type)
 
     def template_source(self, env: str) -> str:
         """Which template file ``env`` uses, relative to the project root."""
-        renderer, path = self._template(env)
-        return renderer.display(path)
+        return pipeline.template_source(self.config.settings(env), self.deployment_type)
 
     def deploy_to_prefect(self, flow: FlowMetadata, env: str) -> str:
         """Create or update the deployment of ``flow`` in ``env`` and return its id.
@@ -234,34 +224,19 @@ class _DeploymentCreator:
         environment's lock, as ``invoke deploy`` does, while it writes.  Raises
         ``ValidationFailed`` before any write, and the deployment's ``ApiError`` when the
         server refuses it."""
-        from deploy_lib.api import connect
-        from deploy_lib.apply import deploy_one
-        from deploy_lib.lock import env_lock
-        from deploy_lib.pipeline import check_server
-        from deploy_lib.validate import ensure_valid
-
         spec = self._spec(flow, env)
-        discovery = self.config.discovery(env)
-        ensure_valid([spec], discovery.flows, functions=discovery.functions)
-        settings = self.config.settings(env)
-
-        async def go() -> str:
-            async with connect(settings) as api:
-                self.warnings += await check_server(api, [spec])
-                result = await deploy_one(api, spec)
-            if result.id is None:  # pragma: no cover - deploy_one raises on failure
-                raise InputError(f"deployment {spec.full_name!r} was not written")
-            return result.id
-
-        with env_lock(self.config.root, settings.env, command="deploy_to_prefect"):
-            deployment_id: str = asyncio.run(go())
+        deployment_id, warnings = pipeline.deploy_spec(
+            self.config.settings(env),
+            spec,
+            self.config.discovery(env),
+            command="deploy_to_prefect",
+        )
+        self.warnings += warnings
         return deployment_id
 
     # -- internals ----------------------------------------------------------------------
 
     def _spec(self, flow: FlowMetadata, env: str) -> DeploymentSpec:
-        from deploy_lib.templates import build_specs
-
         if not isinstance(flow, FlowMetadata):
             raise InputError(
                 f"expected a FlowMetadata, got {type(flow).__name__}: describe the flow with "
@@ -275,7 +250,7 @@ class _DeploymentCreator:
             )
         self._check_type(flow)
         settings = self.config.settings(env)
-        specs, warnings = build_specs(
+        specs, warnings = pipeline.build_specs(
             [flow], settings, git=self.config.git(), now=datetime.now(timezone.utc)
         )
         self.warnings = [*warnings, *self._signature_warnings(flow, env)]
@@ -291,9 +266,7 @@ class _DeploymentCreator:
     def _signature_warnings(self, flow: FlowMetadata, env: str) -> list[str]:
         """A warning when ``flow`` (described by hand, say) lists other parameters than
         the source declares: its deployment would get the wrong parameter schema."""
-        from deploy_lib.discovery import find_flow
-
-        found = find_flow(self.config.discovery(env), flow.entrypoint)
+        found = pipeline.find_flow(self.config.discovery(env), flow.entrypoint)
         if found is None or found.parameters == flow.parameters:
             return []
         declared = ", ".join(p.name for p in found.parameters) or "none"
@@ -307,13 +280,6 @@ class _DeploymentCreator:
 
     def _check_type(self, flow: FlowMetadata) -> None:
         """Refuse a flow this deployment type cannot run (the docker creator's check)."""
-
-    def _template(self, env: str) -> tuple[TemplateRenderer, Path]:
-        from deploy_lib.templates import TemplateRenderer
-
-        settings = self.config.settings(env)
-        renderer = TemplateRenderer(Path(settings.root) / "templates", root=settings.root)
-        return renderer, renderer.select(self.deployment_type, settings.env)
 
 
 class PythonDeploymentCreator(_DeploymentCreator):
@@ -360,15 +326,15 @@ def deploy_flows(
     with its id); call ``result.raise_if_failed()`` to turn failures into
     ``PartialFailure``.  Raises ``InputError``s before anything is written and
     ``LockHeld`` when another run holds the lock."""
-    from deploy_lib import pipeline
-    from deploy_lib.lock import env_lock
-    from deploy_lib.settings import load_settings
-
     project = find_project_root() if root is None else Path(root).resolve()
-    settings = load_settings(env, project)
-    prepared = pipeline.prepare(settings, flow_names=flow_names, types=types)
-    with env_lock(project, settings.env, command="deploy_flows"):
-        outcome = pipeline.deploy(prepared, prune=prune, concurrency=concurrency)
+    outcome = pipeline.deploy(
+        pipeline.load(env, project),
+        flow_names=flow_names,
+        types=types,
+        prune=prune,
+        concurrency=concurrency,
+        command="deploy_flows",
+    )
     assert outcome.result is not None  # not a dry run
     return outcome.result
 
@@ -386,11 +352,9 @@ def _env_from_tags(tags: Any, environments: Sequence[str]) -> str | None:
 def _flow_for(config: Mapping[str, Any], discovery: Discovery) -> FlowMetadata:
     """The discovered flow the config's entrypoint points at, else one described by the
     config itself (validation then says why the entrypoint is wrong)."""
-    from deploy_lib.discovery import find_flow
-
     entrypoint = config.get("entrypoint")
     if isinstance(entrypoint, str) and ":" in entrypoint:
-        found = find_flow(discovery, entrypoint)
+        found = pipeline.find_flow(discovery, entrypoint)
         if found is not None:
             return found
         target, _, function = entrypoint.rpartition(":")

@@ -24,21 +24,18 @@ import fnmatch
 import os
 import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from deploy_lib.errors import DiscoveryError
-from deploy_lib.models import FlowMetadata, Parameter, Problem, module_path_for
+from deploy_lib.models import Discovery, FlowMetadata, Parameter, Problem
 
 __all__ = [
     "SKIPPED_DIRS",
     "Discovery",
     "discover_flows",
-    "entrypoint_problem",
     "find_flow",
     "flow_name_for",
-    "format_discovery",
 ]
 
 # Folder names never walked into (hidden folders, starting with ".", are skipped too).
@@ -51,42 +48,6 @@ _DOCKERFILE = "Dockerfile"
 _REQUIREMENTS = "requirements.txt"
 _JSON_SCALARS = (str, int, float, bool, type(None))
 _TOP_LEVEL_DEF = re.compile(r"^(?:async[ \t]+)?def[ \t]+(\w+)", re.MULTILINE)
-
-
-@dataclass(frozen=True)
-class Discovery:
-    """What one discovery run found.
-
-    ``flows`` are sorted by path then line; ``problems`` by path, line and message.
-    ``files`` lists every ``.py`` file read (project-relative POSIX paths) and
-    ``functions`` maps each readable file to its module-level functions that are *not*
-    flows, so a caller can tell "no such file" from "that function is not a flow"
-    (see :func:`entrypoint_problem`).  Only ``flows`` and ``problems`` are output by
-    :meth:`to_dict`.
-    """
-
-    flows: tuple[FlowMetadata, ...] = ()
-    problems: tuple[Problem, ...] = ()
-    files: tuple[str, ...] = ()
-    functions: Mapping[str, tuple[str, ...]] = field(default_factory=dict, hash=False)
-
-    @property
-    def valid_flows(self) -> tuple[FlowMetadata, ...]:
-        return tuple(f for f in self.flows if f.is_valid)
-
-    def to_dict(self) -> dict[str, Any]:
-        """``{"flows": [...], "problems": [...]}``, ready for ``json.dumps``."""
-        return {
-            "flows": [f.to_dict() for f in self.flows],
-            "problems": [p.to_dict() for p in self.problems],
-        }
-
-    def raise_for_problems(self) -> None:
-        """Raise :class:`DiscoveryError` listing every problem, if there is any."""
-        if self.problems:
-            lines = [f"discovery found {len(self.problems)} problem(s):"]
-            lines += [f"  - {p}" for p in self.problems]
-            raise DiscoveryError("\n".join(lines))
 
 
 def flow_name_for(function: str) -> str:
@@ -132,115 +93,6 @@ def find_flow(discovery: Discovery, name_or_entrypoint: str) -> FlowMetadata | N
         ):
             return flow
     return None
-
-
-def entrypoint_problem(discovery: Discovery, entrypoint: str) -> str | None:
-    """None when ``entrypoint`` points at a valid discovered flow, else why it does not.
-
-    The message says whether the file was not scanned, the function does not exist,
-    the function exists but is not decorated with ``@flow``, or the flow has problems.
-    """
-    flow = find_flow(discovery, entrypoint)
-    if flow is not None:
-        if flow.is_valid:
-            return None
-        return f"entrypoint {entrypoint!r} points at flow {flow.name!r}, which has problems: " + (
-            "; ".join(flow.problems)
-        )
-    parsed = _split_entrypoint(entrypoint.strip())
-    if parsed is None:
-        known = ", ".join(sorted({f.name for f in discovery.flows})) or "none"
-        return f"no flow named {entrypoint!r} was discovered; discovered flows: {known}"
-    path, module, function = parsed
-    if path is None:
-        path = next((p for p in discovery.files if module_path_for(p) == module), None)
-    if path is None or path not in discovery.files:
-        shown = path if path is not None else module
-        return (
-            f"entrypoint {entrypoint!r}: {shown} was not found under the flow roots "
-            "(missing, excluded, or outside the configured flow_roots)"
-        )
-    if function in discovery.functions.get(path, ()):
-        return (
-            f"entrypoint {entrypoint!r}: {path} defines {function}(), but it is not a flow; "
-            "decorate it with @flow (from prefect import flow)"
-        )
-    in_file = sorted(f.function for f in discovery.flows if f.path == path)
-    listed = ", ".join(in_file) if in_file else "none"
-    return (
-        f"entrypoint {entrypoint!r}: {path} has no module-level function {function!r}; "
-        f"flow functions in that file: {listed}"
-    )
-
-
-def format_discovery(discovery: Discovery, *, as_json: bool = False) -> str:
-    """A plain aligned table of the flows, then the problems, for a terminal.
-
-    With ``as_json`` the text is ``json.dumps(discovery.to_dict())``, indented.
-    """
-    if as_json:
-        import json
-
-        return json.dumps(discovery.to_dict(), indent=2, default=str)
-    header = ("FLOW", "ENTRYPOINT", "PARAMETERS", "TYPES", "PROBLEMS")
-    rows: list[tuple[list[str], ...]] = [tuple([cell] for cell in header)]
-    for flow in discovery.flows:
-        params = [_describe_parameter(p) for p in flow.parameters] or ["-"]
-        types = [
-            t
-            for t, ok in (
-                ("python", flow.supports_python_deployment),
-                ("docker", flow.supports_docker_deployment),
-            )
-            if ok
-        ]
-        rows.append(
-            (
-                [flow.name + (" (async)" if flow.is_async else "")],
-                [flow.entrypoint],
-                _wrap(params, _PARAMETERS_WIDTH),
-                [", ".join(types) or "-"],
-                [str(len(flow.problems)) if flow.problems else "-"],
-            )
-        )
-    widths = [max(len(line) for row in rows for line in row[i]) for i in range(len(header))]
-    lines = []
-    for row in rows:
-        for n in range(max(len(cell) for cell in row)):
-            parts = [cell[n] if n < len(cell) else "" for cell in row]
-            text = "  ".join(p.ljust(w) for p, w in zip(parts, widths, strict=True))
-            lines.append(text.rstrip())
-    lines.append("")
-    lines.append(f"{len(discovery.flows)} flow(s), {len(discovery.problems)} problem(s)")
-    lines += [f"  - {p}" for p in discovery.problems]
-    return "\n".join(lines)
-
-
-_PARAMETERS_WIDTH = 60
-
-
-def _wrap(items: Sequence[str], width: int) -> list[str]:
-    """Join ``items`` with ", " into lines of at most ``width`` (long items stay whole)."""
-    lines: list[str] = []
-    for item in items:
-        if lines and len(lines[-1]) + len(item) + 2 <= width:
-            lines[-1] += f", {item}"
-        else:
-            if lines:
-                lines[-1] += ","
-            lines.append(item)
-    return lines
-
-
-def _describe_parameter(param: Parameter) -> str:
-    prefix = {"var_positional": "*", "var_keyword": "**"}.get(param.kind, "")
-    text = prefix + param.name
-    if param.annotation:
-        text += f": {param.annotation}"
-    if not param.required and param.kind not in ("var_positional", "var_keyword"):
-        default = repr(param.default) if param.default_is_literal else str(param.default)
-        text += f" = {default}"
-    return text
 
 
 def _split_entrypoint(text: str) -> tuple[str | None, str | None, str] | None:

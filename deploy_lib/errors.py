@@ -21,24 +21,44 @@
     ├── PartialFailure               exit 4   some deployments failed; the others were applied
     └── LockHeld                     exit 75  another run holds this environment's lock
 
+and, without an error class: exit 0 ok, exit 2 a plan with changes pending
+(``EXIT_CHANGES_PENDING``), exit 130 interrupted (``EXIT_INTERRUPTED``).  The tasks use
+these names; no exit code is written as a number anywhere else.
+
 Each class writes its own sentence from keyword arguments, so callers say *what* and
 *where* (``path=``, ``key=``, ``deployment=``) and the wording stays in one place.
 """
 
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import Iterable, Sequence
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
-if TYPE_CHECKING:
-    from deploy_lib.models import Problem
 
-EXIT_OK = 0
+class Problem(Protocol):
+    """What ``ValidationFailed`` needs of a problem (``models.Problem`` is one); this
+    module imports nothing of deploy_lib, so every other module may import it."""
+
+    @property
+    def message(self) -> str: ...
+    @property
+    def deployment(self) -> str | None: ...
+    @property
+    def key(self) -> str | None: ...
+    @property
+    def path(self) -> str | None: ...
+    @property
+    def line(self) -> int | None: ...
+    @property
+    def source(self) -> str | None: ...
+
 EXIT_ERROR = 1
 EXIT_CHANGES_PENDING = 2
 EXIT_VALIDATION = 3
 EXIT_PARTIAL = 4
 EXIT_LOCKED = 75
+EXIT_INTERRUPTED = 130  # Ctrl-C, as a shell reports SIGINT
 
 
 class DeployError(Exception):
@@ -119,9 +139,6 @@ class ValidationFailed(InputError):
     """Raised once with every problem found, grouped per deployment in the message."""
 
     def __init__(self, problems: Sequence[Problem], *, what: str = "validation failed") -> None:
-        # Imported here: validate.py imports this module.
-        from deploy_lib.validate import format_problems
-
         self.problems = list(problems)
         deployments = {p.deployment for p in self.problems if p.deployment}
         count = f"{len(self.problems)} problem(s)"
@@ -200,3 +217,42 @@ class PartialFailure(DeployError):
 
 class LockHeld(DeployError):
     exit_code = EXIT_LOCKED
+
+
+def format_problems(problems: Iterable[Problem]) -> str:
+    """The problems grouped per deployment, one header each::
+
+        deployment 'etl-python' (templates/python_deployment.yaml):
+          concurrency_limit: must be at least 1 (got 0)
+          schedules.0.schedule.cron: Invalid cron string: "61 * * * *"
+
+    The header names the source when every problem of the deployment shares it; else
+    each line ends with its own ``[from ...]``.  Problems without a deployment (a flow
+    file's, say) come first, under ``general:``.
+    """
+    groups: dict[str, list[Problem]] = defaultdict(list)
+    for problem in sorted(problems, key=problem_sort_key):
+        groups[problem.deployment or ""].append(problem)
+    blocks = []
+    for deployment, members in groups.items():
+        sources = {p.source for p in members}
+        shared = sources.pop() if len(sources) == 1 else None
+        head = f"deployment {deployment!r}" if deployment else "general"
+        lines = [head + (f" ({shared})" if shared else "") + ":"]
+        for p in members:
+            where = f"{p.key}: " if p.key else ""
+            if p.path:
+                where = f"{p.path}:{p.line}: {where}" if p.line else f"{p.path}: {where}"
+            origin = f" [from {p.source}]" if p.source and not shared else ""
+            lines.append(f"  {where}{p.message}{origin}")
+        blocks.append("\n".join(lines))
+    return "\n".join(blocks)
+
+
+
+def problem_sort_key(problem: Problem) -> tuple[Any, ...]:
+    parts = tuple(
+        (0, int(part), "") if part.isdigit() else (1, 0, part)
+        for part in (problem.key or "").split(".")
+    )
+    return (problem.deployment or "", parts, problem.message, problem.source or "")

@@ -11,37 +11,11 @@ from __future__ import annotations
 
 import os
 import subprocess
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-UNKNOWN = "unknown"
+from deploy_lib.models import UNKNOWN, GitInfo
+
 SHORT_SHA_LENGTH = 12
-
-
-@dataclass(frozen=True)
-class GitInfo:
-    """The commit (``sha``, ``short_sha``: its first 12 hex digits), the branch (``HEAD``
-    when detached) and ``dirty``: tracked files differ from the commit (untracked files
-    do not count, as with ``git describe --dirty``)."""
-
-    sha: str = UNKNOWN
-    short_sha: str = UNKNOWN
-    branch: str = UNKNOWN
-    dirty: bool = False
-
-    @property
-    def is_repo(self) -> bool:
-        return self.sha != UNKNOWN
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "sha": self.sha,
-            "short_sha": self.short_sha,
-            "branch": self.branch,
-            "dirty": self.dirty,
-            "is_repo": self.is_repo,
-        }
 
 
 def git_info(root: str | os.PathLike[str]) -> GitInfo:

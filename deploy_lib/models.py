@@ -1,16 +1,28 @@
-"""Frozen values passed between the pipeline stages.
+"""Frozen values passed between the pipeline stages, and the masking of secrets.
 
-discover -> FlowMetadata; settings -> Settings; build -> deployment dicts;
-validate -> Problem; plan -> Change.  Nothing here touches files or the network.
+discover -> Discovery of FlowMetadata; settings -> Settings; build -> BuildContext;
+templates -> DeploymentSpec; validate -> Problem; plan -> Plan of Change; apply ->
+ApplyResult of Result.  Every stage imports this module (and ``errors``) and no other
+stage, so these are the only types two stages share.  Nothing here touches files or
+the network.
+
+A value is secret when it came from ``.secrets.toml``, from a secret-marked env-file
+key, or sits under a key whose name looks like a secret (token, key, password, secret).
+``Masker`` holds the raw secret strings of a run and replaces them with ``****`` in
+text and in nested data.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import re
+from collections import Counter
+from collections.abc import Iterable, Mapping
 from copy import deepcopy
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 from typing import Any
+
+from deploy_lib.errors import DeployError, DiscoveryError, PartialFailure
 
 DEPLOYMENT_TYPES = ("python", "docker")
 
@@ -232,7 +244,9 @@ class Settings:
 
     @property
     def deployment_types(self) -> list[str]:
-        return list(self.get("deployment_types") or [])
+        """The types every flow gets (those it can have); all of them when unset."""
+        types = self.get("deployment_types")
+        return list(DEPLOYMENT_TYPES if types is None else types)
 
     @property
     def apply_concurrency(self) -> int:
@@ -245,6 +259,23 @@ class Settings:
     @property
     def exclude(self) -> list[str]:
         return list(self.get("exclude") or [])
+
+    def effective(self, show_secrets: bool = False) -> dict[str, Any]:
+        """A deep copy of ``data`` with every secret replaced by ``****`` (unless
+        ``show_secrets``)."""
+        data = deepcopy(dict(self.data))
+        if show_secrets:
+            return data
+        masked: dict[str, Any] = Masker(self.secret_values).data(data, self.secret_keys)
+        return masked
+
+    def explain(self, show_secrets: bool = False) -> list[tuple[str, Any, str]]:
+        """One ``(dotted key, value, source)`` row per leaf value, secrets masked unless
+        ``show_secrets``."""
+        return [
+            (key, value, self.sources.get(key, "default"))
+            for key, value in dotted_leaves(self.effective(show_secrets))
+        ]
 
     def flow_overrides(self, flow_name: str) -> dict[str, Any]:
         """``[default.flows.<name>]`` merged with ``[<env>.flows.<name>]``; {} if none.
@@ -304,3 +335,374 @@ def plain(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [plain(v) for v in value]
     return value
+
+
+MASK = "****"
+
+
+_SECRET_NAME = re.compile(r"(token|key|password|passwd|secret|credential)", re.IGNORECASE)
+
+
+# Names that contain "key" but hold no secret.
+_NOT_SECRET = frozenset({"keys", "key_path", "keyword", "monkey"})
+
+
+def is_secret_name(name: str) -> bool:
+    """True for a key name such as ``api_key``, ``GIT_TOKEN`` or ``db_password``."""
+    last = name.rsplit(".", 1)[-1].lower()
+    return last not in _NOT_SECRET and bool(_SECRET_NAME.search(last))
+
+
+class Masker:
+    """Replaces every known secret value with ``****``; add values as they become known."""
+
+    def __init__(self, values: Iterable[str] = ()) -> None:
+        self._values: set[str] = set()
+        self.add(values)
+
+    def add(self, values: Iterable[str]) -> None:
+        # Very short values would mask ordinary words; they are still masked by key name.
+        self._values.update(str(v) for v in values if v is not None and len(str(v)) >= 4)
+
+    @property
+    def values(self) -> frozenset[str]:
+        return frozenset(self._values)
+
+    def text(self, text: str) -> str:
+        for value in sorted(self._values, key=len, reverse=True):
+            text = text.replace(value, MASK)
+        return text
+
+    def data(self, data: Any, secret_keys: Iterable[str] = (), _prefix: str = "") -> Any:
+        """A copy of ``data`` with secret values (by value, by key name, or by dotted
+        key listed in ``secret_keys``) replaced by ``****``."""
+        keys = frozenset(secret_keys)
+        if isinstance(data, Mapping):
+            out = {}
+            for k, v in data.items():
+                dotted = f"{_prefix}.{k}" if _prefix else str(k)
+                if (dotted in keys or is_secret_name(str(k))) and not isinstance(v, Mapping) and v not in ("", None):
+                    out[k] = MASK
+                else:
+                    out[k] = self.data(v, keys, dotted)
+            return out
+        if isinstance(data, (list, tuple)):
+            return [self.data(v, keys, _prefix) for v in data]
+        if isinstance(data, str):
+            return self.text(data)
+        return data
+
+
+UNKNOWN = "unknown"
+
+
+@dataclass(frozen=True)
+class GitInfo:
+    """The commit (``sha``, ``short_sha``: its first 12 hex digits), the branch (``HEAD``
+    when detached) and ``dirty``: tracked files differ from the commit (untracked files
+    do not count, as with ``git describe --dirty``)."""
+
+    sha: str = UNKNOWN
+    short_sha: str = UNKNOWN
+    branch: str = UNKNOWN
+    dirty: bool = False
+
+    @property
+    def is_repo(self) -> bool:
+        return self.sha != UNKNOWN
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "sha": self.sha,
+            "short_sha": self.short_sha,
+            "branch": self.branch,
+            "dirty": self.dirty,
+            "is_repo": self.is_repo,
+        }
+
+
+@dataclass(frozen=True)
+class Discovery:
+    """What one discovery run found.
+
+    ``flows`` are sorted by path then line; ``problems`` by path, line and message.
+    ``files`` lists every ``.py`` file read (project-relative POSIX paths) and
+    ``functions`` maps each readable file to its module-level functions that are *not*
+    flows, so a caller can tell "no such file" from "that function is not a flow"
+    (as ``validate`` does when an entrypoint is not a flow).  Only ``flows`` and ``problems`` are output by
+    :meth:`to_dict`.
+    """
+
+    flows: tuple[FlowMetadata, ...] = ()
+    problems: tuple[Problem, ...] = ()
+    files: tuple[str, ...] = ()
+    functions: Mapping[str, tuple[str, ...]] = field(default_factory=dict, hash=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        """``{"flows": [...], "problems": [...]}``, ready for ``json.dumps``."""
+        return {
+            "flows": [f.to_dict() for f in self.flows],
+            "problems": [p.to_dict() for p in self.problems],
+        }
+
+    def raise_for_problems(self) -> None:
+        """Raise :class:`DiscoveryError` listing every problem, if there is any."""
+        if self.problems:
+            lines = [f"discovery found {len(self.problems)} problem(s):"]
+            lines += [f"  - {p}" for p in self.problems]
+            raise DiscoveryError("\n".join(lines))
+
+
+CREATE = "create"
+
+
+UPDATE = "update"
+
+
+UNCHANGED = "unchanged"
+
+
+DELETE = "delete"
+
+
+ACTIONS = (CREATE, UPDATE, UNCHANGED, DELETE)
+
+
+@dataclass(frozen=True)
+class FieldChange:
+    """One differing value: ``path`` is dotted (``job_variables.env.PYTHONPATH``);
+    ``old``/``new`` are ``None`` when the key is absent on that side."""
+
+    path: str
+    old: Any
+    new: Any
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"path": self.path, "old": self.old, "new": self.new}
+
+
+@dataclass(frozen=True)
+class Change:
+    """What the plan will do with one deployment.
+
+    ``deployment`` is ``flow-name/deployment-name``; ``type`` is ``python``/``docker``
+    (for a delete, read from the live ``runtime:<type>`` tag, ``None`` if absent);
+    ``spec`` is the desired spec (``None`` for a delete); ``live_id`` the server's id
+    (``None`` for a create); ``diff`` the differing fields of an update; ``body`` what
+    apply sends for a create or an update (the desired body, with the live schedule
+    state carried over), ``None`` otherwise.
+    """
+
+    action: str
+    deployment: str
+    type: str | None
+    spec: DeploymentSpec | None = None
+    live_id: str | None = None
+    diff: tuple[FieldChange, ...] = ()
+    body: Mapping[str, Any] | None = None
+
+    @property
+    def flow_name(self) -> str:
+        return self.deployment.split("/", 1)[0]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "action": self.action,
+            "deployment": self.deployment,
+            "type": self.type,
+            "id": self.live_id,
+            "diff": [c.to_dict() for c in self.diff],
+        }
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Every change for one environment, sorted by deployment name (then action)."""
+
+    env: str
+    changes: tuple[Change, ...] = field(default_factory=tuple)
+
+    def by_action(self, action: str) -> list[Change]:
+        return [c for c in self.changes if c.action == action]
+
+    @property
+    def counts(self) -> dict[str, int]:
+        """``{"create": n, "update": n, "unchanged": n, "delete": n}``."""
+        counted = Counter(c.action for c in self.changes)
+        return {action: counted.get(action, 0) for action in ACTIONS}
+
+    @property
+    def has_changes(self) -> bool:
+        """True when anything would be created, updated or deleted (deletes need --prune
+        to happen, but they are still pending, as in ``terraform plan``)."""
+        return any(c.action != UNCHANGED for c in self.changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "env": self.env,
+            "changes": [c.to_dict() for c in self.changes],
+            "summary": self.counts,
+        }
+
+
+CREATED = "created"
+
+
+UPDATED = "updated"
+
+
+UNCHANGED_STATUS = "unchanged"
+
+
+DELETED = "deleted"
+
+
+FAILED = "failed"
+
+
+SKIPPED = "skipped"
+
+
+STATUSES = (CREATED, UPDATED, UNCHANGED_STATUS, DELETED, SKIPPED, FAILED)
+
+
+@dataclass(frozen=True)
+class Result:
+    """What happened to one deployment.
+
+    ``status`` is one of created, updated, unchanged, deleted, skipped (a delete without
+    prune) or failed; ``error`` the message of a failure; ``duration`` seconds spent on
+    its requests; ``exception`` the original error (not part of ``to_dict``).
+    """
+
+    action: str
+    deployment: str
+    type: str | None
+    status: str
+    id: str | None = None
+    error: str | None = None
+    duration: float = 0.0
+    exception: BaseException | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def failed(self) -> bool:
+        return self.status == FAILED
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "deployment": self.deployment,
+            "type": self.type,
+            "action": self.action,
+            "status": self.status,
+            "id": self.id,
+            "error": self.error,
+            "duration_ms": round(self.duration * 1000, 1),
+        }
+
+
+@dataclass(frozen=True)
+class ApplyResult:
+    """Every deployment's ``Result``, in plan order."""
+
+    env: str
+    results: tuple[Result, ...]
+
+    @property
+    def failed(self) -> list[Result]:
+        return [r for r in self.results if r.failed]
+
+    @property
+    def counts(self) -> dict[str, int]:
+        """``{"created": n, "updated": n, "unchanged": n, "deleted": n, "skipped": n,
+        "failed": n}``."""
+        counted = Counter(r.status for r in self.results)
+        return {status: counted.get(status, 0) for status in STATUSES}
+
+    def raise_if_failed(self) -> None:
+        """Raise ``PartialFailure`` (exit 4) naming each failed deployment, if any; when
+        every write failed and none landed, ``DeployError`` (exit 1): nothing is partial."""
+        failed = self.failed
+        if not failed:
+            return
+        applied = len(self.results) - len(failed)
+        written = sum(1 for r in self.results if r.status in (CREATED, UPDATED, DELETED))
+        what = (
+            f"the other {applied} were applied"
+            if written
+            else f"nothing was written (the other {applied} needed no change)"
+            if applied
+            else "nothing was written"
+        )
+        lines = [
+            f"{len(failed)} of {len(self.results)} deployment(s) failed in env {self.env!r}; "
+            f"{what}:"
+        ]
+        lines += [f"  - {r.deployment}: {r.error}" for r in failed]
+        raise (PartialFailure if written else DeployError)("\n".join(lines))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "env": self.env,
+            "results": [r.to_dict() for r in self.results],
+            "summary": self.counts,
+        }
+
+
+# The values build computes beside the body keys: for templates and messages, never sent.
+BUILD_EXTRAS = ("type", "image", "slug", "sources")
+
+
+@dataclass(frozen=True)
+class BuildContext:
+    """One deployment to render: its type, its flow, and ``deployment``, the computed
+    values (the body keys plus ``type``, ``image``, ``slug`` and ``sources``, which maps
+    a dotted body key to the settings key its value came from)."""
+
+    type: str
+    flow: FlowMetadata
+    deployment: Mapping[str, Any]
+
+    @property
+    def name(self) -> str:
+        return str(self.deployment["name"])
+
+
+# The work pool type each deployment type needs.
+POOL_TYPES = {"python": "process", "docker": "docker"}
+
+
+@dataclass(frozen=True)
+class ImageResult:
+    """One image built: from ``dockerfile`` (relative to the project root) with
+    ``context`` as build context, for ``flows``; ``references`` are the flows'
+    image references, the first one built and the others tagged from it.  ``pushed``
+    says whether every reference was pushed; ``seconds`` is the build (and push) time."""
+
+    dockerfile: str
+    context: str
+    flows: tuple[str, ...]
+    references: tuple[str, ...]
+    pushed: bool
+    seconds: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "dockerfile": self.dockerfile,
+            "context": self.context,
+            "flows": list(self.flows),
+            "references": list(self.references),
+            "pushed": self.pushed,
+            "seconds": round(self.seconds, 3),
+        }
+
+
+def dotted_leaves(tree: Mapping[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
+    """``("a.b.c", value)`` for every leaf of nested mappings (an empty table is a leaf)."""
+    rows: list[tuple[str, Any]] = []
+    for key, value in tree.items():
+        dotted = f"{prefix}.{key}" if prefix else str(key)
+        if isinstance(value, Mapping) and value:
+            rows += dotted_leaves(value, dotted)
+        else:
+            rows.append((dotted, value))
+    return rows

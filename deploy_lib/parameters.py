@@ -19,6 +19,8 @@ from __future__ import annotations
 import ast
 import copy
 import datetime as _dt
+import inspect
+import json
 import re
 from collections.abc import Iterator, Mapping
 from functools import lru_cache
@@ -308,8 +310,6 @@ def _flattened_any_of(schemas: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def _hashable(value: Any) -> str:
-    import json
-
     return json.dumps(value, sort_keys=True)
 
 
@@ -428,8 +428,6 @@ def parameter_docstrings(docstring: str | None) -> dict[str, str]:
     continuation lines joined with newlines; the last parameters section wins."""
     if not docstring:
         return {}
-    import inspect
-
     lines = inspect.cleandoc(docstring.rstrip()).split("\n")
     found: dict[str, str] = {}
     in_code = False

@@ -1,31 +1,114 @@
-"""The whole program on one screen: discover -> settings -> build/render -> validate ->
-plan -> apply.
+"""The whole program on one screen, and the only place it is put together.
 
-Each stage is a function of the previous stage's output; this module only wires them.
-``settings`` always comes in as a value (``load_settings(env, root)``); the network is
-reached through one ``api.PrefectApi`` handed to the stages that need it.
+    settings -> discover -> build -> templates -> select -> validate     (prepare)
+             -> [lock] -> [docker images] -> check pools -> plan -> apply   (deploy)
+
+Every use case is one function here: ``load``, ``discover``, ``prepare``, ``render``,
+``plan``, ``deploy``, ``build_images``, ``pools``, ``run_flow``, ``run_worker`` and the
+local server's ``server_start`` / ``server_stop`` / ``server_status``, plus what the
+Python API (``creators``) needs.  Each stage module is a leaf: it imports only
+``models`` and ``errors`` (and the one outside library it owns), never another stage,
+so what one stage hands the next is visible here.  The event loop runs in one place
+(``_run``), the environment lock is taken in one place (``_locked``), and the network
+is reached through one ``api.PrefectApi`` made by ``connect``.
+
+Nothing here prints: results go back to the caller (``tasks.py``, ``creators.py``),
+which hands them to ``report``.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+import contextlib
+import copy
+import os
+from collections.abc import (
+    Callable,
+    Coroutine,
+    Iterator,
+    Mapping,
+    Sequence,
+)
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from deploy_lib.apply import ApplyResult, Result, apply_plan
-from deploy_lib.discovery import Discovery, discover_flows
-from deploy_lib.errors import DiscoveryError, ValidationFailed
-from deploy_lib.gitinfo import GitInfo, git_info
-from deploy_lib.models import MANAGED_BY_TAG, DeploymentSpec, Problem, Settings
-from deploy_lib.plan import Plan, make_plan
-from deploy_lib.templates import build_specs, select_specs
-from deploy_lib.validate import ensure_valid
+from deploy_lib import (
+    api,
+    apply,
+    build,
+    discovery,
+    docker,
+    gitinfo,
+    lock,
+    parameters,
+    runs,
+    server,
+    templates,
+    validate,
+)
+from deploy_lib import (
+    plan as planning,
+)
+from deploy_lib import (
+    settings as config,
+)
+from deploy_lib.errors import (
+    DeployError,
+    DiscoveryError,
+    DockerError,
+    InputError,
+    SettingsError,
+    ValidationFailed,
+)
+from deploy_lib.models import (
+    MANAGED_BY_TAG,
+    POOL_TYPES,
+    ApplyResult,
+    DeploymentSpec,
+    Discovery,
+    FlowMetadata,
+    GitInfo,
+    ImageResult,
+    Plan,
+    Problem,
+    Result,
+    Settings,
+)
 
-# The work pool type each deployment type needs.
-POOL_TYPES = {"python": "process", "docker": "docker"}
+T = TypeVar("T")
+LineSink = Callable[[str], None]
+# Called with the plan before the apply; the context manager it returns is held open for
+# the apply and yields the per-deployment callback (report.Output.progress).
+Progress = Callable[[Plan], AbstractContextManager[Callable[[Result], None]]]
+PlanSink = Callable[[Plan], None]
+
+__all__ = [
+    "DeployOutcome",
+    "Prepared",
+    "build_images",
+    "check",
+    "check_server",
+    "compute_plan",
+    "connect",
+    "deploy",
+    "deploy_prepared",
+    "deploy_spec",
+    "discover",
+    "environments",
+    "load",
+    "plan",
+    "pools",
+    "prepare",
+    "render",
+    "run_flow",
+    "run_worker",
+    "server_start",
+    "server_status",
+    "server_stop",
+]
 
 
 @dataclass(frozen=True)
@@ -44,18 +127,115 @@ class Prepared:
 
 @dataclass(frozen=True)
 class DeployOutcome:
-    """What ``deploy`` did: the plan it computed, and the apply result (None on dry run)."""
+    """What ``deploy`` did: the plan it computed, the apply result (None on dry run),
+    the images it built (with ``build``) and the warnings."""
 
     plan: Plan
     result: ApplyResult | None
     warnings: tuple[str, ...] = field(default_factory=tuple)
+    images: tuple[ImageResult, ...] = ()
 
 
-def discover(settings: Settings, paths: Sequence[str] = ()) -> Discovery:
-    """Discovery over ``paths`` (default: the settings' ``flow_roots``). Reads files only."""
-    return discover_flows(
+def _run(coro: Coroutine[Any, Any, T]) -> T:
+    """The one place the event loop runs."""
+    return asyncio.run(coro)
+
+
+@contextlib.contextmanager
+def _locked(settings: Settings, *, timeout: float = 0.0, command: str) -> Iterator[None]:
+    """The one place the environment's lock is taken (exit 75 when another run holds it)."""
+    with lock.env_lock(Path(settings.root), settings.env, timeout=timeout, command=command):
+        yield
+
+
+# -- settings and discovery ---------------------------------------------------------------
+
+
+def load(env: str | None, root: Path | str) -> Settings:
+    """The settings of ``env`` (else ``$DEPLOY_ENV``, else development) under ``root``."""
+    return config.load_settings(env, Path(root))
+
+
+def environments(root: Path | str) -> list[str]:
+    """The environments settings.toml defines, in file order."""
+    return config.environments(Path(root))
+
+
+def default_env(env: str | None = None) -> str:
+    """``env``, else ``$DEPLOY_ENV``, else the default environment."""
+    return env or os.environ.get(config.ENV_SWITCH) or config.DEFAULT_ENV
+
+
+def discover(settings: Settings, paths: Sequence[str] = (), *, strict: bool = False) -> Discovery:
+    """Discovery over ``paths`` (default: the settings' ``flow_roots``). Reads files only.
+    With ``strict``, raises ``DiscoveryError`` (exit 3) when any problem was found."""
+    found = discovery.discover_flows(
         Path(settings.root), tuple(paths) or tuple(settings.flow_roots), tuple(settings.exclude)
     )
+    if strict:
+        found.raise_for_problems()
+    return found
+
+
+def find_flow(found: Discovery, name_or_entrypoint: str) -> FlowMetadata | None:
+    """The discovered flow with this name or entrypoint (either form), else None."""
+    return discovery.find_flow(found, name_or_entrypoint)
+
+
+def git(root: Path | str) -> GitInfo:
+    """What git says about the project (one ``git status``)."""
+    return gitinfo.git_info(Path(root))
+
+
+# -- offline: build, render, validate -----------------------------------------------------
+
+
+def build_specs(
+    flows: Sequence[FlowMetadata],
+    settings: Settings,
+    *,
+    git: GitInfo,
+    now: datetime,
+    templates_dir: str | os.PathLike[str] | None = None,
+) -> tuple[list[DeploymentSpec], list[str]]:
+    """Build every deployment of ``flows`` for ``settings.env`` and overlay its templates.
+
+    Returns the specs, sorted by flow then type, and the warnings."""
+    built = build.build_deployments(
+        flows, settings, git=git, schema_of=parameters.parameter_schema
+    )
+    specs = templates.render_specs(
+        built.contexts, settings, git=git, now=now, templates_dir=templates_dir
+    )
+    return specs, list(built.warnings)
+
+
+def check(specs: Sequence[DeploymentSpec], found: Discovery) -> list[Problem]:
+    """Every problem with ``specs``: the strict schema, the cross checks against the
+    discovered flows, and the job variables against Prefect's default job templates
+    (offline).  The CLI and the Python API validate through this one function."""
+    problems = validate.validate_specs(specs, found.flows, functions=found.functions)
+    bundled = {pool_type: api.bundled_job_template(pool_type) for pool_type in POOL_TYPES.values()}
+    return problems + validate.default_job_variable_problems(specs, bundled)
+
+
+def template(settings: Settings, type_: str) -> dict[str, Any]:
+    """The parsed overlay (placeholders not filled) of the most specific template that
+    ``type_`` deployments in ``settings.env`` use."""
+    renderer = templates.TemplateRenderer(Path(settings.root) / "templates", root=settings.root)
+    return copy.deepcopy(renderer.load(renderer.select(type_, settings.env)))
+
+
+def template_source(settings: Settings, type_: str) -> str:
+    """Which template file that is, relative to the project root."""
+    renderer = templates.TemplateRenderer(Path(settings.root) / "templates", root=settings.root)
+    return renderer.display(renderer.select(type_, settings.env))
+
+
+def ensure_valid(specs: Sequence[DeploymentSpec], found: Discovery) -> None:
+    """``check``, raising ``ValidationFailed`` (exit 3) with every problem."""
+    if problems := check(specs, found):
+        raise ValidationFailed(problems)
 
 
 def prepare(
@@ -66,61 +246,108 @@ def prepare(
     git: GitInfo | None = None,
     now: datetime | None = None,
 ) -> Prepared:
-    """Discover, build, render and validate the deployments of ``settings.env``.
+    """Discover, build, render, select and validate the deployments of ``settings.env``.
 
     Raises ``DiscoveryError`` when a flow file has a problem (a deploy must not run on a
     partial view of the flows: ``--prune`` would delete what it cannot see), and
     ``ValidationFailed`` / ``TemplateError`` / ``SettingsError`` for bad input: all
     exit 3 before anything is written.
     """
-    discovery = discover(settings)
-    if discovery.problems:
-        lines = [f"{len(discovery.problems)} problem(s) in the flow files; nothing was written:"]
-        lines += [f"  - {p}" for p in discovery.problems]
+    found = discover(settings)
+    if found.problems:
+        lines = [f"{len(found.problems)} problem(s) in the flow files; nothing was written:"]
+        lines += [f"  - {p}" for p in found.problems]
         raise DiscoveryError("\n".join(lines))
-    git = git if git is not None else git_info(Path(settings.root))
+    git = git if git is not None else gitinfo.git_info(Path(settings.root))
     specs, warnings = build_specs(
-        discovery.flows,
-        settings,
-        git=git,
-        now=now if now is not None else datetime.now(timezone.utc),
+        found.flows, settings, git=git, now=now if now is not None else datetime.now(timezone.utc)
     )
-    selected = select_specs(specs, flow_names=flow_names, types=types)
-    ensure_valid(selected, discovery.flows, functions=discovery.functions)
-    # Offline, against Prefect's default job templates; check_server repeats it live.
-    from deploy_lib.docker import job_variable_problems
-
-    if problems := job_variable_problems(selected):
-        raise ValidationFailed(problems)
+    selected = templates.select_specs(specs, flow_names=flow_names, types=types)
+    ensure_valid(selected, found)
     return Prepared(
-        settings, discovery, tuple(selected), tuple(warnings), tuple(flow_names), tuple(types), git
+        settings, found, tuple(selected), tuple(warnings), tuple(flow_names), tuple(types), git
     )
 
 
-async def check_server(api: Any, specs: Sequence[DeploymentSpec]) -> list[str]:
+def render(
+    settings: Settings,
+    *,
+    out_dir: str | os.PathLike[str] | None = None,
+    fmt: str = "yaml",
+    write_prefect_yaml: bool = False,
+    show_secrets: bool = False,
+    flow_names: Sequence[str] = (),
+    types: Sequence[str] = (),
+    git: GitInfo | None = None,
+    now: datetime | None = None,
+) -> templates.RenderResult:
+    """``prepare``, then write one file per deployment (and prefect.yaml when asked):
+    on any error nothing is written."""
+    templates.check_format(fmt)
+    prepared = prepare(settings, flow_names=flow_names, types=types, git=git, now=now)
+    result = templates.write_rendered(
+        prepared.specs,
+        settings,
+        out_dir=out_dir,
+        fmt=fmt,
+        write_prefect_yaml=write_prefect_yaml,
+        show_secrets=show_secrets,
+    )
+    return replace(result, warnings=tuple(prepared.warnings))
+
+
+# -- the server side ----------------------------------------------------------------------
+
+
+def local_server(root: Path | str, **options: Any) -> server.LocalServer:
+    """The project's embedded Prefect server (``options`` go to ``LocalServer``)."""
+    return server.LocalServer(root, probe=api.Probe(), **options)
+
+
+def api_url(settings: Settings, *, start: bool = True) -> str:
+    """The API URL of the environment: ``api_url``, else the local server (started when
+    ``start``)."""
+    return server.resolve_api_url(settings, probe=api.Probe(), start=start)
+
+
+def connect(settings: Settings, *, start: bool = True, **options: Any) -> api.PrefectApi:
+    """A PrefectApi for an environment's settings (``api_url``, ``api_key``).
+
+    An empty ``api_url`` means the embedded local server of the project, started when
+    ``start`` is true.  ``options`` go to PrefectApi (timeout, retries, ...).  Use the
+    result as an async context manager."""
+    url = api_url(settings, start=start)
+    if not settings.api_url:
+        options.setdefault("max_writes", 1)  # the embedded server is SQLite
+    return api.PrefectApi(url, settings.api_key, **options)
+
+
+async def check_server(client: Any, specs: Sequence[DeploymentSpec]) -> list[str]:
     """Check the specs against the server's work pools before any write.
 
-    Each work pool must exist and be of the type its deployments need (process for
-    python, docker for docker), and every job variable must be one the pool's base job
-    template defines (the server silently accepts unknown ones, so a typo such as
-    ``mem_limt`` would be lost).  Raises ``ValidationFailed`` with every problem; returns
-    warnings (a work queue that does not exist yet: the server would create it).
+    Each work pool must exist and be of the type its deployments need, and every job
+    variable must be one the pool's base job template defines.  Raises
+    ``ValidationFailed`` with every problem; returns warnings (a work queue that does not
+    exist yet: the server would create it).
     """
     pool_names = sorted({str(s.body["work_pool_name"]) for s in specs})
-    pools = dict(zip(pool_names, await asyncio.gather(*map(api.read_work_pool, pool_names)), strict=True))
+    found = await asyncio.gather(*map(client.read_work_pool, pool_names))
+    pools = dict(zip(pool_names, found, strict=True))
     problems: list[Problem] = []
     queues: set[tuple[str, str]] = set()
     for spec in specs:
         pool_name = str(spec.body["work_pool_name"])
         pool = pools[pool_name]
-        problems += pool_problems(spec, pool_name, pool, api_url=getattr(api, "url", ""))
+        problems += validate.pool_problems(
+            spec, pool_name, pool, api_url=getattr(client, "url", "")
+        )
         if pool is not None and spec.body.get("work_queue_name"):
             queues.add((pool_name, str(spec.body["work_queue_name"])))
     if problems:
         raise ValidationFailed(problems, what="the server's work pools do not fit")
     warnings = []
     for pool_name, queue in sorted(queues):
-        if await api.read_work_queue(pool_name, queue) is None:
+        if await client.read_work_queue(pool_name, queue) is None:
             warnings.append(
                 f"work queue {queue!r} does not exist in work pool {pool_name!r}; "
                 "the server will create it (check for a typo in work_pool.queue)"
@@ -128,47 +355,7 @@ async def check_server(api: Any, specs: Sequence[DeploymentSpec]) -> list[str]:
     return warnings
 
 
-def pool_problems(
-    spec: DeploymentSpec, pool_name: str, pool: Mapping[str, Any] | None, *, api_url: str = ""
-) -> list[Problem]:
-    """Why ``spec`` does not fit work pool ``pool`` (the server's JSON, None if missing)."""
-    def problem(message: str, key: str) -> Problem:
-        return Problem(message, key=key, deployment=spec.full_name, source=spec.source)
-
-    expected = POOL_TYPES[spec.type]
-    if pool is None:
-        server = f" on {api_url}" if api_url else ""
-        return [
-            problem(
-                f"work pool {pool_name!r} does not exist{server}; create it with "
-                f"`invoke pools --env {spec.env} --create` (a {expected} pool)",
-                "work_pool_name",
-            )
-        ]
-    if pool.get("type") != expected:
-        return [
-            problem(
-                f"work pool {pool_name!r} is a {pool.get('type')!r} pool, but {spec.type} "
-                f"deployments need a {expected!r} pool",
-                "work_pool_name",
-            )
-        ]
-    template = pool.get("base_job_template") or {}
-    defined = set((template.get("variables") or {}).get("properties") or {})
-    if not defined:
-        return []
-    return [
-        problem(
-            f"job variable {name!r} is not defined by work pool {pool_name!r} "
-            f"({pool.get('type')}); it accepts: {', '.join(sorted(defined))}",
-            f"job_variables.{name}",
-        )
-        for name in sorted(spec.body.get("job_variables") or {})
-        if name not in defined
-    ]
-
-
-async def compute_plan(api: Any, prepared: Prepared) -> Plan:
+async def compute_plan(client: Any, prepared: Prepared) -> Plan:
     """The plan of ``prepared`` against what the server holds for this env.
 
     Lists only the deployments this tool manages in this env (one filtered, paginated
@@ -176,74 +363,233 @@ async def compute_plan(api: Any, prepared: Prepared) -> Plan:
     selection are left out, so they are neither updated nor deleted.
     """
     env = prepared.settings.env
-    live = await api.list_deployments([MANAGED_BY_TAG, f"env:{env}"])
+    live = await client.list_deployments([MANAGED_BY_TAG, f"env:{env}"])
     if prepared.flow_names:
         live = [d for d in live if d.get("flow_name") in prepared.flow_names]
     if prepared.types:
         wanted = {f"runtime:{t}" for t in prepared.types}
         live = [d for d in live if wanted & set(d.get("tags") or ())]
-    return make_plan(prepared.specs, live, env)
+    return planning.make_plan(prepared.specs, live, env)
 
 
 async def deploy_prepared(
-    api: Any,
+    client: Any,
     prepared: Prepared,
     *,
     dry_run: bool = False,
     prune: bool = False,
     concurrency: int | None = None,
-    on_plan: Callable[[Plan], None] | None = None,
-    on_result: Callable[[Result], None] | None = None,
+    on_plan: PlanSink | None = None,
+    progress: Progress | None = None,
 ) -> DeployOutcome:
-    """Check the server, plan, then (unless ``dry_run``) apply with bounded concurrency.
+    """Check the server, plan (``on_plan`` hears of it, dry run or not), then (unless
+    ``dry_run``) apply with bounded concurrency, ``progress`` showing each result.
 
     Nothing is written when a work pool check fails (``ValidationFailed``).  Unchanged
     deployments are not written at all; deletes happen only with ``prune``.  The caller
     raises ``PartialFailure`` from ``outcome.result`` after printing it.
     """
     warnings = list(prepared.warnings)
-    warnings += await check_server(api, prepared.specs)
-    plan = await compute_plan(api, prepared)
+    warnings += await check_server(client, prepared.specs)
+    plan = await compute_plan(client, prepared)
     if on_plan is not None:
         on_plan(plan)
     if dry_run:
         return DeployOutcome(plan, None, tuple(warnings))
     limit = concurrency if concurrency is not None else prepared.settings.apply_concurrency
-    result = await apply_plan(api, plan, concurrency=limit, prune=prune, on_result=on_result)
+    shown = progress(plan) if progress is not None else contextlib.nullcontext(None)
+    with shown as on_result:
+        result = await apply.apply_plan(
+            client, plan, concurrency=limit, prune=prune, on_result=on_result
+        )
     return DeployOutcome(plan, result, tuple(warnings))
 
 
-def run(coro: Any) -> Any:
-    """Run a pipeline coroutine from synchronous code."""
-    return asyncio.run(coro)
+def _prepared(
+    target: Prepared | Settings, flow_names: Sequence[str], types: Sequence[str]
+) -> Prepared:
+    if isinstance(target, Prepared):
+        return target
+    return prepare(target, flow_names=flow_names, types=types)
 
 
-def plan(prepared: Prepared) -> tuple[Plan, list[str]]:
-    """Connect to the environment's API, check its work pools and compute the plan.
+def plan(
+    target: Prepared | Settings, *, flow_names: Sequence[str] = (), types: Sequence[str] = ()
+) -> tuple[Plan, list[str]]:
+    """Connect to the environment's API, check its work pools and compute the plan of
+    ``target`` (``prepare``d first when it is the settings, for ``flow_names``/``types``).
 
     Writes nothing (the embedded local server is started when the environment uses it).
     Returns the plan and the warnings."""
-    from deploy_lib.api import connect
+    prepared = _prepared(target, flow_names, types)
 
     async def go() -> tuple[Plan, list[str]]:
-        async with connect(prepared.settings) as api:
-            warnings = [*prepared.warnings, *await check_server(api, prepared.specs)]
-            return await compute_plan(api, prepared), warnings
+        async with connect(prepared.settings) as client:
+            warnings = [*prepared.warnings, *await check_server(client, prepared.specs)]
+            return await compute_plan(client, prepared), warnings
 
-    result: tuple[Plan, list[str]] = asyncio.run(go())
+    return _run(go())
+
+
+def deploy(
+    target: Prepared | Settings,
+    *,
+    flow_names: Sequence[str] = (),
+    types: Sequence[str] = (),
+    dry_run: bool = False,
+    prune: bool = False,
+    concurrency: int | None = None,
+    build: bool = False,
+    lock_timeout: float = 0.0,
+    command: str = "invoke deploy",
+    on_plan: PlanSink | None = None,
+    progress: Progress | None = None,
+    on_line: LineSink | None = None,
+    on_images: Callable[[Sequence[ImageResult]], None] | None = None,
+) -> DeployOutcome:
+    """Hold the environment's lock; with ``build``, build and push the docker images
+    first (then deploy exactly those; ``on_images`` hears of them at once); check the
+    pools, plan (``on_plan``) and (unless ``dry_run``) apply (``progress``).  ``target``
+    is ``prepare``d first when it is the settings (for ``flow_names`` / ``types``)."""
+    prepared = _prepared(target, flow_names, types)
+    if build and dry_run:
+        raise InputError("--build pushes images, so it cannot be combined with --dry-run")
+    with _locked(prepared.settings, timeout=lock_timeout, command=command):
+        images = build_prepared(prepared, push=True, on_line=on_line) if build else []
+        if images and on_images is not None:
+            on_images(images)
+
+        async def go() -> DeployOutcome:
+            async with connect(prepared.settings) as client:
+                return await deploy_prepared(
+                    client,
+                    prepared,
+                    dry_run=dry_run,
+                    prune=prune,
+                    concurrency=concurrency,
+                    on_plan=on_plan,
+                    progress=progress,
+                )
+
+        outcome = _run(go())
+    return replace(outcome, images=tuple(images))
+
+
+async def write_one(client: Any, spec: DeploymentSpec) -> Result:
+    """Create or update one deployment (never deletes) and return its ``Result``, with
+    the deployment id; raises the deployment's own ``DeployError`` when it failed.
+    Reads just that deployment, so it suits the Python API (``deploy_to_prefect``)."""
+    flow_name = str(spec.body["flow_name"])
+    current = await client.read_deployment_by_name(flow_name, spec.name)
+    live = [] if current is None else [{**current, "flow_name": flow_name}]
+    outcome = await apply.apply_plan(
+        client, planning.make_plan([spec], live, spec.env), concurrency=1, prune=False
+    )
+    (result,) = outcome.results
+    if result.failed:
+        if isinstance(result.exception, DeployError):
+            raise result.exception
+        outcome.raise_if_failed()
     return result
 
 
-def deploy(prepared: Prepared, **options: Any) -> DeployOutcome:
-    """``deploy_prepared`` against the environment's API (``options`` are its flags)."""
-    from deploy_lib.api import connect
+def deploy_spec(
+    settings: Settings, spec: DeploymentSpec, found: Discovery, *, command: str
+) -> tuple[str, list[str]]:
+    """Validate one spec as ``prepare`` does, then, holding the lock, check its pool and
+    write it when it changed.  Returns the deployment id and the warnings."""
+    ensure_valid([spec], found)
 
-    async def go() -> DeployOutcome:
-        async with connect(prepared.settings) as api:
-            return await deploy_prepared(api, prepared, **options)
+    async def go() -> tuple[str, list[str]]:
+        async with connect(settings) as client:
+            warnings = await check_server(client, [spec])
+            result = await write_one(client, spec)
+        if result.id is None:  # pragma: no cover - write_one raises on failure
+            raise InputError(f"deployment {spec.full_name!r} was not written")
+        return result.id, warnings
 
-    outcome: DeployOutcome = asyncio.run(go())
-    return outcome
+    with _locked(settings, command=command):
+        return _run(go())
+
+
+# -- docker images ------------------------------------------------------------------------
+
+
+def build_prepared(
+    prepared: Prepared, *, push: bool, on_line: LineSink | None = None
+) -> list[ImageResult]:
+    """Build (and push) the images of the docker deployments in ``prepared``, with the
+    git state ``prepared`` was built from, so the images are exactly the ones its
+    deployments name.  Raises ``InputError`` when it holds no docker deployment and
+    ``DockerError`` when a deployment names an image other than the one built (a
+    template that sets ``job_variables.image`` itself)."""
+    specs = [s for s in prepared.specs if s.type == "docker"]
+    settings = prepared.settings
+    if not specs:
+        raise InputError(
+            f"nothing to build in environment {settings.env!r}: no selected flow has a docker "
+            "deployment (a flow needs a Dockerfile beside it or in a parent folder, and "
+            "deployment_types must include docker)"
+        )
+    git = prepared.git if prepared.git is not None else gitinfo.git_info(Path(settings.root))
+    flows = {s.flow.name: s.flow for s in specs}.values()
+    wanted = {flow.name: build.image_reference(flow.name, settings, git) for flow in flows}
+    results = docker.build_images(
+        settings, [(flow, wanted[flow.name]) for flow in flows], push=push, on_line=on_line
+    )
+    built = {ref for result in results for ref in result.references}
+    for spec in specs:
+        image = (spec.body.get("job_variables") or {}).get("image")
+        if image not in built:
+            raise DockerError(
+                f"deployment {spec.full_name!r} names image {image!r} (from {spec.source}), "
+                f"but the image built for flow {spec.flow.name!r} is "
+                f"{wanted[spec.flow.name]!r}; remove "
+                "job_variables.image from the template so the deployment runs what was built"
+            )
+    return results
+
+
+def build_images(
+    settings: Settings,
+    *,
+    flow_names: Sequence[str] = (),
+    push: bool = False,
+    lock_timeout: float = 0.0,
+    on_line: LineSink | None = None,
+) -> list[ImageResult]:
+    """Prepare the docker deployments of ``settings.env`` (all, or those of
+    ``flow_names``) and, holding the lock, build (and push) their images: only valid
+    deployments get an image."""
+    prepared = prepare(settings, flow_names=flow_names, types=["docker"])
+    with _locked(settings, timeout=lock_timeout, command="invoke build"):
+        return build_prepared(prepared, push=push, on_line=on_line)
+
+
+# -- pools, runs, workers, the local server -----------------------------------------------
+
+
+def pools(settings: Settings, *, create: bool = False) -> list[dict[str, Any]]:
+    """``api.work_pools_report`` for the environment's ``work_pool.python`` and
+    ``work_pool.docker`` pools (only the types in ``deployment_types``); with ``create``,
+    the missing ones are made."""
+    wanted: dict[str, str] = {}
+    for deployment_type in settings.deployment_types:
+        if deployment_type not in POOL_TYPES:
+            continue
+        name = settings.work_pool(deployment_type)
+        if not name:
+            raise SettingsError(
+                f"no work pool name for {deployment_type} deployments",
+                key=f"work_pool.{deployment_type}",
+            )
+        wanted[deployment_type] = name
+
+    async def go() -> list[dict[str, Any]]:
+        async with connect(settings) as client:
+            return await api.work_pools_report(client, wanted, create=create)
+
+    return _run(go())
 
 
 def run_flow(
@@ -259,23 +605,42 @@ def run_flow(
 
     With ``with_worker``, a process worker for the environment's python pool runs for
     the duration.  Raises ``RunFailed`` unless the run ends Completed."""
-    import contextlib
-
-    from deploy_lib.api import connect
-    from deploy_lib.runs import background_worker, run_deployment
 
     async def go() -> dict[str, Any]:
-        async with connect(settings) as api:
-            return await run_deployment(api, settings, target, parameters, wait=wait, timeout=timeout)
+        async with connect(settings) as client:
+            return await runs.run_deployment(
+                client, settings, target, parameters, wait=wait, timeout=timeout
+            )
 
-    worker = background_worker(settings) if with_worker else contextlib.nullcontext()
+    worker: AbstractContextManager[Any] = (
+        server.background_worker(settings, api_url(settings))
+        if with_worker
+        else contextlib.nullcontext()
+    )
     with worker:
-        result: dict[str, Any] = asyncio.run(go())
-    return result
+        return _run(go())
 
 
-def ensure_pools(settings: Settings) -> list[dict[str, Any]]:
-    """Create the environment's missing work pools; one row per pool (see api)."""
-    from deploy_lib.api import check_work_pools
+def parse_params(items: Sequence[str]) -> dict[str, Any]:
+    """``--param KEY=VALUE`` items as a dict (values read as JSON when they parse)."""
+    return runs.parse_params(items)
 
-    return check_work_pools(settings, create=True)
+
+def run_worker(settings: Settings, *, run_once: bool = False) -> int:
+    """A process worker for the env's python pool in the foreground; its exit code."""
+    return server.run_worker(settings, api_url(settings), run_once=run_once)
+
+
+def server_start(root: Path | str, *, timeout: float = 60.0) -> str:
+    """Start the project's local Prefect server unless it runs; its API URL."""
+    return local_server(root).start(timeout=timeout)
+
+
+def server_stop(root: Path | str) -> bool:
+    """Stop the project's local Prefect server; False when it was not running."""
+    return local_server(root).stop()
+
+
+def server_status(root: Path | str) -> server.ServerStatus | None:
+    """The local server's pid, URL and health, or None when none is recorded."""
+    return local_server(root).status()

@@ -28,18 +28,24 @@ import datetime as dt
 import json
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from deploy_lib.errors import ApiError, ValidationFailed
-from deploy_lib.models import MANAGED_BY_TAG, DeploymentSpec, Problem
-
-CREATE = "create"
-UPDATE = "update"
-UNCHANGED = "unchanged"
-DELETE = "delete"
-ACTIONS = (CREATE, UPDATE, UNCHANGED, DELETE)
+from deploy_lib.models import (
+    ACTIONS,
+    CREATE,
+    DELETE,
+    MANAGED_BY_TAG,
+    UNCHANGED,
+    UPDATE,
+    Change,
+    DeploymentSpec,
+    FieldChange,
+    Plan,
+    Problem,
+    plain,
+)
 
 # The keys of a deployment body that the plan compares, in the order diffs are shown.
 COMPARED_KEYS = (
@@ -61,83 +67,6 @@ COMPARED_KEYS = (
 _IDENTITY_KEYS = ("name", "flow_name")
 _DEFAULT_PARAMETER_SCHEMA: dict[str, Any] = {"type": "object", "properties": {}}
 _RRULE_DTSTART = "DTSTART:"
-
-
-@dataclass(frozen=True)
-class FieldChange:
-    """One differing value: ``path`` is dotted (``job_variables.env.PYTHONPATH``);
-    ``old``/``new`` are ``None`` when the key is absent on that side."""
-
-    path: str
-    old: Any
-    new: Any
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"path": self.path, "old": self.old, "new": self.new}
-
-
-@dataclass(frozen=True)
-class Change:
-    """What the plan will do with one deployment.
-
-    ``deployment`` is ``flow-name/deployment-name``; ``type`` is ``python``/``docker``
-    (for a delete, read from the live ``runtime:<type>`` tag, ``None`` if absent);
-    ``spec`` is the desired spec (``None`` for a delete); ``live_id`` the server's id
-    (``None`` for a create); ``diff`` the differing fields of an update; ``body`` what
-    apply sends for a create or an update (the desired body, with the live schedule
-    state carried over), ``None`` otherwise.
-    """
-
-    action: str
-    deployment: str
-    type: str | None
-    spec: DeploymentSpec | None = None
-    live_id: str | None = None
-    diff: tuple[FieldChange, ...] = ()
-    body: Mapping[str, Any] | None = None
-
-    @property
-    def flow_name(self) -> str:
-        return self.deployment.split("/", 1)[0]
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "action": self.action,
-            "deployment": self.deployment,
-            "type": self.type,
-            "id": self.live_id,
-            "diff": [c.to_dict() for c in self.diff],
-        }
-
-
-@dataclass(frozen=True)
-class Plan:
-    """Every change for one environment, sorted by deployment name (then action)."""
-
-    env: str
-    changes: tuple[Change, ...] = field(default_factory=tuple)
-
-    def by_action(self, action: str) -> list[Change]:
-        return [c for c in self.changes if c.action == action]
-
-    @property
-    def counts(self) -> dict[str, int]:
-        """``{"create": n, "update": n, "unchanged": n, "delete": n}``."""
-        counted = Counter(c.action for c in self.changes)
-        return {action: counted.get(action, 0) for action in ACTIONS}
-
-    @property
-    def has_changes(self) -> bool:
-        """True when anything would be created, updated or deleted (deletes need --prune
-        to happen, but they are still pending, as in ``terraform plan``)."""
-        return any(c.action != UNCHANGED for c in self.changes)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "env": self.env,
-            "changes": [c.to_dict() for c in self.changes],
-            "summary": self.counts,
-        }
 
 
 def make_plan(
@@ -164,7 +93,7 @@ def make_plan(
         current = live_by_name.get(spec.full_name)
         if current is None:
             changes.append(
-                Change(CREATE, spec.full_name, spec.type, spec=spec, body=_jsonable(spec.body))
+                Change(CREATE, spec.full_name, spec.type, spec=spec, body=plain(spec.body))
             )
             continue
         diff = diff_bodies(spec.body, current)
@@ -206,13 +135,13 @@ def diff_bodies(desired: Mapping[str, Any], live: Mapping[str, Any]) -> list[Fie
 
 def normalise_desired(body: Mapping[str, Any]) -> dict[str, Any]:
     """A desired body in the comparable form (JSON types, server defaults filled in)."""
-    out: dict[str, Any] = _jsonable(body)
+    out: dict[str, Any] = plain(body)
     return _normalise_common(out)
 
 
 def normalise_live(item: Mapping[str, Any]) -> dict[str, Any]:
     """A live DeploymentResponse in the comparable body form."""
-    raw = _jsonable(item)
+    raw = plain(item)
     out: dict[str, Any] = {key: raw.get(key) for key in (*_IDENTITY_KEYS, *COMPARED_KEYS)}
     for key, value in raw.items():
         out.setdefault(key, value)  # so a body key beyond the documented ones compares too
@@ -232,7 +161,7 @@ def carry_schedule_state(
     """A copy of ``body`` whose schedules keep the live ``active`` flag (and the live
     ``anchor_date`` of an interval that names none) when the same schedule exists live.
     Schedules new to the server keep the desired flag."""
-    out: dict[str, Any] = _jsonable(body)
+    out: dict[str, Any] = plain(body)
     items = out.get("schedules") or []
     pairs = _pair_schedules(
         [_normalise_schedule_item(s) for s in items],
@@ -402,15 +331,6 @@ def _same(old: Any, new: Any) -> bool:
 
 
 # --- helpers -----------------------------------------------------------------------
-
-
-def _jsonable(value: Any) -> Any:
-    """A deep copy made of dicts, lists and JSON scalars (tuples become lists)."""
-    if isinstance(value, Mapping):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    return value
 
 
 def _live_full_name(item: Mapping[str, Any]) -> str:

@@ -1,30 +1,51 @@
-"""Plans and results as text, as JSON-ready dicts, and as progress output.
+"""Everything the program shows: plans, results, images, pools, as text or JSON-ready
+dicts, the progress of an apply, and ``Output``, the one place that writes.
 
-Pure formatting: the functions return strings or dicts; only ``ApplyProgress`` writes,
-and only to the stream it is given.  Everything shown passes through the run's
-``Masker``, and a diff value under a secret-looking key (``job_variables.env.API_KEY``)
-is shown as ``****`` whatever it is.
+The ``format_*`` functions are pure: they return strings or dicts.  ``Output`` is made
+once per command and passed in (no module globals): it writes to stdout and stderr,
+masks every line with the run's ``Masker``, appends each line to the ``--log-file``
+(timestamped), and prints each warning once.  ``ApplyProgress`` writes only to the
+stream it is given.  A diff value under a secret-looking key
+(``job_variables.env.API_KEY``) is shown as ``****`` whatever it is.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
-from collections.abc import Callable, Mapping
+import sys
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from pathlib import Path
 from types import TracebackType
 from typing import Any, TextIO
 
-from deploy_lib.apply import (
+from deploy_lib.models import (
+    CREATE,
+    DELETE,
     DELETED,
     FAILED,
+    MASK,
     SKIPPED,
     STATUSES,
+    UNCHANGED,
     UNCHANGED_STATUS,
+    UPDATE,
     ApplyResult,
+    Change,
+    DeploymentSpec,
+    Discovery,
+    FieldChange,
+    ImageResult,
+    Masker,
+    Parameter,
+    Plan,
+    Problem,
     Result,
+    Settings,
+    is_secret_name,
 )
-from deploy_lib.masking import MASK, Masker, is_secret_name
-from deploy_lib.plan import CREATE, DELETE, UNCHANGED, UPDATE, Change, FieldChange, Plan
 
 MAX_VALUE = 80
 _MARK = {CREATE: "+", UPDATE: "~", UNCHANGED: "=", DELETE: "-"}
@@ -111,9 +132,35 @@ def results_json(result: ApplyResult, masker: Masker | None = None) -> dict[str,
     return masked
 
 
-def to_json(data: Mapping[str, Any]) -> str:
+def to_json(data: Any, *, indent: int | None = 2) -> str:
     """Stable JSON text for ``--json`` output."""
-    return json.dumps(data, indent=2, default=str, ensure_ascii=False)
+    return json.dumps(data, indent=indent, default=str, ensure_ascii=False)
+
+
+def format_run(outcome: Mapping[str, Any]) -> str:
+    """``flow run <name> of <flow/deployment>: <state>``."""
+    return f"flow run {outcome['flow_run_name']} of {outcome['deployment']}: {outcome['state']}"
+
+
+def format_pools_ready(rows: Sequence[Mapping[str, Any]]) -> str:
+    """One indented ``name (type): created|ready`` line per work pool."""
+    return "\n".join(
+        f"    {row['name']} ({row['expected_type']}): {'created' if row['created'] else 'ready'}"
+        for row in rows
+    )
+
+
+def format_server_status(status: Any, *, as_json: bool = False) -> str:
+    """The local server's status (a ``server.ServerStatus`` or None) as text or JSON."""
+    if as_json:
+        return json.dumps(status.to_dict() if status else None)
+    if status is None:
+        return "local Prefect server is not running (start it: invoke server.start)"
+    health = "healthy" if status.healthy else "NOT answering /api/health"
+    return (
+        f"local Prefect server: pid {status.pid}, started {status.started_at}, {health}\n"
+        f"export PREFECT_API_URL={status.url}"
+    )
 
 
 def progress_line(
@@ -210,6 +257,122 @@ class ApplyProgress:
         self._bar.update(self._task, advance=1)
 
 
+
+# --- output ------------------------------------------------------------------------
+
+
+def _stamp() -> str:
+    return dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class Output:
+    """Where one command's lines go: ``stdout`` / ``stderr``, masked by ``masker``, and
+    appended (timestamped) to ``log_file`` when one is set.  ``warn`` prints each
+    distinct warning once per ``Output``.  Made by the command's caller and passed in."""
+
+    def __init__(
+        self,
+        *,
+        masker: Masker | None = None,
+        log_file: str | Path | None = None,
+        stdout: TextIO | None = None,
+        stderr: TextIO | None = None,
+    ) -> None:
+        self.masker = masker if masker is not None else Masker()
+        self.log_file = Path(log_file).resolve() if log_file else None
+        self._stdout = stdout
+        self._stderr = stderr
+        self._warned: set[str] = set()
+
+    @property
+    def stdout(self) -> TextIO:
+        return self._stdout if self._stdout is not None else sys.stdout
+
+    @property
+    def stderr(self) -> TextIO:
+        return self._stderr if self._stderr is not None else sys.stderr
+
+    def learn(self, secrets: Iterable[str]) -> None:
+        """Mask these values too from now on (an environment's secrets, once loaded)."""
+        self.masker.add(secrets)
+
+    def mask(self, text: str) -> str:
+        return self.masker.text(text)
+
+    def echo(self, text: str = "") -> None:
+        """One line (or block) on stdout, masked, and into the log."""
+        masked = self.mask(text)
+        self.stdout.write(masked + "\n")
+        self.stdout.flush()
+        self.log(masked)
+
+    def raw(self, text: str) -> None:
+        """Text on stdout exactly as given (``--show-secrets`` asked for it); not logged."""
+        self.stdout.write(text + "\n")
+        self.stdout.flush()
+
+    def warn(self, text: str) -> None:
+        """``warning: ...`` on stderr and into the log, once per distinct text."""
+        if text in self._warned:
+            return
+        self._warned.add(text)
+        masked = self.mask(text)
+        self.stderr.write(f"warning: {masked}\n")
+        self.stderr.flush()
+        self.log(f"warning: {masked}")
+
+    def warn_all(self, texts: Iterable[str]) -> None:
+        for text in texts:
+            self.warn(text)
+
+    def log(self, text: str) -> None:
+        """Append ``text`` (already masked), one timestamped line per line, to the log."""
+        if self.log_file is None:
+            return
+        stamp = _stamp()
+        with self.log_file.open("a", encoding="utf-8") as handle:
+            handle.writelines(f"{stamp} {line}\n" for line in text.splitlines() or [""])
+
+    def stream(self) -> TextIO:
+        """A stream over stdout that also logs each non-blank line written to it."""
+        return _LogStream(self)  # type: ignore[return-value]
+
+    def plan(self, plan: Plan, *, prune: bool) -> None:
+        """The plan's changes (unchanged deployments only counted), before an apply."""
+        self.echo(format_plan(plan, self.masker, prune=prune, show_unchanged=False))
+
+    @contextlib.contextmanager
+    def progress(self, plan: Plan, *, tty: bool) -> Iterator[Callable[[Result], None]]:
+        """The ``on_result`` callback of the apply: a progress bar on a terminal,
+        timestamped lines otherwise.  The bar is closed when the block ends, however it
+        ends."""
+        bar = ApplyProgress(len(plan.changes), tty=tty, stream=self.stream(), masker=self.masker)
+        with bar:
+            yield bar
+
+
+class _LogStream:
+    """stdout, also appending what is written to the Output's log file."""
+
+    def __init__(self, output: Output) -> None:
+        self._output = output
+
+    def write(self, text: str) -> int:
+        for line in text.splitlines():
+            if line.strip():
+                self._output.log(line)
+        return int(self._output.stdout.write(text))
+
+    def flush(self) -> None:
+        self._output.stdout.flush()
+
+    def isatty(self) -> bool:
+        return bool(self._output.stdout.isatty())
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._output.stdout, name)
+
+
 # --- value rendering ---------------------------------------------------------------
 
 
@@ -278,3 +441,157 @@ def _describe_schedule(item: Any) -> str:
     if item.get("slug"):
         text += f" [{item['slug']}]"
     return text
+
+
+def format_images(results: Sequence[ImageResult]) -> str:
+    """One line per image: its references, flows, Dockerfile, pushed or not, and time."""
+    lines = []
+    for result in results:
+        state = "built and pushed" if result.pushed else "built"
+        lines.append(
+            f"{', '.join(result.references)}: {state} in {result.seconds:.1f} s "
+            f"({result.dockerfile}; flows {', '.join(result.flows)})"
+        )
+    return "\n".join(lines) or "no image built"
+
+
+def format_work_pools(rows: Sequence[Mapping[str, Any]]) -> str:
+    """One aligned line per row of ``work_pools_report``."""
+    lines = []
+    for row in rows:
+        if not row["exists"]:
+            state = f"missing (expected {row['expected_type']}; create it: invoke pools --create)"
+        elif not row["type_ok"]:
+            state = f"type {row['type']}, but {row['deployment_type']} needs {row['expected_type']}"
+        else:
+            online = row["workers_online"]
+            state = f"{row['type']}, {'created, ' if row['created'] else ''}"
+            state += f"{online} worker{'s' if online != 1 else ''} online"
+        lines.append(f"{row['deployment_type']:<8} {row['name']:<30} {state}")
+    return "\n".join(lines)
+
+
+def summarize(env: str, specs: Sequence[DeploymentSpec]) -> str:
+    """One line for a valid environment: how many deployments, of which types."""
+    types = Counter(spec.type for spec in specs)
+    flows = len({spec.flow.entrypoint for spec in specs})
+    by_type = ", ".join(f"{types[t]} {t}" for t in sorted(types))
+    detail = f" ({by_type})" if by_type else ""
+    return f"{env}: {len(specs)} deployment(s) of {flows} flow(s) are valid{detail}"
+
+
+
+def report_json(
+    env: str, specs: Sequence[DeploymentSpec] = (), problems: Sequence[Problem] = ()
+) -> str:
+    """``{"env", "valid", "deployments", "problems"}`` as indented JSON."""
+    report = {
+        "env": env,
+        "valid": not problems,
+        "deployments": [spec.name for spec in specs],
+        "problems": [problem.to_dict() for problem in problems],
+    }
+    return json.dumps(report, indent=2)
+
+
+def format_discovery(discovery: Discovery, *, as_json: bool = False) -> str:
+    """A plain aligned table of the flows, then the problems, for a terminal.
+
+    With ``as_json`` the text is ``json.dumps(discovery.to_dict())``, indented.
+    """
+    if as_json:
+        return json.dumps(discovery.to_dict(), indent=2, default=str)
+    header = ("FLOW", "ENTRYPOINT", "PARAMETERS", "TYPES", "PROBLEMS")
+    rows: list[tuple[list[str], ...]] = [tuple([cell] for cell in header)]
+    for flow in discovery.flows:
+        params = [_describe_parameter(p) for p in flow.parameters] or ["-"]
+        types = [
+            t
+            for t, ok in (
+                ("python", flow.supports_python_deployment),
+                ("docker", flow.supports_docker_deployment),
+            )
+            if ok
+        ]
+        rows.append(
+            (
+                [flow.name + (" (async)" if flow.is_async else "")],
+                [flow.entrypoint],
+                _wrap(params, _PARAMETERS_WIDTH),
+                [", ".join(types) or "-"],
+                [str(len(flow.problems)) if flow.problems else "-"],
+            )
+        )
+    widths = [max(len(line) for row in rows for line in row[i]) for i in range(len(header))]
+    lines = []
+    for row in rows:
+        for n in range(max(len(cell) for cell in row)):
+            parts = [cell[n] if n < len(cell) else "" for cell in row]
+            text = "  ".join(p.ljust(w) for p, w in zip(parts, widths, strict=True))
+            lines.append(text.rstrip())
+    lines.append("")
+    lines.append(f"{len(discovery.flows)} flow(s), {len(discovery.problems)} problem(s)")
+    lines += [f"  - {p}" for p in discovery.problems]
+    return "\n".join(lines)
+
+
+
+_PARAMETERS_WIDTH = 60
+
+
+
+def _wrap(items: Sequence[str], width: int) -> list[str]:
+    """Join ``items`` with ", " into lines of at most ``width`` (long items stay whole)."""
+    lines: list[str] = []
+    for item in items:
+        if lines and len(lines[-1]) + len(item) + 2 <= width:
+            lines[-1] += f", {item}"
+        else:
+            if lines:
+                lines[-1] += ","
+            lines.append(item)
+    return lines
+
+
+
+def _describe_parameter(param: Parameter) -> str:
+    prefix = {"var_positional": "*", "var_keyword": "**"}.get(param.kind, "")
+    text = prefix + param.name
+    if param.annotation:
+        text += f": {param.annotation}"
+    if not param.required and param.kind not in ("var_positional", "var_keyword"):
+        default = repr(param.default) if param.default_is_literal else str(param.default)
+        text += f" = {default}"
+    return text
+
+
+def format_config(
+    settings: Settings,
+    *,
+    with_sources: bool = False,
+    as_json: bool = False,
+    show_secrets: bool = False,
+) -> str:
+    """The text ``invoke config`` prints: aligned ``key  value  <- source`` lines, or one
+    JSON object ``{"env", "settings"[, "sources"]}``.  Secrets masked unless asked."""
+    if as_json:
+        out: dict[str, Any] = {
+            "env": settings.env,
+            "settings": settings.effective(show_secrets),
+        }
+        if with_sources:
+            out["sources"] = {key: source for key, _, source in settings.explain(True)}
+        return json.dumps(out, indent=2, ensure_ascii=False, default=str)
+    rows = [
+        (key, json.dumps(value, ensure_ascii=False, default=str), source)
+        for key, value, source in settings.explain(show_secrets)
+    ]
+    key_width = max((len(key) for key, _, _ in rows), default=0)
+    value_width = min(max((len(shown) for _, shown, _ in rows), default=0), 48)
+    lines = [f"# environment: {settings.env}"]
+    for key, shown, source in rows:
+        if with_sources:
+            lines.append(f"{key.ljust(key_width)}  {shown.ljust(value_width)}  <- {source}")
+        else:
+            lines.append(f"{key.ljust(key_width)}  {shown}")
+    return "\n".join(lines)

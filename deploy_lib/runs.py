@@ -7,19 +7,13 @@ process worker (``prefect worker start``), started as a child process.
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import signal
-import subprocess
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
-from pathlib import Path
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from deploy_lib.errors import InputError, RunFailed
 from deploy_lib.models import MANAGED_BY_TAG, Settings
-from deploy_lib.server import worker_command
 
 
 def parse_params(items: Sequence[str]) -> dict[str, Any]:
@@ -103,48 +97,5 @@ async def run_deployment(
             f"{state.get('name')}: {message}"
         )
     return outcome
-
-
-@contextlib.contextmanager
-def background_worker(
-    settings: Settings,
-    *,
-    log_path: Path | None = None,
-    poll_seconds: int = 2,
-    env: Mapping[str, str] | None = None,
-) -> Iterator[subprocess.Popen[bytes]]:
-    """A process worker for the environment's python pool, running for the ``with``
-    block and stopped with SIGINT (the signal it obeys promptly) afterwards.
-
-    The worker, and every flow run it starts, sees this process's environment plus
-    ``env``.  Its output goes to ``log_path`` (default ``<root>/.prefect/worker.log``).
-    """
-    command, worker_env = worker_command(
-        settings, env={"PREFECT_WORKER_QUERY_SECONDS": str(poll_seconds), **(env or {})}
-    )
-    log = log_path or Path(settings.root) / ".prefect" / "worker.log"
-    log.parent.mkdir(parents=True, exist_ok=True)
-    with open(log, "ab") as out:
-        proc = subprocess.Popen(
-            command, cwd=Path(settings.root), env=worker_env, stdout=out, stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    try:
-        yield proc
-    finally:
-        _stop(proc)
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is not None:
-        return
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGINT)
-    try:
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
 
 

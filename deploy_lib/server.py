@@ -32,10 +32,10 @@ import time
 from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
-from deploy_lib.api import health, server_home
 from deploy_lib.errors import ServerError, SettingsError
+from deploy_lib.models import Settings
 
 HOST = "127.0.0.1"
 PREFERRED_PORT = 4200
@@ -72,6 +72,15 @@ class ServerStatus:
         return asdict(self)
 
 
+class Probe(Protocol):
+    """How a starting server is polled over HTTP (``api.Probe``: one quick GET each, no
+    retries).  Handed in, so this module runs processes and never speaks HTTP itself."""
+
+    def health(self, url: str, timeout: float = 2.0) -> bool: ...
+
+    def home(self, url: str) -> str | None: ...
+
+
 class LocalServer:
     """The embedded Prefect server of the project at ``root``.
 
@@ -82,6 +91,7 @@ class LocalServer:
         self,
         root: Path | str,
         *,
+        probe: Probe,
         env: Mapping[str, str] | None = None,
         preferred_port: int = PREFERRED_PORT,
     ) -> None:
@@ -91,6 +101,7 @@ class LocalServer:
         self.log_path = self.home / LOG_FILE
         self.db_path = self.home / DB_FILE
         self.preferred_port = preferred_port
+        self.probe = probe
         self._extra_env = dict(env or {})
         self._proc: subprocess.Popen[bytes] | None = None
 
@@ -115,7 +126,7 @@ class LocalServer:
             if record is not None:
                 url = str(record["url"])
                 try:
-                    if not (health(url) and self._is_ours(url)):
+                    if not (self.probe.health(url) and self._is_ours(url)):
                         self._wait_healthy(record["pid"], url, timeout)
                     return url
                 except _PortTaken:  # ours never got its port: replace it
@@ -157,7 +168,7 @@ class LocalServer:
             port=record["port"],
             url=record["url"],
             started_at=record["started_at"],
-            healthy=health(record["url"]) and self._is_ours(record["url"]),
+            healthy=self.probe.health(record["url"]) and self._is_ours(record["url"]),
         )
 
     def server_env(self) -> dict[str, str]:
@@ -231,7 +242,7 @@ class LocalServer:
                 if "already in use" in tail:
                     raise _PortTaken(port)
                 raise ServerError(self._failure("exited during startup", port))
-            if health(url, timeout=2.0):
+            if self.probe.health(url, timeout=2.0):
                 if self._is_ours(url):
                     return
                 # Another server took the port between our check and our bind.
@@ -246,7 +257,7 @@ class LocalServer:
     def _is_ours(self, url: str) -> bool:
         """False when the server answering at ``url`` keeps its state in another
         PREFECT_HOME (it took the port first); True when it is ours or cannot say."""
-        home = server_home(url)
+        home = self.probe.home(url)
         return home is None or Path(home).resolve() == self.home
 
     def _failure(self, what: str, port: int) -> str:
@@ -350,15 +361,17 @@ class _PortTaken(Exception):
         self.port = port
 
 
-def resolve_api_url(settings: Any, *, start: bool = True, timeout: float = 60.0) -> str:
+def resolve_api_url(
+    settings: Settings, *, probe: Probe, start: bool = True, timeout: float = 60.0
+) -> str:
     """The Prefect API URL an environment talks to.
 
     ``settings.api_url`` when set; otherwise the project's embedded LocalServer, which is
     started when ``start`` is true.  ServerError when it is needed but not running."""
-    url = str(settings.get("api_url") or "").strip()
+    url = settings.api_url.strip()
     if url:
         return url.rstrip("/")
-    server = LocalServer(Path(settings.root))
+    server = LocalServer(Path(settings.root), probe=probe)
     if start:
         return server.start(timeout=timeout)
     status = server.status()
@@ -372,16 +385,16 @@ def resolve_api_url(settings: Any, *, start: bool = True, timeout: float = 60.0)
 
 
 def worker_command(
-    settings: Any,
+    settings: Settings,
+    api_url: str,
     *,
     run_once: bool = False,
-    start: bool = True,
     env: Mapping[str, str] | None = None,
 ) -> tuple[list[str], dict[str, str]]:
     """The command and environment of a process worker for the environment's python
-    work pool (``work_pool.python``), pointed at the environment's API."""
-    pool = settings.get("work_pool.python")
-    if not pool or not isinstance(pool, str):
+    work pool (``work_pool.python``), pointed at ``api_url`` (see ``resolve_api_url``)."""
+    pool = settings.work_pool("python")
+    if not pool:
         raise SettingsError("no work pool name for python deployments", key="work_pool.python")
     command = [
         sys.executable,
@@ -397,8 +410,8 @@ def worker_command(
     if run_once:
         command.append("--run-once")
     worker_env = dict(os.environ)
-    worker_env["PREFECT_API_URL"] = resolve_api_url(settings, start=start)
-    api_key = str(settings.get("api_key") or "")
+    worker_env["PREFECT_API_URL"] = api_url
+    api_key = settings.api_key
     if api_key:
         worker_env["PREFECT_API_KEY"] = api_key
     else:
@@ -408,12 +421,16 @@ def worker_command(
 
 
 def run_worker(
-    settings: Any, *, run_once: bool = False, env: Mapping[str, str] | None = None
+    settings: Settings,
+    api_url: str,
+    *,
+    run_once: bool = False,
+    env: Mapping[str, str] | None = None,
 ) -> int:
     """Run a process worker in the foreground until it exits; return its exit code.
 
     Ctrl-C and SIGTERM reach the worker as SIGINT (it stops promptly on SIGINT only)."""
-    command, worker_env = worker_command(settings, run_once=run_once, env=env)
+    command, worker_env = worker_command(settings, api_url, run_once=run_once, env=env)
     proc = subprocess.Popen(command, cwd=Path(settings.root), env=worker_env)
 
     def forward(signum: int, frame: Any) -> None:
@@ -500,3 +517,48 @@ def _is_prefect_server(pid: int, port: int) -> bool:
         return False
     joined = " ".join(args)
     return "server start" in joined and f"--port {port}" in joined
+
+
+@contextlib.contextmanager
+def background_worker(
+    settings: Settings,
+    api_url: str,
+    *,
+    log_path: Path | None = None,
+    poll_seconds: int = 2,
+    env: Mapping[str, str] | None = None,
+) -> Iterator[subprocess.Popen[bytes]]:
+    """A process worker for the environment's python pool, running for the ``with``
+    block and stopped with SIGINT (the signal it obeys promptly) afterwards.
+
+    The worker, and every flow run it starts, sees this process's environment plus
+    ``env``.  Its output goes to ``log_path`` (default ``<root>/.prefect/worker.log``).
+    """
+    command, worker_env = worker_command(
+        settings, api_url, env={"PREFECT_WORKER_QUERY_SECONDS": str(poll_seconds), **(env or {})}
+    )
+    log = log_path or Path(settings.root) / ".prefect" / "worker.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "ab") as out:
+        proc = subprocess.Popen(
+            command, cwd=Path(settings.root), env=worker_env, stdout=out, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        yield proc
+    finally:
+        _stop(proc)
+
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGINT)
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()

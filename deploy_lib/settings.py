@@ -1,45 +1,53 @@
 """settings.toml, .secrets.toml, DEPLOY_* variables and .env files -> one frozen Settings.
 
-The layers, lowest first; each merges into the ones below it table by table:
+The layers, lowest first; each merges into the ones below it table by table, and any
+other value (a list, a string, a number) replaces the one below:
 
     settings.toml  [default]                 source "default"
-    settings.toml  [<env>]                   source "environment [<env>]"
-    .secrets.toml  [default], then [<env>]   source "secrets file"
+    settings.toml  [<env>], then [global]    source "environment [<env>]" / "[global]"
+    .secrets.toml  [default], [<env>], [global]   source "secrets file"
     DEPLOY_* environment variables           source "env var DEPLOY_X"
                                              (DEPLOY_WORK_POOL__PYTHON=x sets work_pool.python)
 
 and for ``env_vars`` (the job's environment) three more on top:
 ``.env`` < ``.env.<env>`` < ``DEPLOY_ENV_VARS__NAME`` (its raw string wins last).
 
-Dynaconf does the layering and the validation; this is the only module that imports it.
-Three of its habits are not ours, so this module corrects them:
-
-* its merge concatenates lists; here a list is replaced by the highest layer that sets it;
-* its own ``*_FOR_DYNACONF`` environment variables beat the arguments it is given (they
-  can add files, switch merging off, change the prefix); we refuse to load while one is
-  set, so nothing outside ``root`` and ``DEPLOY_*`` decides what is read;
-* ``DEPLOY_ENV`` and ``DEPLOY_DEBUG`` share our prefix: they are switches, never settings.
+One engine layers them: ``_Layering`` below, which records where each value came from
+as it merges (``invoke config --explain``) and which keys a secrets layer set.  It
+follows Dynaconf's conventions (the file names, ``[default]``/``[<env>]``/``[global]``,
+the ``DEPLOY_`` prefix with ``__`` for nesting, ``DEPLOY_ENV`` as the switch, keys
+matched ignoring case, a variable's value read as TOML), but not its merge, which
+concatenates lists at every depth with no way to replace one (its maintainers track a
+list strategy as dynaconf#299).  Dynaconf then validates the merged result: its
+``Validator`` rules below check every key and ``validate_all`` reports every problem at
+once.  This is the only module that imports Dynaconf.  Its own ``*_FOR_DYNACONF``
+variables and side files (``settings.local.toml``, ``dynaconf_hooks.py``) are refused,
+so nothing outside ``root`` and ``DEPLOY_*`` decides what is read; ``DEPLOY_ENV`` and
+``DEPLOY_DEBUG`` share our prefix: they are switches, never settings.  Values are plain
+TOML: Dynaconf's ``@format`` / ``@jinja`` / ``@read_file`` tokens are not interpreted.
 
 Reading the files and the environment is the only side effect; the result is a value.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import io
-import json
+import logging
 import os
 import re
 import stat
 import sys
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from dotenv import dotenv_values
+from dynaconf import Dynaconf, ValidationError, Validator
+
 from deploy_lib.errors import SettingsError, UnknownEnvironmentError
-from deploy_lib.masking import Masker, is_secret_name
-from deploy_lib.models import DEPLOYMENT_TYPES, Settings
+from deploy_lib.models import DEPLOYMENT_TYPES, Masker, Settings, is_secret_name
 from deploy_lib.models import plain as _plain
 
 if sys.version_info >= (3, 11):
@@ -49,10 +57,7 @@ else:  # pragma: no cover - Python 3.10: the same parser, as Dynaconf vendors it
 
 __all__ = [
     "DEFAULT_ENV",
-    "effective",
     "environments",
-    "explain",
-    "format_config",
     "load_settings",
 ]
 
@@ -68,8 +73,6 @@ _NOT_ENVIRONMENTS = frozenset({"default", "global"})
 # Dynaconf would read these beside settings.toml on its own; their values would be neither
 # attributed nor masked, and dynaconf_hooks.py would run code, so they are refused.
 _UNSUPPORTED_FILES = ("settings.local.toml", ".secrets.local.toml", "dynaconf_hooks.py")
-# Keys Dynaconf adds to its own data from the arguments we give it.
-_DYNACONF_OWN_KEYS = frozenset({"LOAD_DOTENV", "FILTER_STRATEGY"})
 _TOML_POSITION = re.compile(r"\(at line (\d+), column (\d+)\)")
 
 
@@ -101,18 +104,22 @@ def load_settings(env: str | None, root: Path) -> Settings:
     if secrets is not None:
         _check_sections(secrets, secrets_path)
 
-    layers = _file_layers(base, secrets, name) + _variable_layers()
-    dyn = _dynaconf(root, name, [settings_path] + ([secrets_path] if secrets else []))
-    data = _normalise(_as_dict(dyn, settings_path), base, secrets)
-    for key in _replace_lists(data, layers):
-        # Hand the corrected value back so the validators see what we return.
-        dyn.set(key.upper(), copy.deepcopy(data[key]), merge=False, dotted_lookup=False)
-    sources = _sources(data, layers)
-    _validate(dyn, name, data, sources, Masker(_secret_values({}, set(), secrets)))
+    layering = _Layering()
+    for source, section in (
+        ("default", "default"),
+        (f"environment [{name}]", name),
+        ("environment [global]", "global"),
+    ):
+        layering.add(source, _section(base, section))
+    for section in ("default", name, "global"):
+        layering.add("secrets file", _section(secrets, section), secret=True)
+    for variable, tree in _variables():
+        layering.add(f"env var {variable}", tree)
+    data, sources = layering.data, layering.sources
+    _validate(name, data, sources, Masker(_secret_values({}, set(), secrets)))
 
-    env_sources = _layer_env_vars(data, root, name)
-    sources.update(env_sources)
-    secret_keys = _secret_keys(data, layers)
+    sources.update(_layer_env_vars(data, root, name))
+    secret_keys = _secret_keys(data, layering.secret_paths)
     return Settings(
         env=name,
         root=root,
@@ -131,57 +138,6 @@ def environments(root: Path) -> list[str]:
     """
     path = Path(root).resolve() / SETTINGS_FILE
     return _environment_names(_read_toml(path), path)
-
-
-def effective(settings: Settings, show_secrets: bool = False) -> dict[str, Any]:
-    """A deep copy of ``settings.data`` with every secret replaced by ``****``
-    (unless ``show_secrets``)."""
-    data = copy.deepcopy(dict(settings.data))
-    if show_secrets:
-        return data
-    masked: dict[str, Any] = Masker(settings.secret_values).data(data, settings.secret_keys)
-    return masked
-
-
-def explain(settings: Settings, show_secrets: bool = False) -> list[tuple[str, Any, str]]:
-    """One ``(dotted key, value, source)`` row per leaf value, secrets masked
-    unless ``show_secrets``."""
-    return [
-        (key, value, settings.sources.get(key, "default"))
-        for key, value in _dotted_leaves(effective(settings, show_secrets))
-    ]
-
-
-def format_config(
-    settings: Settings,
-    *,
-    with_sources: bool = False,
-    as_json: bool = False,
-    show_secrets: bool = False,
-) -> str:
-    """The text ``invoke config`` prints: aligned ``key  value  <- source`` lines, or one
-    JSON object ``{"env", "settings"[, "sources"]}``.  Secrets masked unless asked."""
-    if as_json:
-        out: dict[str, Any] = {
-            "env": settings.env,
-            "settings": effective(settings, show_secrets),
-        }
-        if with_sources:
-            out["sources"] = {key: source for key, _, source in explain(settings, True)}
-        return json.dumps(out, indent=2, ensure_ascii=False, default=str)
-    rows = [
-        (key, json.dumps(value, ensure_ascii=False, default=str), source)
-        for key, value, source in explain(settings, show_secrets)
-    ]
-    key_width = max((len(key) for key, _, _ in rows), default=0)
-    value_width = min(max((len(shown) for _, shown, _ in rows), default=0), 48)
-    lines = [f"# environment: {settings.env}"]
-    for key, shown, source in rows:
-        if with_sources:
-            lines.append(f"{key.ljust(key_width)}  {shown.ljust(value_width)}  <- {source}")
-        else:
-            lines.append(f"{key.ljust(key_width)}  {shown}")
-    return "\n".join(lines)
 
 
 # -- files ------------------------------------------------------------------------------
@@ -263,71 +219,103 @@ def _section(raw: Mapping[str, Any] | None, name: str) -> Mapping[str, Any]:
     return {}
 
 
-# -- Dynaconf ---------------------------------------------------------------------------
-
-
-def _dynaconf(root: Path, env: str, files: list[Path]) -> Any:
-    from dynaconf import Dynaconf  # the only Dynaconf import in deploy_lib
-
-    return Dynaconf(
-        settings_files=[str(path) for path in files],
-        root_path=str(root),
-        environments=True,
-        force_env=env,
-        env_switcher=ENV_SWITCH,
-        envvar_prefix=PREFIX.rstrip("_"),
-        nested_separator="__",
-        merge_enabled=True,
-        load_dotenv=False,
-        core_loaders=["TOML"],
-        loaders=["dynaconf.loaders.env_loader"],
-        secrets=None,
-        includes=[],
-        preload=[],
-        filter_strategy=_drop_switches,
-    )
-
-
-def _drop_switches(data: dict[str, Any]) -> dict[str, Any]:
-    return {key: value for key, value in data.items() if key.upper() not in _SWITCHES}
-
-
-def _as_dict(dyn: Any, settings_path: Path) -> dict[str, Any]:
-    try:
-        loaded: dict[str, Any] = dyn.as_dict()
-    except Exception as exc:  # Dynaconf's own errors (bad @format token, ...) enter here
-        raise SettingsError(f"could not be loaded: {exc}", path=str(settings_path)) from exc
-    return loaded
-
-
-
-def _normalise(
-    loaded: Mapping[str, Any], base: Mapping[str, Any], secrets: Mapping[str, Any] | None
-) -> dict[str, Any]:
-    """Top-level keys back to the spelling of the files (Dynaconf upper-cases them)."""
-    spelling: dict[str, str] = {}
-    for raw in (base, secrets or {}):
-        for section in raw.values():
-            if isinstance(section, Mapping):
-                for key in section:
-                    spelling.setdefault(str(key).upper(), str(key))
-    return {
-        spelling.get(key.upper(), key.lower()): _plain(value)
-        for key, value in loaded.items()
-        if key.upper() not in _DYNACONF_OWN_KEYS
-    }
-
-
-# -- layers: what each source set, for lists, sources and secrets -----------------------
+# -- layering ---------------------------------------------------------------------------
 
 KeyPath = tuple[str, ...]
 
 
-@dataclass(frozen=True)
-class _Layer:
-    source: str
-    leaves: dict[KeyPath, Any]  # lower-cased key path -> value
-    secret: bool = False
+class _Layering:
+    """Merges layers, lowest first, into ``data``: a table merges into the table below it
+    key by key (keys matched ignoring case, the first spelling kept); anything else
+    replaces what was below.  ``sources`` maps each dotted leaf to the layer that set
+    it; ``secret_paths`` holds the (lower-cased) key paths a secret layer set."""
+
+    def __init__(self) -> None:
+        self.data: dict[str, Any] = {}
+        self.sources: dict[str, str] = {}
+        self.secret_paths: set[KeyPath] = set()
+
+    def add(self, source: str, tree: Mapping[str, Any], *, secret: bool = False) -> None:
+        self._merge(self.data, tree, (), source, secret)
+
+    def _merge(
+        self, into: dict[str, Any], tree: Mapping[str, Any], prefix: KeyPath, source: str,
+        secret: bool,
+    ) -> None:
+        for raw_key, value in tree.items():
+            key = str(raw_key)
+            if key.lower().startswith("dynaconf_"):  # Dynaconf's own markers
+                continue
+            key = _spelling(into, key)
+            path = (*prefix, key)
+            below = into.get(key)
+            if isinstance(value, Mapping) and isinstance(below, dict) and value:
+                self._merge(below, value, path, source, secret)
+                continue
+            self._forget(path)
+            into[key] = _plain(value)
+            for leaf, _ in _leaves(into[key], path) if isinstance(value, Mapping) and value else [
+                (path, value)
+            ]:
+                self.sources[".".join(leaf)] = source
+                if secret:
+                    self.secret_paths.add(_fold(leaf))
+
+    def _forget(self, path: KeyPath) -> None:
+        dotted = ".".join(path)
+        for key in [k for k in self.sources if k == dotted or k.startswith(dotted + ".")]:
+            del self.sources[key]
+
+
+def _spelling(table: Mapping[str, Any], key: str) -> str:
+    """``key`` as ``table`` already spells it (matched ignoring case), else as given."""
+    if key in table:
+        return key
+    folded = key.lower()
+    return next((k for k in table if k.lower() == folded), key)
+
+
+def _variables() -> list[tuple[str, dict[str, Any]]]:
+    """``(name, tree)`` for each DEPLOY_* variable that is a setting: its name split on
+    ``__`` into a key path (setting names lower-cased, names a user chose kept: see
+    ``_NAMED_BY_USER``) and its value read as TOML, as
+    Dynaconf reads it (``8`` an integer, ``["a"]`` a list, ``True``/``true`` a boolean,
+    anything that does not parse a string)."""
+    found = []
+    for name, raw in os.environ.items():
+        rest = name[len(PREFIX) :]
+        if not name.startswith(PREFIX) or not rest or rest.upper() in _SWITCHES:
+            continue
+        parts = [part for part in rest.split("__") if part]
+        if not parts:
+            continue
+        tree: Any = _variable_value(raw)
+        for part in reversed(_key_path(parts)):
+            tree = {part: tree}
+        found.append((name, tree))
+    return found
+
+
+# Tables whose keys are names a user chose (a variable, a parameter, a flow): a variable
+# keeps their spelling; every other key of a variable's name is a setting, lower-cased.
+_NAMED_BY_USER = frozenset({"env_vars", "parameters", "flows"})
+
+
+def _key_path(parts: list[str]) -> list[str]:
+    path: list[str] = []
+    for part in parts:
+        path.append(part if path and path[-1].lower() in _NAMED_BY_USER else part.lower())
+    return path
+
+
+def _variable_value(raw: str) -> Any:
+    text = raw.strip()
+    if text in ("True", "False"):
+        return text == "True"
+    try:
+        return tomllib.loads(f"value = {raw}")["value"]
+    except tomllib.TOMLDecodeError:
+        return raw
 
 
 def _leaves(tree: Mapping[str, Any], prefix: KeyPath = ()) -> Iterator[tuple[KeyPath, Any]]:
@@ -347,75 +335,6 @@ def _dotted_leaves(tree: Mapping[str, Any]) -> list[tuple[str, Any]]:
 
 def _fold(path: KeyPath) -> KeyPath:
     return tuple(part.lower() for part in path)
-
-
-def _layer(source: str, tree: Mapping[str, Any], secret: bool = False) -> _Layer:
-    return _Layer(source, {_fold(p): v for p, v in _leaves(tree)}, secret)
-
-
-def _file_layers(
-    base: Mapping[str, Any], secrets: Mapping[str, Any] | None, env: str
-) -> list[_Layer]:
-    # Dynaconf's order within a file: [default], [<env>], [global].
-    layers = [
-        _layer("default", _section(base, "default")),
-        _layer(f"environment [{env}]", _section(base, env)),
-        _layer("environment [global]", _section(base, "global")),
-    ]
-    for name in ("default", env, "global"):
-        layers.append(_layer("secrets file", _section(secrets, name), secret=True))
-    return layers
-
-
-def _variable_layers() -> list[_Layer]:
-    from dynaconf.utils.parse_conf import boolean_fix, parse_conf_data
-
-    layers = []
-    for name, raw in os.environ.items():
-        rest = name[len(PREFIX) :]
-        if not name.startswith(PREFIX) or not rest or rest.upper() in _SWITCHES:
-            continue
-        parts = rest.replace("__", ".").split(".")
-        tree: Any = parse_conf_data(boolean_fix(raw), tomlfy=True, box_settings={})
-        for part in reversed(parts):
-            tree = {part: tree}
-        layers.append(_layer(f"env var {name}", tree))
-    return layers
-
-
-def _highest(layers: list[_Layer], path: KeyPath) -> _Layer | None:
-    folded = _fold(path)
-    for layer in reversed(layers):
-        if folded in layer.leaves:
-            return layer
-    return None
-
-
-def _replace_lists(data: dict[str, Any], layers: list[_Layer]) -> set[str]:
-    """Undo Dynaconf's list concatenation: each list is the highest layer's list.
-
-    Returns the top-level keys that changed."""
-    changed = set()
-    for path, value in list(_leaves(data)):
-        layer = _highest(layers, path) if isinstance(value, list) else None
-        if layer is None:
-            continue
-        wanted = copy.deepcopy(layer.leaves[_fold(path)])
-        if wanted != value:
-            node = data
-            for part in path[:-1]:
-                node = node[part]
-            node[path[-1]] = wanted
-            changed.add(path[0])
-    return changed
-
-
-def _sources(data: Mapping[str, Any], layers: list[_Layer]) -> dict[str, str]:
-    sources = {}
-    for path, _ in _leaves(data):
-        layer = _highest(layers, path)
-        sources[".".join(path)] = layer.source if layer else "default"
-    return sources
 
 
 # -- validation -------------------------------------------------------------------------
@@ -461,6 +380,34 @@ def _one_of(*choices: str) -> Callable[[Any], bool]:
     return lambda v: v in choices
 
 
+def _is_name_table(v: Any) -> bool:
+    return isinstance(v, Mapping) and all(
+        k in DEPLOYMENT_TYPES and _is_filled_str(name) for k, name in v.items()
+    )
+
+
+def _is_pool_override(v: Any) -> bool:
+    if isinstance(v, Mapping):
+        return set(v) <= {*DEPLOYMENT_TYPES, "queue"} and all(map(_is_filled_str, v.values()))
+    return _is_filled_str(v)
+
+
+def _is_table_list(v: Any) -> bool:
+    return isinstance(v, list) and all(isinstance(item, Mapping) for item in v)
+
+
+def _is_name_format(v: Any) -> bool:
+    """A ``str.format`` pattern using only ``{flow}``, ``{env}`` and ``{type}``."""
+    if not _is_filled_str(v):
+        return False
+    try:
+        str(v).format(flow="f", env="e", type="t")
+    except (KeyError, IndexError, ValueError):
+        return False
+    return True
+
+
+_NAME_FORMAT = "a format such as \"{flow}-python\" using only {flow}, {env} and {type}"
 NON_EMPTY = "a non-empty string"
 STR_LIST = "a list of strings"
 # key, what a valid value is, test, required
@@ -479,8 +426,8 @@ _RULES: list[tuple[str, str, Callable[[Any], bool], bool]] = [
     ("work_pool.python", NON_EMPTY, _is_filled_str, True),
     ("work_pool.docker", NON_EMPTY, _is_filled_str, True),
     ("work_pool.queue", NON_EMPTY, _is_filled_str, True),
-    ("naming.python", NON_EMPTY, _is_filled_str, False),
-    ("naming.docker", NON_EMPTY, _is_filled_str, False),
+    ("naming.python", _NAME_FORMAT, _is_name_format, False),
+    ("naming.docker", _NAME_FORMAT, _is_name_format, False),
     ("naming.always_suffix", "true or false", _is_bool, False),
     ("parameters", "a table of flow parameters", _is_table, True),
     ("env_vars", "a table of environment variable names to values", _is_table, True),
@@ -506,23 +453,28 @@ _RULES: list[tuple[str, str, Callable[[Any], bool], bool]] = [
     ("pull.extra_packages", STR_LIST, _is_str_list, False),
     ("flows", "a table of per-flow tables", _is_table, False),
 ]
-# Per-flow overrides, checked for every [default.flows.<name>] / [<env>.flows.<name>].
+# Per-flow overrides, checked for every [default.flows.<name>] / [<env>.flows.<name>]
+# (whatever the flow's name holds: dots too); no other key is known.
 _FLOW_RULES: list[tuple[str, str, Callable[[Any], bool]]] = [
     ("enabled", "true or false", _is_bool),
     ("types", 'a list of "python" and/or "docker"', _is_types),
+    ("name", NON_EMPTY, _is_filled_str),
+    ("names", 'a table of "python" / "docker" to deployment names', _is_name_table),
+    ("work_pool", "a pool name or a table of python/docker/queue", _is_pool_override),
     ("parameters", "a table of flow parameters", _is_table),
     ("tags", STR_LIST, _is_str_list),
+    ("schedules", "a list of schedule tables", _is_table_list),
     ("concurrency_limit", "an integer of at least 1", _is_int(1)),
     ("paused", "true or false", _is_bool),
+    ("description", NON_EMPTY, _is_filled_str),
 ]
 
 
 def _validator(
     key: str, what: str, test: Callable[[Any], bool], required: bool, **extra: Any
 ) -> Any:
-    from dynaconf import Validator
-
     braced = key.replace("{", "{{").replace("}", "}}")
+    what = what.replace("{", "{{").replace("}", "}}")  # Dynaconf formats the messages
     got = "" if is_secret_name(key) else ", got {value!r}"
     check = lambda v: test(v)  # noqa: E731 - Dynaconf names the check after __name__
     check.__name__ = f"check_{key}"
@@ -539,8 +491,6 @@ def _validator(
 
 
 def _validators(data: Mapping[str, Any]) -> list[Any]:
-    from dynaconf import Validator
-
     validators = [_validator(*rule) for rule in _RULES]
     validators.append(
         _validator(
@@ -557,24 +507,26 @@ def _validators(data: Mapping[str, Any]) -> list[Any]:
             validators.append(
                 _validator(f"env_vars.{name}", "a string, number or boolean", _is_scalar, False)
             )
-    flows = data.get("flows")
-    for flow, override in flows.items() if isinstance(flows, Mapping) else ():
-        if "." in flow:  # a dotted name cannot be addressed by a dotted key
-            continue
-        validators.append(_validator(f"flows.{flow}", "a table", _is_table, False))
-        if isinstance(override, Mapping):
-            for key, what, test in _FLOW_RULES:
-                validators.append(_validator(f"flows.{flow}.{key}", what, test, False))
     return validators
 
 
 def _validate(
-    dyn: Any, env: str, data: Mapping[str, Any], sources: Mapping[str, str], masker: Masker
+    env: str, data: Mapping[str, Any], sources: Mapping[str, str], masker: Masker
 ) -> None:
-    """Run every validator (``validate_all``) and raise one SettingsError listing all;
-    ``masker`` hides the values of .secrets.toml that a message would quote."""
-    from dynaconf import ValidationError
-
+    """Run every validator over ``data`` (Dynaconf's ``validate_all``) and raise one
+    SettingsError listing all; ``masker`` hides the values of .secrets.toml that a
+    message would quote."""
+    dyn = Dynaconf(
+        settings_files=[],
+        environments=False,
+        load_dotenv=False,
+        core_loaders=[],
+        loaders=[],
+        auto_cast=False,  # a value is validated as written, "@int 1" stays a string
+        envvar_prefix=False,
+    )
+    for key, value in data.items():
+        dyn.set(key, copy.deepcopy(value), dotted_lookup=False, tomlfy=False)
     dyn.validators.register(*_validators(data))
     try:
         dyn.validators.validate_all()
@@ -587,9 +539,40 @@ def _validate(
             line = f"  - {masker.text(message)}{_from(key, sources)}"
             if line not in lines:
                 lines.append(line)
+        lines = [*lines, *_flow_problems(data, sources, masker)]
         raise SettingsError(
             f"{len(lines)} problem(s) in the settings of environment {env!r}:\n" + "\n".join(lines)
         ) from exc
+    if lines := _flow_problems(data, sources, masker):
+        raise SettingsError(
+            f"{len(lines)} problem(s) in the settings of environment {env!r}:\n" + "\n".join(lines)
+        )
+
+
+def _flow_problems(data: Mapping[str, Any], sources: Mapping[str, str], masker: Masker) -> list[str]:
+    """The problems of the per-flow overrides, ``flows.<name>.<key>``.  Checked here, not
+    by dotted Dynaconf validators, because a flow's name may hold dots."""
+    flows = data.get("flows")
+    lines: list[str] = []
+    rules = {key: (what, test) for key, what, test in _FLOW_RULES}
+    for flow, override in flows.items() if isinstance(flows, Mapping) else ():
+        prefix = f"flows.{flow}"
+        if not isinstance(override, Mapping):
+            lines.append(f"  - {prefix}: must be a table, got {override!r}{_from(prefix, sources)}")
+            continue
+        for key, value in override.items():
+            dotted = f"{prefix}.{key}"
+            if key not in rules:
+                lines.append(
+                    f"  - {dotted}: unknown per-flow setting; known: {', '.join(rules)}"
+                    f"{_from(dotted, sources)}"
+                )
+                continue
+            what, test = rules[key]
+            if not test(value):
+                got = "" if is_secret_name(key) else f", got {value!r}"
+                lines.append(f"  - {masker.text(f'{dotted}: must be {what}{got}')}{_from(dotted, sources)}")
+    return lines
 
 
 def _not_a_table(key: str, data: Mapping[str, Any]) -> tuple[str, str]:
@@ -658,10 +641,10 @@ def _put(env_vars: dict[str, Any], name: str, value: str) -> str:
 
 
 def _read_env_file(path: Path) -> dict[str, str]:
-    """``KEY=value`` lines parsed by python-dotenv; {} when the file does not exist."""
-    from dotenv import dotenv_values
-    from dotenv.parser import parse_stream
+    """``KEY=value`` lines parsed by python-dotenv; {} when the file does not exist.
 
+    A line python-dotenv cannot parse, or a name without ``=``, is an error naming the
+    file and line (python-dotenv itself only logs the first and skips it)."""
     if not path.exists():
         return {}
     try:
@@ -672,30 +655,50 @@ def _read_env_file(path: Path) -> dict[str, str]:
         ) from exc
     except OSError as exc:
         raise SettingsError(f"cannot be read: {exc.strerror}", path=str(path)) from exc
-    for binding in parse_stream(io.StringIO(text)):
-        if binding.error:
-            raise SettingsError(
-                f"line {binding.original.line} is not KEY=value: "
-                f"{binding.original.string.strip()[:40]!r}",
-                path=f"{path}:{binding.original.line}",
+    unparsed = _UnparsedLines()
+    logger = logging.getLogger("dotenv.main")
+    logger.addHandler(unparsed)
+    try:
+        values = dotenv_values(stream=io.StringIO(text))
+    finally:
+        logger.removeHandler(unparsed)
+    lines = text.splitlines()
+    if unparsed.lines:
+        number = unparsed.lines[0]
+        shown = lines[number - 1].strip()[:40] if number <= len(lines) else ""
+        raise SettingsError(f"line {number} is not KEY=value: {shown!r}", path=f"{path}:{number}")
+    for name, value in values.items():
+        if value is None:
+            number = next(
+                (i for i, line in enumerate(lines, 1) if line.strip().split()[-1:] == [name]), 0
             )
-        if binding.key is not None and binding.value is None:
             raise SettingsError(
-                f"line {binding.original.line}: {binding.key} has no '='; "
-                f"write {binding.key}= for an empty value",
-                path=f"{path}:{binding.original.line}",
+                f"line {number}: {name} has no '='; write {name}= for an empty value",
+                path=f"{path}:{number}",
             )
-    values = dotenv_values(stream=io.StringIO(text))
     return {name: value for name, value in values.items() if value is not None}
+
+
+class _UnparsedLines(logging.Handler):
+    """Collects the line numbers python-dotenv reports it could not parse."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.lines: list[int] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        args = record.args if isinstance(record.args, tuple) else ()
+        if "could not parse" in record.getMessage() and args:
+            with contextlib.suppress(TypeError, ValueError):
+                self.lines.append(int(str(args[0])))
 
 
 # -- secrets and warnings ---------------------------------------------------------------
 
 
-def _secret_keys(data: Mapping[str, Any], layers: list[_Layer]) -> set[str]:
+def _secret_keys(data: Mapping[str, Any], secret_paths: set[KeyPath]) -> set[str]:
     """Dotted keys set by .secrets.toml, named like a secret, or listed in
     ``masked_env_vars``."""
-    secret_paths = {path for layer in layers if layer.secret for path in layer.leaves}
     masked = data.get("masked_env_vars")
     masked_names = {str(n).lower() for n in masked} if isinstance(masked, list) else set()
     keys = set()

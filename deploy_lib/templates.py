@@ -1,8 +1,11 @@
-"""Load ``templates/*.yaml`` and render deployment bodies from them; write rendered files.
+"""Overlay ``templates/*.yaml`` on the built deployment bodies; write rendered files.
 
-A template is YAML whose structure is the deployment body and whose values hold Jinja
-placeholders. It is parsed with ``yaml.safe_load`` and the placeholders are filled in
-the parsed values (keys are not rendered), with Jinja2's sandbox and ``StrictUndefined``:
+``build`` makes the whole body.  A template is an overlay: YAML that names only what it
+changes, in the body's own structure (``job_variables: {stream_output: false}``), with
+Jinja placeholders in its values.  Mappings merge key by key; any other value (a list, a
+string, a number) replaces the built one.  The overlay is parsed with
+``yaml.safe_load`` and the placeholders are filled in the parsed values (keys are not
+rendered), with Jinja2's sandbox and ``StrictUndefined``:
 
 - a string that is exactly one placeholder, ``"{{ deployment.tags }}"``, becomes the
   value itself, keeping its type (list, dict, int, bool, None);
@@ -19,8 +22,9 @@ data), ``git`` (``sha``, ``short_sha``, ``branch``, ``dirty``, ``is_repo``), ``n
 ``git.sha`` and ``now`` change on every commit or run: a body that uses them is never
 "unchanged", so the shipped templates do not.
 
-Selection: ``<type>_<env>.yaml`` when it exists, else ``<type>_deployment.yaml``.
-After rendering, job variables whose value is ``None`` are dropped (the pool's default
+Layers: ``<type>_deployment.yaml`` (every environment), then ``<type>_<env>.yaml`` when
+it exists; either may be missing, not both.  An empty file overlays nothing.  After
+rendering, job variables whose value is ``None`` are dropped (the pool's default
 applies).
 """
 
@@ -31,7 +35,7 @@ import json
 import os
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -41,11 +45,17 @@ from jinja2 import StrictUndefined, TemplateSyntaxError, Undefined, UndefinedErr
 from jinja2.exceptions import SecurityError
 from jinja2.sandbox import SandboxedEnvironment
 
-from deploy_lib.build import build_deployments
 from deploy_lib.errors import DiscoveryError, InputError, TemplateError
-from deploy_lib.gitinfo import GitInfo
-from deploy_lib.masking import Masker
-from deploy_lib.models import DEPLOYMENT_TYPES, DeploymentSpec, FlowMetadata, Settings
+from deploy_lib.models import (
+    BUILD_EXTRAS,
+    DEPLOYMENT_TYPES,
+    BuildContext,
+    DeploymentSpec,
+    FlowMetadata,
+    GitInfo,
+    Masker,
+    Settings,
+)
 from deploy_lib.models import plain as _plain
 
 TEMPLATE_VARIABLES = ("flow", "env", "settings", "git", "now", "deployment")
@@ -78,23 +88,26 @@ class TemplateRenderer:
         self._texts: dict[str, Any] = {}
         self._display: dict[Path, str] = {}
         self._kinds: dict[str, str] = {}
-        self._selected: dict[tuple[str, str], Path] = {}
+        self._selected: dict[tuple[str, str], tuple[Path, ...]] = {}
         self._jinja = SandboxedEnvironment(undefined=StrictUndefined, autoescape=False)
 
     def select(self, type_: str, env: str) -> Path:
-        """``<type>_<env>.yaml`` if it exists, else ``<type>_deployment.yaml``."""
+        """The most specific template of ``type_`` in ``env`` (the last of ``layers``)."""
+        return self.layers(type_, env)[-1]
+
+    def layers(self, type_: str, env: str) -> tuple[Path, ...]:
+        """``<type>_deployment.yaml``, then ``<type>_<env>.yaml``, those that exist."""
         chosen = self._selected.get((type_, env))
         if chosen is None:
-            chosen = self._selected[(type_, env)] = self._select(type_, env)
+            chosen = self._selected[(type_, env)] = self._layers(type_, env)
         return chosen
 
-    def _select(self, type_: str, env: str) -> Path:
+    def _layers(self, type_: str, env: str) -> tuple[Path, ...]:
         specific = self.templates_dir / f"{type_}_{env}.yaml"
-        if specific.is_file():
-            return specific
         base = self.templates_dir / f"{type_}_deployment.yaml"
-        if base.is_file():
-            return base
+        found = tuple(path for path in (base, specific) if path.is_file())
+        if found:
+            return found
         raise TemplateError(
             f"no template for type {type_!r} in environment {env!r}: "
             f"neither {specific.name} nor {base.name} exists",
@@ -136,6 +149,8 @@ class TemplateRenderer:
             ) from exc
         except yaml.YAMLError as exc:
             raise TemplateError(f"YAML error: {exc}", path=name) from exc
+        if data is None:  # an empty overlay (comments only) changes nothing
+            data = {}
         if not isinstance(data, dict):
             raise TemplateError(
                 f"a template must be a mapping of deployment body keys, not {type(data).__name__}",
@@ -147,11 +162,20 @@ class TemplateRenderer:
     def render(self, path: Path, variables: Mapping[str, Any]) -> dict[str, Any]:
         """The template at ``path`` with every placeholder filled from ``variables``."""
         source = self.display(path)
-        body = self._value(self.load(path), "", variables, source)
-        job_variables = body.get("job_variables")
+        return dict(self._value(self.load(path), "", variables, source))
+
+    def overlay(
+        self, body: Mapping[str, Any], paths: Sequence[Path], variables: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        """``body`` with each template of ``paths`` rendered and merged on top, in order;
+        job variables left ``None`` are dropped (the pool's default applies)."""
+        merged = _copied(body)
+        for path in paths:
+            merged = _merge(merged, self.render(path, variables))
+        job_variables = merged.get("job_variables")
         if isinstance(job_variables, dict):
-            body["job_variables"] = {k: v for k, v in job_variables.items() if v is not None}
-        return dict(body)
+            merged["job_variables"] = {k: v for k, v in job_variables.items() if v is not None}
+        return dict(merged)
 
     def _value(self, value: Any, key: str, variables: Mapping[str, Any], source: str) -> Any:
         if isinstance(value, dict):
@@ -325,21 +349,19 @@ def flow_variables(flow: FlowMetadata) -> dict[str, Any]:
     return {**flow.to_dict(), "module_path": flow.module_path}
 
 
-def build_specs(
-    flows: Iterable[FlowMetadata],
+def render_specs(
+    contexts: Iterable[BuildContext],
     settings: Settings,
     *,
     git: GitInfo,
     now: datetime,
     templates_dir: str | os.PathLike[str] | None = None,
-) -> tuple[list[DeploymentSpec], list[str]]:
-    """Build every deployment of ``flows`` for ``settings.env`` and render each through
-    its template (``templates_dir`` defaults to ``<root>/templates``).
+) -> list[DeploymentSpec]:
+    """One ``DeploymentSpec`` per built deployment: its body with the templates of its
+    type and environment overlaid (``templates_dir`` defaults to ``<root>/templates``).
 
-    Reads the flows' files (version hash) and the templates; returns the specs, sorted
-    by flow then type, and the warnings. Raises ``SettingsError`` / ``TemplateError``.
+    Reads the templates; raises ``TemplateError`` naming the template, key and variable.
     """
-    result = build_deployments(flows, settings, git=git)
     directory = (
         Path(templates_dir) if templates_dir is not None else Path(settings.root) / "templates"
     )
@@ -347,23 +369,25 @@ def build_specs(
     shared = template_variables(settings, git=git, now=now)
     flow_vars: dict[int, dict[str, Any]] = {}
     specs: list[DeploymentSpec] = []
-    for context in result.contexts:
-        path = renderer.select(context.type, settings.env)
+    for context in contexts:
+        paths = renderer.layers(context.type, settings.env)
         fvars = flow_vars.setdefault(id(context.flow), flow_variables(context.flow))
-        body = renderer.render(path, {**shared, "flow": fvars, "deployment": context.deployment})
+        variables = {**shared, "flow": fvars, "deployment": context.deployment}
+        built = {k: v for k, v in context.deployment.items() if k not in BUILD_EXTRAS}
+        sources = dict(context.deployment.get("sources", {}))
+        for path in paths:
+            sources = _overlay_sources(renderer.load(path), sources)
         specs.append(
             DeploymentSpec(
                 type=context.type,
                 env=settings.env,
                 flow=context.flow,
-                body=body,
-                source=renderer.display(path),
-                sources=_placeholder_sources(
-                    renderer.load(path), context.deployment.get("sources", {})
-                ),
+                body=renderer.overlay(built, paths, variables),
+                source=renderer.display(paths[-1]),
+                sources=sources,
             )
         )
-    return specs, list(result.warnings)
+    return specs
 
 
 # -- output -------------------------------------------------------------------------------
@@ -422,12 +446,17 @@ def mask_body(body: Any, settings: Settings) -> Any:
     return _keep_placeholders(body, masked)
 
 
+def check_format(fmt: str) -> None:
+    """Raise ``InputError`` for an output format other than yaml or json."""
+    if fmt not in FORMATS:
+        raise InputError(f"unknown output format {fmt!r}; choose one of: {', '.join(FORMATS)}")
+
+
 def dump(body: Any, fmt: str, *, header: str = "") -> str:
     """``body`` as YAML (keys in template order, with an optional ``#`` header) or JSON."""
     if fmt == "json":
         return json.dumps(body, indent=2, ensure_ascii=False) + "\n"
-    if fmt != "yaml":
-        raise InputError(f"unknown output format {fmt!r}; choose one of: {', '.join(FORMATS)}")
+    check_format(fmt)
     text = yaml.safe_dump(
         body, sort_keys=False, allow_unicode=True, default_flow_style=False, width=10**6
     )
@@ -467,38 +496,6 @@ def prefect_yaml(specs: Sequence[DeploymentSpec], *, name: str) -> dict[str, Any
     return {"name": name, "deployments": deployments}
 
 
-def render_to_files(
-    settings: Settings,
-    *,
-    out_dir: str | os.PathLike[str] | None = None,
-    fmt: str = "yaml",
-    write_prefect_yaml: bool = False,
-    show_secrets: bool = False,
-    flow_names: Sequence[str] = (),
-    types: Sequence[str] = (),
-    git: GitInfo | None = None,
-    now: datetime | None = None,
-) -> RenderResult:
-    """Discover, build, render and validate the deployments of ``settings.env``
-    (``pipeline.prepare``), then ``write_rendered`` them: on any error nothing is written.
-    """
-    if fmt not in FORMATS:
-        raise InputError(f"unknown output format {fmt!r}; choose one of: {', '.join(FORMATS)}")
-    # The stages are wired in pipeline (which imports this module): imported here.
-    from deploy_lib.pipeline import prepare
-
-    prepared = prepare(settings, flow_names=flow_names, types=types, git=git, now=now)
-    result = write_rendered(
-        prepared.specs,
-        settings,
-        out_dir=out_dir,
-        fmt=fmt,
-        write_prefect_yaml=write_prefect_yaml,
-        show_secrets=show_secrets,
-    )
-    return replace(result, warnings=tuple(prepared.warnings))
-
-
 def write_rendered(
     specs: Sequence[DeploymentSpec],
     settings: Settings,
@@ -517,8 +514,7 @@ def write_rendered(
     ``show_secrets``. Raises ``InputError`` for an unknown format, two deployments that
     would share a file, or a directory that cannot be written.
     """
-    if fmt not in FORMATS:
-        raise InputError(f"unknown output format {fmt!r}; choose one of: {', '.join(FORMATS)}")
+    check_format(fmt)
     root = Path(settings.root).resolve()
     outputs: dict[str, str] = {}
     for spec in specs:
@@ -544,8 +540,8 @@ def write_rendered(
     return RenderResult(target, tuple(outputs), removed)
 
 
-def _placeholder_sources(template: Mapping[str, Any], sources: Mapping[str, str]) -> dict[str, str]:
-    """The settings keys build recorded for body keys, less those the template sets to a
+def _overlay_sources(template: Mapping[str, Any], sources: Mapping[str, str]) -> dict[str, str]:
+    """The settings keys build recorded for body keys, less those the overlay sets to a
     literal: a template that hardcodes ``entrypoint:`` is the source of that value, not
     ``entrypoint_style``, so a problem with it must not send the reader to settings."""
     kept = {}
@@ -553,11 +549,23 @@ def _placeholder_sources(template: Mapping[str, Any], sources: Mapping[str, str]
         node: Any = template
         for part in dotted.split("."):
             if not isinstance(node, Mapping) or part not in node:
+                kept[dotted] = key  # not overlaid (or overlaid by a placeholder): built
                 break
             node = node[part]
-        if _has_placeholder(node):
-            kept[dotted] = key
+        else:
+            if _has_placeholder(node):
+                kept[dotted] = key
     return kept
+
+
+def _merge(base: Any, overlay: Any) -> Any:
+    """``overlay`` on ``base``: mappings merge key by key, anything else replaces."""
+    if isinstance(base, dict) and isinstance(overlay, Mapping):
+        merged = dict(base)
+        for key, value in overlay.items():
+            merged[key] = _merge(base.get(key), value) if key in base else value
+        return merged
+    return overlay
 
 
 def _has_placeholder(value: Any) -> bool:

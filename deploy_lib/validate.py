@@ -14,8 +14,7 @@ has a schedule, so validating schedule-less deployments never imports Prefect.
 from __future__ import annotations
 
 import difflib
-import json
-from collections import Counter, defaultdict
+from collections import defaultdict
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
 from functools import cache, lru_cache
@@ -25,8 +24,8 @@ from cerberus import Validator, errors
 from cerberus.errors import ValidationError
 from cerberus.validator import TypeDefinition
 
-from deploy_lib.errors import ValidationFailed
-from deploy_lib.models import DeploymentSpec, FlowMetadata, Problem, module_path_for
+from deploy_lib.errors import ValidationFailed, format_problems, problem_sort_key
+from deploy_lib.models import POOL_TYPES, DeploymentSpec, FlowMetadata, Problem, module_path_for
 from deploy_lib.parameters import python_type_check
 from deploy_lib.schema import (
     IMAGE_NAME_MAX_LENGTH,
@@ -40,9 +39,6 @@ from deploy_lib.schema import (
 __all__ = [
     "ensure_valid",
     "format_problems",
-    "report_json",
-    "summarize",
-    "validate_body",
     "validate_specs",
 ]
 
@@ -179,12 +175,7 @@ def validate_specs(
         problems.extend(checker.problems(spec))
         problems.extend(_cross_check(spec, index))
     problems.extend(_duplicate_names(specs))
-    return sorted(set(problems), key=_sort_key)
-
-
-def validate_body(spec: DeploymentSpec) -> list[Problem]:
-    """The schema problems of one spec's body (no cross checks), unsorted."""
-    return _BodyChecker().problems(spec)
+    return sorted(set(problems), key=problem_sort_key)
 
 
 # (key path, message) pairs: what Cerberus found in one value.
@@ -258,58 +249,6 @@ def ensure_valid(
     problems = validate_specs(specs, flows, functions=functions)
     if problems:
         raise ValidationFailed(problems)
-
-
-def format_problems(problems: Iterable[Problem]) -> str:
-    """The problems grouped per deployment, one header each::
-
-        deployment 'etl-python' (templates/python_deployment.yaml):
-          concurrency_limit: must be at least 1 (got 0)
-          schedules.0.schedule.cron: Invalid cron string: "61 * * * *"
-
-    The header names the source when every problem of the deployment shares it; else
-    each line ends with its own ``[from ...]``.  Problems without a deployment (a flow
-    file's, say) come first, under ``general:``.
-    """
-    groups: dict[str, list[Problem]] = defaultdict(list)
-    for problem in sorted(problems, key=_sort_key):
-        groups[problem.deployment or ""].append(problem)
-    blocks = []
-    for deployment, members in groups.items():
-        sources = {p.source for p in members}
-        shared = sources.pop() if len(sources) == 1 else None
-        head = f"deployment {deployment!r}" if deployment else "general"
-        lines = [head + (f" ({shared})" if shared else "") + ":"]
-        for p in members:
-            where = f"{p.key}: " if p.key else ""
-            if p.path:
-                where = f"{p.path}:{p.line}: {where}" if p.line else f"{p.path}: {where}"
-            origin = f" [from {p.source}]" if p.source and not shared else ""
-            lines.append(f"  {where}{p.message}{origin}")
-        blocks.append("\n".join(lines))
-    return "\n".join(blocks)
-
-
-def summarize(env: str, specs: Sequence[DeploymentSpec]) -> str:
-    """One line for a valid environment: how many deployments, of which types."""
-    types = Counter(spec.type for spec in specs)
-    flows = len({spec.flow.entrypoint for spec in specs})
-    by_type = ", ".join(f"{types[t]} {t}" for t in sorted(types))
-    detail = f" ({by_type})" if by_type else ""
-    return f"{env}: {len(specs)} deployment(s) of {flows} flow(s) are valid{detail}"
-
-
-def report_json(
-    env: str, specs: Sequence[DeploymentSpec] = (), problems: Sequence[Problem] = ()
-) -> str:
-    """``{"env", "valid", "deployments", "problems"}`` as indented JSON."""
-    report = {
-        "env": env,
-        "valid": not problems,
-        "deployments": [spec.name for spec in specs],
-        "problems": [problem.to_dict() for problem in problems],
-    }
-    return json.dumps(report, indent=2)
 
 
 def image_reference_problem(reference: str) -> str | None:
@@ -697,9 +636,70 @@ def _fallback_name(spec: DeploymentSpec) -> str:
     return f"{spec.flow.name} ({spec.type})"
 
 
-def _sort_key(problem: Problem) -> tuple[Any, ...]:
-    parts = tuple(
-        (0, int(part), "") if part.isdigit() else (1, 0, part)
-        for part in (problem.key or "").split(".")
-    )
-    return (problem.deployment or "", parts, problem.message, problem.source or "")
+def pool_problems(
+    spec: DeploymentSpec, pool_name: str, pool: Mapping[str, Any] | None, *, api_url: str = ""
+) -> list[Problem]:
+    """Why ``spec`` does not fit work pool ``pool`` (the server's JSON, None if missing)."""
+    def problem(message: str, key: str) -> Problem:
+        return Problem(message, key=key, deployment=spec.full_name, source=spec.source)
+
+    expected = POOL_TYPES[spec.type]
+    if pool is None:
+        server = f" on {api_url}" if api_url else ""
+        return [
+            problem(
+                f"work pool {pool_name!r} does not exist{server}; create it with "
+                f"`invoke pools --env {spec.env} --create` (a {expected} pool)",
+                "work_pool_name",
+            )
+        ]
+    if pool.get("type") != expected:
+        return [
+            problem(
+                f"work pool {pool_name!r} is a {pool.get('type')!r} pool, but {spec.type} "
+                f"deployments need a {expected!r} pool",
+                "work_pool_name",
+            )
+        ]
+    where = f"work pool {pool_name!r} ({pool.get('type')})"
+    return job_variable_problems(spec, pool.get("base_job_template"), pool=where)
+
+
+def job_variable_problems(
+    spec: DeploymentSpec, template: Mapping[str, Any] | None, *, pool: str
+) -> list[Problem]:
+    """One problem per job variable of ``spec`` that the base job ``template`` does not
+    define (the server silently accepts unknown ones, so a typo such as ``mem_limt``
+    would be lost); ``pool`` says in words whose template it is.  No template, or one
+    that defines no variables, checks nothing."""
+    defined = set(((template or {}).get("variables") or {}).get("properties") or {})
+    if not defined:
+        return []
+    return [
+        Problem(
+            f"job variable {name!r} is not defined by {pool}; it accepts: "
+            f"{', '.join(sorted(defined))}",
+            deployment=spec.full_name,
+            key=f"job_variables.{name}",
+            source=spec.source,
+        )
+        for name in sorted(spec.body.get("job_variables") or {})
+        if name not in defined
+    ]
+
+
+def default_job_variable_problems(
+    specs: Iterable[DeploymentSpec], templates: Mapping[str, Mapping[str, Any] | None]
+) -> list[Problem]:
+    """Offline: each spec's job variables against the default base job template of the
+    work pool type it needs (``templates`` maps a pool type to Prefect's bundled
+    template; the live pool is checked again before a deploy, ``pool_problems``)."""
+    problems: list[Problem] = []
+    for spec in specs:
+        pool_type = POOL_TYPES.get(spec.type, "")
+        where = (
+            f"the default job template of {pool_type} work pools "
+            f"(work pool {spec.body.get('work_pool_name')!r})"
+        )
+        problems += job_variable_problems(spec, templates.get(pool_type), pool=where)
+    return problems

@@ -2,8 +2,10 @@
 
 ``prefect_server`` starts ONE real local Prefect server for the whole test session (a
 fresh SQLite server needs 10-25 s to become healthy) and yields its API URL; ``api`` is
-a PrefectApi connected to it.  Tests that use them are marked ``e2e``.  Async tests run
-on asyncio through anyio's pytest plugin: mark them ``@pytest.mark.anyio``.
+a PrefectApi connected to it.  Every test that uses one of them (directly or through
+another fixture) is marked ``e2e`` here, so ``pytest -m "not e2e"`` is the fast lane
+that needs no server.  Async tests run on asyncio through anyio's pytest plugin: mark
+them ``@pytest.mark.anyio``.
 """
 
 from __future__ import annotations
@@ -13,13 +15,24 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
+from helpers import local_server as make_local_server
 
 from deploy_lib.api import PrefectApi
 from deploy_lib.models import MANAGED_BY_TAG
 from deploy_lib.server import LocalServer
 
+# A test that needs any of these needs the session's Prefect server.
+SERVER_FIXTURES = frozenset({"prefect_server_root", "local_server", "prefect_server", "api"})
+
 # The session server's URL once it has started (None before): modules share it.
 _STARTED: dict[str, str] = {}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark ``e2e`` every test that reaches the session server through its fixtures."""
+    for item in items:
+        if SERVER_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.e2e)
 
 
 @pytest.fixture(scope="session")
@@ -37,7 +50,7 @@ def prefect_server_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def local_server(prefect_server_root: Path) -> Iterator[LocalServer]:
     """The session's running LocalServer (stopped when the session ends).  It takes any
     free port: 4200 may belong to a developer's own server or another test session."""
-    server = LocalServer(prefect_server_root, preferred_port=0)
+    server = make_local_server(prefect_server_root, preferred_port=0)
     _STARTED["url"] = server.start(timeout=180)
     try:
         yield server

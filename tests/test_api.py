@@ -19,11 +19,8 @@ import pytest
 
 from deploy_lib.api import (
     PrefectApi,
-    check_work_pools,
-    connect,
-    format_work_pools,
+    bundled_job_template,
     health,
-    run_sync,
     work_pools_report,
 )
 from deploy_lib.errors import (
@@ -36,9 +33,7 @@ from deploy_lib.errors import (
     ApiUnprocessable,
     ApiUnreachable,
     RunFailed,
-    SettingsError,
 )
-from deploy_lib.models import Settings
 
 pytestmark = pytest.mark.anyio
 
@@ -317,64 +312,6 @@ async def test_work_pools_report_creates_the_missing_pools_with_the_right_type(
     (mismatch,) = await work_pools_report(api, {"python": wrong})
     assert (mismatch["type"], mismatch["type_ok"]) == ("docker", False)
     assert mismatch["workers_online"] == 0
-
-
-@pytest.mark.e2e
-def test_check_work_pools_covers_the_environments_deployment_types(prefect_server: str) -> None:
-    pool = unique("env-pool")
-    settings = Settings(
-        env="development",
-        root=".",
-        data={
-            "api_url": prefect_server,
-            "deployment_types": ["python"],
-            "work_pool": {"python": pool, "docker": "never-asked"},
-        },
-    )
-    (missing,) = check_work_pools(settings)
-    assert (missing["name"], missing["exists"]) == (pool, False)
-    assert f"{pool}" in format_work_pools([missing]) and "invoke pools --create" in (
-        format_work_pools([missing])
-    )
-    (made,) = check_work_pools(settings, create=True)
-    assert (made["type"], made["created"]) == ("process", True)
-    assert format_work_pools([made]).split() == [
-        "python",
-        pool,
-        "process,",
-        "created,",
-        "0",
-        "workers",
-        "online",
-    ]
-
-
-def test_check_work_pools_needs_a_pool_name_per_type() -> None:
-    settings = Settings(env="staging", root=".", data={"api_url": "http://x/api", "work_pool": {}})
-    with pytest.raises(SettingsError, match=r"key 'work_pool\.python': no work pool name"):
-        check_work_pools(settings)
-
-
-def test_connect_uses_the_settings_url_and_key() -> None:
-    seen: list[httpx.Request] = []
-
-    def answer(request: httpx.Request) -> httpx.Response:
-        seen.append(request)
-        return reply(200, True)
-
-    settings = Settings(
-        env="production",
-        root=".",
-        data={"api_url": "https://prefect.example.com/api/", "api_key": SECRET_KEY},
-    )
-
-    async def check() -> bool:
-        async with connect(settings, transport=httpx.MockTransport(answer)) as api:
-            return await api.health()
-
-    assert run_sync(check()) is True
-    assert str(seen[0].url) == "https://prefect.example.com/api/health"
-    assert seen[0].headers["Authorization"] == f"Bearer {SECRET_KEY}"
 
 
 @pytest.mark.e2e
@@ -814,9 +751,13 @@ def test_health_is_false_for_a_closed_port() -> None:
     assert health(f"http://127.0.0.1:{closed_port()}/api", timeout=0.5) is False
 
 
-def test_run_sync_runs_a_coroutine_from_sync_code() -> None:
-    async def answer() -> int:
-        await asyncio.sleep(0)
-        return 42
+def test_bundled_job_templates_are_read_without_a_server() -> None:
+    docker = bundled_job_template("docker")
+    process = bundled_job_template("process")
 
-    assert run_sync(answer()) == 42
+    assert docker is not None and process is not None
+    assert {"image", "env", "mem_limit", "image_pull_policy"} <= set(
+        docker["variables"]["properties"]
+    )
+    assert {"env", "working_dir"} <= set(process["variables"]["properties"])
+    assert bundled_job_template("no-such-worker") is None

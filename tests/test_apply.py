@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from deploy_lib import pipeline
 from deploy_lib.apply import (
     CREATED,
     DELETED,
@@ -24,7 +25,6 @@ from deploy_lib.apply import (
     ApplyResult,
     Result,
     apply_plan,
-    deploy_one,
 )
 from deploy_lib.errors import ApiServerError, ApiUnprocessable, PartialFailure, SettingsError
 from deploy_lib.models import MANAGED_BY_TAG, DeploymentSpec, FlowMetadata
@@ -255,14 +255,22 @@ def test_a_rejected_write_is_not_tried_again() -> None:
     assert result.results[0].status == FAILED
 
 
-def test_an_unexpected_error_is_recorded_as_a_failure_of_that_deployment() -> None:
+def test_a_transport_error_is_recorded_as_a_failure_of_that_deployment() -> None:
     api = FakeApi()
-    api.fail_upsert["flow-1-python"] = RuntimeError("connection reset")
+    api.fail_upsert["flow-1-python"] = ConnectionResetError("connection reset")
 
     result = apply(api, [spec(body("flow-0")), spec(body("flow-1"))])
 
-    assert by_name(result)["flow-1/flow-1-python"].error == "RuntimeError: connection reset"
+    assert by_name(result)["flow-1/flow-1-python"].error == "ConnectionResetError: connection reset"
     assert by_name(result)["flow-0/flow-0-python"].status == CREATED
+
+
+def test_a_programming_error_is_not_swallowed_into_a_failed_result() -> None:
+    api = FakeApi()
+    api.fail_upsert["flow-0-python"] = TypeError("unsupported operand")
+
+    with pytest.raises(TypeError, match="unsupported operand"):
+        apply(api, [spec(body("flow-0"))])
 
 
 def test_unchanged_deployments_make_no_request_at_all() -> None:
@@ -420,8 +428,8 @@ def test_deploy_one_returns_the_deployment_id_and_leaves_other_deployments_alone
     api = FakeApi()
     api.add_live(body("other"), "id-other")
 
-    first = asyncio.run(deploy_one(api, spec(body("solo"))))
-    again = asyncio.run(deploy_one(api, spec(body("solo"))))
+    first = asyncio.run(pipeline.write_one(api, spec(body("solo"))))
+    again = asyncio.run(pipeline.write_one(api, spec(body("solo"))))
 
     assert (first.status, first.id) == (CREATED, "id-2")
     assert (again.status, again.id) == (UNCHANGED_STATUS, "id-2")
@@ -441,7 +449,7 @@ def test_deploy_one_raises_the_deployments_own_error() -> None:
     )
 
     with pytest.raises(ApiUnprocessable, match="bad body"):
-        asyncio.run(deploy_one(api, spec(body("solo"))))
+        asyncio.run(pipeline.write_one(api, spec(body("solo"))))
 
 
 # --- against a real local Prefect server ------------------------------------------

@@ -25,7 +25,6 @@ import shutil
 import socket
 import stat
 import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -36,12 +35,13 @@ from typing import Any
 
 import httpx
 import pytest
+from helpers import invoke as run_invoke
+from helpers import make_project
 
 from deploy_lib.api import PrefectApi
 from deploy_lib.lock import env_lock
 
 REPO = Path(__file__).resolve().parents[1]
-PROJECT_FILES = ("settings.toml", "templates", "flows", "tasks.py")
 DEV_TEMPLATE = "templates/python_development.yaml"
 
 # Work pools this module creates on the session server (names no other test uses).
@@ -59,32 +59,6 @@ SECRETS = (SECRET_API_KEY, SECRET_DB_PASSWORD, SECRET_TOKEN)
 # -- the project and the command line -----------------------------------------------------
 
 
-def make_project(root: Path) -> Path:
-    """A copy of the repository's project files in ``root``."""
-    root.mkdir(parents=True, exist_ok=True)
-    for name in PROJECT_FILES:
-        source = REPO / name
-        if source.is_dir():
-            shutil.copytree(source, root / name, ignore=shutil.ignore_patterns("__pycache__"))
-        else:
-            shutil.copy2(source, root / name)
-    return root
-
-
-def cli_env(extra: Mapping[str, str] = ()) -> dict[str, str]:
-    """This process's environment without DEPLOY_*, Dynaconf or Prefect API variables,
-    with deploy_lib importable, plus ``extra``."""
-    dropped = ("DEPLOY_", "PREFECT_API_", "PREFECT_PROFILE")
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(dropped) and not k.endswith("_FOR_DYNACONF")
-    }
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
-    env.update(extra)
-    return env
-
-
 @dataclass(frozen=True)
 class Ran:
     code: int
@@ -98,15 +72,7 @@ class Ran:
 
 def invoke(root: Path, *args: str, env: Mapping[str, str] = (), timeout: float = 120) -> Ran:
     """``python -m invoke ARGS`` in ``root`` with stdin closed; never waits forever."""
-    done = subprocess.run(
-        [sys.executable, "-m", "invoke", *args],
-        cwd=root,
-        env=cli_env(env),
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+    done = run_invoke(root, *args, env=dict(env), timeout=timeout)
     return Ran(done.returncode, done.stdout, done.stderr)
 
 
@@ -437,10 +403,8 @@ def _check_503_persists(h: Harness, ran: Ran) -> None:
     assert 2 <= h.vars["proxy"].injected <= 12
 
 
-NOT_A_FLOW_TEMPLATE = (
-    'entrypoint: "{{ deployment.entrypoint }}"',
-    "entrypoint: flows/hello.py:make_greeting",
-)
+# A template line that points every deployment at a task instead of a flow.
+NOT_A_FLOW_TEMPLATE = "entrypoint: flows/hello.py:make_greeting"
 
 CASES = [
     # -- settings and environment
@@ -522,9 +486,7 @@ CASES = [
         ("render",),
         3,
         (DEV_TEMPLATE, "key 'version'", "variable 'deployment.nope'", "unknown variable"),
-        mutate=lambda root: replace_in(
-            root, DEV_TEMPLATE, "{{ deployment.version }}", "{{ deployment.nope }}"
-        ),
+        mutate=lambda root: append(root, DEV_TEMPLATE, 'version: "{{ deployment.nope }}"\n'),
         check=_nothing_rendered,
     ),
     Case(
@@ -540,7 +502,7 @@ CASES = [
         ("validate",),
         3,
         ("entrypoint", "make_greeting() in flows/hello.py is not a flow", DEV_TEMPLATE),
-        mutate=lambda root: replace_in(root, DEV_TEMPLATE, *NOT_A_FLOW_TEMPLATE),
+        mutate=lambda root: append(root, DEV_TEMPLATE, NOT_A_FLOW_TEMPLATE + "\n"),
         # The template set it, not the entrypoint_style setting.
         absent=("entrypoint_style",),
     ),

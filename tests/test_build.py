@@ -13,15 +13,14 @@ from deploy_lib.build import (
     CLONE_STEP_ID,
     BuildContext,
     BuildResult,
-    build_deployments,
     convert_schedules,
     flow_slug,
     flow_version,
     image_reference,
 )
+from deploy_lib.build import build_deployments as _build_deployments
 from deploy_lib.errors import DiscoveryError, SettingsError
-from deploy_lib.gitinfo import GitInfo
-from deploy_lib.models import MANAGED_BY_TAG, FlowMetadata, Parameter, Settings
+from deploy_lib.models import MANAGED_BY_TAG, FlowMetadata, GitInfo, Parameter, Settings
 from deploy_lib.parameters import parameter_schema
 
 GIT = GitInfo(sha="0123456789abcdef" * 2 + "01234567", short_sha="0123456789ab", branch="main")
@@ -62,6 +61,11 @@ STAGING: dict[str, Any] = {
     },
     "flows": {},
 }
+
+
+def build_deployments(flows: Any, settings: Any, *, git: GitInfo) -> Any:
+    """``build.build_deployments`` with the parameter schemas the pipeline hands it."""
+    return _build_deployments(flows, settings, git=git, schema_of=parameter_schema)
 
 
 def _merge(base: dict[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
@@ -195,16 +199,6 @@ def test_naming_formats_may_use_the_flow_the_env_and_the_type(tmp_path: Path) ->
     assert [c.name for c in result.contexts] == ["table-report.staging", "docker-table-report"]
 
 
-def test_a_naming_format_with_an_unknown_field_is_a_settings_error(tmp_path: Path) -> None:
-    s = settings(tmp_path, naming={"python": "{flow}-{colour}"})
-
-    with pytest.raises(SettingsError) as caught:
-        build_deployments([docker_flow(tmp_path)], s, git=GIT)
-
-    assert "key 'naming.python'" in str(caught.value)
-    assert "{flow}-{colour}" in str(caught.value)
-
-
 # -- entrypoint, env, tags ----------------------------------------------------------------
 
 
@@ -214,15 +208,6 @@ def test_module_entrypoint_style_gives_the_dotted_form(tmp_path: Path) -> None:
     dep = one(build_deployments([hello_flow(tmp_path)], s, git=GIT))
 
     assert dep["entrypoint"] == "flows.hello:hello"
-
-
-def test_an_unknown_entrypoint_style_is_a_settings_error_naming_the_key(tmp_path: Path) -> None:
-    s = settings(tmp_path, entrypoint_style="dotted")
-
-    with pytest.raises(
-        SettingsError, match=r"key 'entrypoint_style': must be 'path' or 'module', not 'dotted'"
-    ):
-        build_deployments([hello_flow(tmp_path)], s, git=GIT)
 
 
 def test_the_run_env_carries_retries_heartbeat_and_the_environment_name(tmp_path: Path) -> None:
@@ -458,15 +443,6 @@ def test_asking_for_docker_without_a_dockerfile_warns_and_skips_it(tmp_path: Pat
     )
 
 
-def test_an_unknown_type_is_a_settings_error(tmp_path: Path) -> None:
-    s = settings(tmp_path, flows={"hello": {"types": ["python", "k8s"]}})
-
-    with pytest.raises(
-        SettingsError, match=r"key 'flows.hello.types': unknown deployment type\(s\) \['k8s'\]"
-    ):
-        build_deployments([hello_flow(tmp_path)], s, git=GIT)
-
-
 def test_environment_deployment_types_limit_every_flow(tmp_path: Path) -> None:
     s = settings(tmp_path, deployment_types=["python"])
 
@@ -526,21 +502,6 @@ def test_two_types_with_one_name_are_a_settings_error(tmp_path: Path) -> None:
         match=r"key 'flows.table-report.names': the types of flow 'table-report' share one name",
     ):
         build_deployments([docker_flow(tmp_path)], s, git=GIT)
-
-
-def test_unknown_override_keys_are_reported_together(tmp_path: Path) -> None:
-    s = settings(
-        tmp_path,
-        flows={"hello": {"schedule": "x"}, "table-report": {"tag": ["a"]}},
-    )
-
-    with pytest.raises(SettingsError) as caught:
-        build_deployments([hello_flow(tmp_path), docker_flow(tmp_path)], s, git=GIT)
-
-    message = str(caught.value)
-    assert message.startswith("2 settings problem(s) stop the build:")
-    assert "key 'flows.hello.schedule': unknown override; known: enabled, types" in message
-    assert "key 'flows.table-report.tag': unknown override" in message
 
 
 def test_overrides_for_a_flow_that_does_not_exist_are_a_warning(tmp_path: Path) -> None:
@@ -627,24 +588,6 @@ def test_git_pull_without_a_token_leaves_access_token_out(tmp_path: Path) -> Non
             "branch": "main",
         }
     }
-
-
-def test_git_pull_without_a_repository_is_a_settings_error(tmp_path: Path) -> None:
-    s = settings(tmp_path, pull={"strategy": "git"})
-
-    with pytest.raises(
-        SettingsError, match=r"key 'pull.repository': is empty, but pull.strategy = 'git'"
-    ):
-        build_deployments([hello_flow(tmp_path)], s, git=GIT)
-
-
-def test_an_unknown_pull_strategy_is_a_settings_error(tmp_path: Path) -> None:
-    with pytest.raises(
-        SettingsError, match=r"key 'pull.strategy': must be 'local' or 'git', not 's3'"
-    ):
-        build_deployments(
-            [hello_flow(tmp_path)], settings(tmp_path, pull={"strategy": "s3"}), git=GIT
-        )
 
 
 def test_pip_index_and_extra_packages_reach_the_python_run(tmp_path: Path) -> None:

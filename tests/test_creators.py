@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import asyncio
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers import make_project
 
 import deploy_lib
 from deploy_lib import (
@@ -21,8 +21,9 @@ from deploy_lib import (
     FlowMetadata,
     PythonDeploymentCreator,
     deploy_flows,
+    pipeline,
 )
-from deploy_lib.api import PrefectApi, check_work_pools
+from deploy_lib.api import PrefectApi
 from deploy_lib.errors import (
     DiscoveryError,
     InputError,
@@ -41,11 +42,7 @@ EXAMPLE = REPO / "examples" / "python_deployment_example.py"
 @pytest.fixture
 def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A copy of the project's settings, templates and example flows (not a git repo)."""
-    root = tmp_path / "project"
-    root.mkdir()
-    shutil.copy(REPO / "settings.toml", root / "settings.toml")
-    shutil.copytree(REPO / "templates", root / "templates")
-    shutil.copytree(REPO / "flows", root / "flows", ignore=shutil.ignore_patterns("__pycache__"))
+    root = make_project(tmp_path / "project", names=("settings.toml", "templates", "flows"))
     for name in list(os.environ):
         if name.startswith("DEPLOY_"):
             monkeypatch.delenv(name)
@@ -384,8 +381,7 @@ def test_get_deployment_template_is_the_parsed_file_the_environment_uses(
     assert creator.template_source("staging") == "templates/python_deployment.yaml"
     assert production["job_variables"]["stream_output"] is False
     assert production["enforce_parameter_schema"] is True
-    assert staging["work_pool_name"] == "{{ deployment.work_pool_name }}"
-    assert "stream_output" not in staging["job_variables"]
+    assert staging == {}  # the base overlay changes nothing: the built body stands
 
 
 def test_get_deployment_template_names_a_missing_template(project: Path) -> None:
@@ -414,9 +410,10 @@ def test_docker_deployment_of_a_flow_with_a_dockerfile(config: ConfigurationMana
     assert body["job_variables"]["image"] == "registry.prod.internal/deploy-lib/table-report:latest"
     assert body["job_variables"]["image_pull_policy"] == "Always"
     assert "runtime:docker" in body["tags"]
-    assert creator.get_deployment_template("production")["job_variables"]["image"] == (
-        "{{ deployment.job_variables.image }}"
-    )
+    assert creator.get_deployment_template("production")["job_variables"]["labels"] == {
+        "deploy-lib.deployment": "{{ flow.name }}/{{ deployment.name }}",
+        "deploy-lib.env": "{{ env }}",
+    }
 
 
 def test_docker_deployment_of_a_flow_without_a_dockerfile_is_refused(
@@ -542,7 +539,7 @@ def e2e_project(project: Path, prefect_server: str) -> Path:
         'docker = "{flow}-creators-docker"\n'
         "always_suffix = true",
     )
-    check_work_pools(load_settings("creators", project), create=True)
+    pipeline.pools(load_settings("creators", project), create=True)
     return project
 
 
@@ -625,3 +622,30 @@ def test_the_example_script_deploys_when_asked(e2e_project: Path) -> None:
     assert any(line.startswith("deployed env-report to creators: id ") for line in lines)
     assert any(line.startswith("deploy_flows('creators'): ") for line in lines)
     assert not any("failed" in line for line in lines)
+
+
+# -- one validation for the CLI and the Python API ----------------------------------------
+
+
+def test_the_python_api_and_the_cli_find_the_same_problems_in_one_input(
+    project: Path, config: ConfigurationManager
+) -> None:
+    # A job variable no process pool defines, and a parameter value of the wrong type.
+    (project / "templates" / "python_staging.yaml").write_text(
+        "job_variables:\n  gpu_count: 1\n", encoding="utf-8"
+    )
+    with (project / "settings.toml").open("a", encoding="utf-8") as handle:
+        handle.write('\n[staging.flows.hello.parameters]\nname = 42\n')
+
+    with pytest.raises(ValidationFailed) as caught:  # what `invoke validate` runs
+        prepare(load_settings("staging", project), flow_names=["hello"], types=["python"])
+    creator = PythonDeploymentCreator(config)
+    body = creator.create_deployment(config.find_flow("hello"), "staging")
+    through_api = creator.validate_deployment_config(body, "staging")
+
+    def seen(problems: list[Any]) -> list[tuple[Any, ...]]:
+        return sorted((p.deployment, p.key, p.message) for p in problems)
+
+    assert seen(caught.value.problems) == seen(through_api)
+    keys = {p.key for p in through_api}
+    assert {"job_variables.gpu_count", "parameters.name"} <= keys, keys

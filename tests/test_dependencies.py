@@ -23,7 +23,7 @@ import pytest
 
 from deploy_lib import pipeline
 from deploy_lib.api import PrefectApi
-from deploy_lib.gitinfo import GitInfo
+from deploy_lib.models import GitInfo
 from deploy_lib.settings import load_settings
 
 REPO = Path(__file__).resolve().parents[1]

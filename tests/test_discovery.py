@@ -15,12 +15,11 @@ import pytest
 from deploy_lib.discovery import (
     Discovery,
     discover_flows,
-    entrypoint_problem,
     find_flow,
     flow_name_for,
-    format_discovery,
 )
 from deploy_lib.errors import EXIT_VALIDATION, DiscoveryError
+from deploy_lib.report import format_discovery
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -888,57 +887,6 @@ def test_find_flow_accepts_a_name_or_either_entrypoint_form(
     flow = find_flow(etl_discovery, reference)
 
     assert flow is not None and flow.function == "daily_etl"
-    assert entrypoint_problem(etl_discovery, reference) is None
-
-
-ENTRYPOINT_PROBLEMS = {
-    "a task, which is not a flow": (
-        "flows/etl/daily.py:extract",
-        "entrypoint 'flows/etl/daily.py:extract': flows/etl/daily.py defines extract(), but "
-        "it is not a flow; decorate it with @flow (from prefect import flow)",
-    ),
-    "a plain function in a file without prefect": (
-        "flows.etl.helpers:make_rows",
-        "entrypoint 'flows.etl.helpers:make_rows': flows/etl/helpers.py defines make_rows(), "
-        "but it is not a flow; decorate it with @flow (from prefect import flow)",
-    ),
-    "a function that does not exist": (
-        "flows/etl/daily.py:nightly",
-        "entrypoint 'flows/etl/daily.py:nightly': flows/etl/daily.py has no module-level "
-        "function 'nightly'; flow functions in that file: daily_etl",
-    ),
-    "a file that was not scanned": (
-        "flows/missing.py:job",
-        "entrypoint 'flows/missing.py:job': flows/missing.py was not found under the flow "
-        "roots (missing, excluded, or outside the configured flow_roots)",
-    ),
-    "an unknown flow name": (
-        "weekly",
-        "no flow named 'weekly' was discovered; discovered flows: daily-etl",
-    ),
-}
-
-
-@pytest.mark.parametrize(
-    ("entrypoint", "expected"), ENTRYPOINT_PROBLEMS.values(), ids=ENTRYPOINT_PROBLEMS.keys()
-)
-def test_entrypoint_problem_says_why_an_entrypoint_is_not_a_flow(
-    etl_discovery: Discovery, entrypoint: str, expected: str
-) -> None:
-    assert find_flow(etl_discovery, entrypoint) is None
-    assert entrypoint_problem(etl_discovery, entrypoint) == expected
-
-
-def test_entrypoint_problem_reports_the_problems_of_an_invalid_flow(tmp_path: Path) -> None:
-    result = discover(
-        tmp_path,
-        {"flows": {"bad.py": 'from prefect import flow\n\n@flow(name="a&b")\ndef bad(): ...\n'}},
-    )
-
-    assert entrypoint_problem(result, "flows/bad.py:bad") == (
-        "entrypoint 'flows/bad.py:bad' points at flow 'a&b', which has problems: "
-        "flow name 'a&b' contains '&'; Prefect refuses any of / % & > < in names"
-    )
 
 
 # --------------------------------------------------------------------------- the real repo

@@ -17,27 +17,36 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers import invoke
 
-from deploy_lib import pipeline
+from deploy_lib import docker, pipeline
 from deploy_lib.api import PrefectApi
+from deploy_lib.build import image_reference
 from deploy_lib.discovery import discover_flows
-from deploy_lib.docker import (
-    build_for_env,
-    build_images,
-    build_prepared,
-    bundled_job_template,
-    format_images,
-    job_variable_problems,
-)
 from deploy_lib.errors import DockerError, InputError, SettingsError
-from deploy_lib.gitinfo import GitInfo
-from deploy_lib.models import DeploymentSpec, FlowMetadata
+from deploy_lib.models import FlowMetadata, GitInfo, ImageResult, Settings
+from deploy_lib.pipeline import build_images as build_for_env
+from deploy_lib.pipeline import build_prepared
+from deploy_lib.report import format_images
 from deploy_lib.settings import load_settings
 
 REPO = Path(__file__).resolve().parents[1]
 GIT = GitInfo(sha="0123456789ab" + "cd" * 14, short_sha="0123456789ab", branch="main")
 STAGING_REGISTRY = "registry.staging.internal/deploy-lib"
 INFO = ["info", "--format", "{{.ServerVersion}}"]
+
+
+def build_images(
+    settings: Settings,
+    flows: list[FlowMetadata],
+    *,
+    push: bool,
+    git: GitInfo,
+    on_line: Any = None,
+) -> list[ImageResult]:
+    """``docker.build_images`` with each flow's reference as the pipeline computes it."""
+    images = [(flow, image_reference(flow.name, settings, git)) for flow in flows]
+    return docker.build_images(settings, images, push=push, on_line=on_line)
 PASSWORD = "s3cret-Pa55word-for-the-registry"
 NO_ENGINE = (
     "Cannot connect to the Docker daemon at unix:///var/run/docker.sock. "
@@ -404,10 +413,7 @@ def test_build_prepared_builds_exactly_the_images_the_docker_deployments_name(
 def test_build_prepared_refuses_a_template_that_names_another_image(
     fake_docker: FakeDocker, tmp_path: Path
 ) -> None:
-    template = (REPO / "templates" / "docker_deployment.yaml").read_text()
-    pinned = template.replace(
-        'image: "{{ deployment.job_variables.image }}"', 'image: "elsewhere/pinned:1"'
-    )
+    pinned = 'job_variables:\n  image: "elsewhere/pinned:1"\n'
     root = _project(tmp_path / "project")
     (root / "templates" / "docker_staging.yaml").write_text(pinned)
     prepared = pipeline.prepare(load_settings("staging", root), types=["docker"], git=GIT)
@@ -421,41 +427,6 @@ def test_nothing_to_build_is_an_input_error(tmp_path: Path) -> None:
 
     with pytest.raises(InputError, match="nothing to build in environment 'staging'"):
         build_for_env(load_settings("staging", root), flow_names=["hello"])
-
-
-# -- offline job variables ------------------------------------------------------------------
-
-
-def test_bundled_job_templates_are_read_without_a_server() -> None:
-    docker = bundled_job_template("docker")
-    process = bundled_job_template("process")
-
-    assert docker is not None and process is not None
-    assert {"image", "env", "mem_limit", "image_pull_policy"} <= set(
-        docker["variables"]["properties"]
-    )
-    assert {"env", "working_dir"} <= set(process["variables"]["properties"])
-    assert bundled_job_template("no-such-worker") is None
-
-
-def test_a_job_variable_the_default_pool_template_lacks_names_the_variable_and_the_pool(
-    tmp_path: Path,
-) -> None:
-    root = _project(tmp_path / "project")
-    prepared = pipeline.prepare(load_settings("staging", root), git=GIT)
-    docker = next(s for s in prepared.specs if s.type == "docker")
-    body = dict(docker.body)
-    body["job_variables"] = {**body["job_variables"], "gpu_count": 1}
-    odd = DeploymentSpec("docker", "staging", docker.flow, body, source=docker.source)
-
-    assert job_variable_problems(prepared.specs) == []
-    (problem,) = job_variable_problems([odd])
-    assert problem.key == "job_variables.gpu_count"
-    assert problem.deployment == "table-report/table-report-docker"
-    assert problem.message.startswith(
-        "job variable 'gpu_count' is not defined by the default job template of docker work "
-        "pools (work pool 'staging-docker-pool'); it accepts: auto_remove, command, "
-    )
 
 
 # -- the CLI, end to end ---------------------------------------------------------------------
@@ -487,11 +458,7 @@ def _secrets(username: str, password: str) -> dict[str, str]:
 
 
 def _invoke(root: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
-    environ = {**os.environ, "PYTHONPATH": str(REPO), **env}
-    return subprocess.run(
-        [sys.executable, "-m", "invoke", *args],
-        cwd=root, env=environ, capture_output=True, text=True, timeout=300,
-    )
+    return invoke(root, *args, env=env, timeout=300)
 
 
 @pytest.mark.slow

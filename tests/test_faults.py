@@ -31,6 +31,7 @@ from typing import Any
 
 import httpx
 import pytest
+from helpers import cli_env, invoke, local_server
 
 from deploy_lib import pipeline
 from deploy_lib.api import PrefectApi
@@ -76,17 +77,6 @@ def generated_project(root: Path, count: int, prefix: str) -> list[str]:
     return names
 
 
-def cli_env(extra: dict[str, str]) -> dict[str, str]:
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("DEPLOY_", "PREFECT_API_")) and not k.endswith("_FOR_DYNACONF")
-    }
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
-    env.update(extra)
-    return env
-
-
 async def create_pool(url: str, name: str) -> None:
     async with PrefectApi(url, max_writes=1) as api:
         await api.create_work_pool(name, "process")
@@ -103,7 +93,7 @@ async def managed(url: str) -> list[dict[str, Any]]:
 @pytest.fixture
 def own_server(tmp_path: Path) -> Iterator[LocalServer]:
     """A local server of its own (the test kills it), under the generated project."""
-    server = LocalServer(tmp_path / "project", preferred_port=0)
+    server = local_server(tmp_path / "project", preferred_port=0)
     yield server
     server.stop()
 
@@ -119,18 +109,11 @@ def test_a_server_killed_mid_deploy_converges_on_the_next_run(
     pool = "faults-process"
     asyncio.run(create_pool(url, pool))
     # api_url stays empty: the project's own embedded server, which is own_server.
-    env = cli_env({"DEPLOY_WORK_POOL__PYTHON": pool, "DEPLOY_DEPLOYMENT_TYPES": '["python"]'})
+    extra_env = {"DEPLOY_WORK_POOL__PYTHON": pool, "DEPLOY_DEPLOYMENT_TYPES": '["python"]'}
+    env = cli_env(extra_env)
 
     def deploy(*extra: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "invoke", "deploy", *extra],
-            cwd=root,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            text=True,
-            timeout=600,
-        )
+        return invoke(root, "deploy", *extra, env=extra_env, timeout=600)
 
     first = subprocess.Popen(
         [sys.executable, "-m", "invoke", "deploy"],
@@ -161,7 +144,7 @@ def test_a_server_killed_mid_deploy_converges_on_the_next_run(
     assert "could not be reached" in output or "cannot connect" in output, output
 
     # Restart on the same .prefect/ database, then deploy again.
-    url = LocalServer(root, preferred_port=0).start(timeout=180)
+    url = local_server(root, preferred_port=0).start(timeout=180)
     survived = {d["flow_name"] for d in asyncio.run(managed(url))}
     assert 30 <= len(survived) < 200, "the kill must land in the middle of the deploy"
     second = deploy()
@@ -369,20 +352,26 @@ Policy = Callable[[httpx.Request], Awaitable[httpx.Response | None]]
 class FaultTransport(httpx.AsyncBaseTransport):
     """Forwards to the real server through httpx's own transport, unless ``policy``
     answers (or raises) first.  ``writes`` counts the deployment writes that went
-    through to the server."""
+    through to the server, ``written`` those the server took (a 2xx answer: the shared
+    SQLite server may itself answer 503 when busy, and the client then retries)."""
 
     def __init__(self, policy: Policy) -> None:
         self.policy = policy
         self.inner = httpx.AsyncHTTPTransport()
         self.writes = 0
+        self.written = 0
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         answer = await self.policy(request)
         if answer is not None:
             return answer
-        if is_deployment_write(request):
-            self.writes += 1
-        return await self.inner.handle_async_request(request)
+        if not is_deployment_write(request):
+            return await self.inner.handle_async_request(request)
+        self.writes += 1
+        response = await self.inner.handle_async_request(request)
+        if response.status_code < 300:
+            self.written += 1
+        return response
 
     async def aclose(self) -> None:
         await self.inner.aclose()
@@ -449,7 +438,7 @@ def test_every_first_write_answered_503_still_deploys_everything(
     outcome = asyncio.run(go())
     assert outcome.result is not None
     assert [r.status for r in outcome.result.results] == [CREATED] * 6
-    assert injected == 6 and transport.writes == 6, "each write: one 503, one success"
+    assert injected == 6 and transport.written == 6, "each write: one 503, one success"
     outcome.result.raise_if_failed()
 
 

@@ -20,6 +20,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
+from helpers import cli_env
 
 from deploy_lib.errors import EXIT_LOCKED, LockHeld
 from deploy_lib.lock import env_lock, lock_path
@@ -38,9 +39,7 @@ with env_lock(Path(sys.argv[1]), sys.argv[2], command="holder script"):
 
 
 def child_env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DEPLOY_")}
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
-    return env
+    return cli_env()
 
 
 @contextmanager

@@ -20,21 +20,25 @@ import json
 import os
 import shutil
 import subprocess
-import sys
+import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
+from helpers import invoke as run_invoke
 
-from deploy_lib import pipeline
+from deploy_lib import pipeline, report
 from deploy_lib.api import PrefectApi
+from deploy_lib.errors import SettingsError
 from deploy_lib.models import MANAGED_BY_TAG, Settings
-from deploy_lib.runs import background_worker, run_deployment
+from deploy_lib.runs import run_deployment
+from deploy_lib.server import background_worker
 from deploy_lib.settings import load_settings
 
-pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+# Every test that uses the session server is marked e2e by conftest.
 
 REPO = Path(__file__).resolve().parents[1]
 ENV = "development"
@@ -94,7 +98,7 @@ class Worker:
 @pytest.fixture(scope="module")
 def pools(project: Path) -> list[dict[str, Any]]:
     """The development work pools (process and docker), created on the server."""
-    return pipeline.ensure_pools(load_settings(ENV, project))
+    return pipeline.pools(load_settings(ENV, project), create=True)
 
 
 @pytest.fixture(scope="class")
@@ -108,7 +112,8 @@ def worker(
     env = {"DEPLOY_REPORT_DIR": str(reports), "PREFECT_HOME": str(scratch / "prefect-home")}
     log = scratch / "worker.log"
     settings = load_settings(ENV, project)
-    with background_worker(settings, poll_seconds=1, env=env, log_path=log) as proc:
+    url = pipeline.api_url(settings, start=False)
+    with background_worker(settings, url, poll_seconds=1, env=env, log_path=log) as proc:
         yield Worker(proc, reports, log)
 
 
@@ -218,16 +223,7 @@ def content(deployment: Mapping[str, Any]) -> dict[str, Any]:
 
 def invoke(project: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
     """``invoke ARGS`` run in the project copy (its tasks.py), as a user runs it."""
-    full_env = {**os.environ, "PYTHONPATH": str(REPO), **env}
-    return subprocess.run(
-        [sys.executable, "-m", "invoke", *args],
-        cwd=project,
-        env=full_env,
-        capture_output=True,
-        text=True,
-        timeout=180,
-        check=False,
-    )
+    return run_invoke(project, *args, env=env, timeout=180)
 
 
 # -- the tests --------------------------------------------------------------------------
@@ -449,3 +445,170 @@ def test_a_removed_flow_is_planned_as_a_delete_kept_without_prune_and_pruned_alo
         assert sorted(live_deployments(prefect_server)) == sorted(others)
     finally:
         hello.write_text(source)
+
+
+# -- pools and connect -------------------------------------------------------------------
+
+SECRET_KEY = "pnu_s3cr3t-api-key-value"
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+def reply(status: int, body: Any = None) -> httpx.Response:
+    return httpx.Response(status, json=body)
+
+
+@pytest.mark.e2e
+def test_pools_covers_the_environments_deployment_types(prefect_server: str) -> None:
+    pool = unique("env-pool")
+    settings = Settings(
+        env="development",
+        root=".",
+        data={
+            "api_url": prefect_server,
+            "deployment_types": ["python"],
+            "work_pool": {"python": pool, "docker": "never-asked"},
+        },
+    )
+    (missing,) = pipeline.pools(settings)
+    assert (missing["name"], missing["exists"]) == (pool, False)
+    assert f"{pool}" in report.format_work_pools([missing]) and "invoke pools --create" in (
+        report.format_work_pools([missing])
+    )
+    (made,) = pipeline.pools(settings, create=True)
+    assert (made["type"], made["created"]) == ("process", True)
+    assert report.format_work_pools([made]).split() == [
+        "python",
+        pool,
+        "process,",
+        "created,",
+        "0",
+        "workers",
+        "online",
+    ]
+
+
+def test_pools_needs_a_pool_name_per_type() -> None:
+    settings = Settings(env="staging", root=".", data={"api_url": "http://x/api", "work_pool": {}})
+    with pytest.raises(SettingsError, match=r"key 'work_pool\.python': no work pool name"):
+        pipeline.pools(settings)
+
+
+def test_connect_uses_the_settings_url_and_key() -> None:
+    seen: list[httpx.Request] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return reply(200, True)
+
+    settings = Settings(
+        env="production",
+        root=".",
+        data={"api_url": "https://prefect.example.com/api/", "api_key": SECRET_KEY},
+    )
+
+    async def check() -> bool:
+        async with pipeline.connect(settings, transport=httpx.MockTransport(answer)) as api:
+            return await api.health()
+
+    assert asyncio.run(check()) is True
+    assert str(seen[0].url) == "https://prefect.example.com/api/health"
+    assert seen[0].headers["Authorization"] == f"Bearer {SECRET_KEY}"
+
+
+# -- the layout: pipeline is the only wiring --------------------------------------------
+
+PACKAGE = REPO / "deploy_lib"
+# Every stage, and the one outside library each owns (besides the standard library).
+STAGES = {
+    "settings": {"dynaconf", "dotenv"},
+    "discovery": set(),
+    "parameters": set(),
+    "build": set(),
+    "templates": {"yaml", "jinja2"},
+    "validate": {"cerberus", "pydantic", "prefect"},
+    "schema": set(),
+    "plan": set(),
+    "apply": set(),
+    "api": {"httpx"},
+    "server": set(),
+    "runs": set(),
+    "docker": set(),
+    "lock": set(),
+    "gitinfo": set(),
+}
+# The values and errors every stage shares.
+SHARED = {"models", "errors"}
+# validate reads two pure helpers of its own: the Cerberus tables (schema) and the
+# annotation type check (parameters.python_type_check).
+STAGE_HELPERS = {"validate": {"schema", "parameters"}}
+THIRD_PARTY = {"dynaconf", "dotenv", "yaml", "jinja2", "cerberus", "pydantic", "prefect", "httpx", "rich", "invoke"}
+
+
+def _imports(path: Path) -> tuple[set[str], set[str]]:
+    """The deploy_lib modules and the third-party packages ``path`` imports, at any
+    depth (function-level imports included, ``TYPE_CHECKING`` blocks too)."""
+    import ast
+
+    ours: set[str] = set()
+    theirs: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.ImportFrom) and node.module:
+            if node.module == "deploy_lib":
+                ours |= {alias.name for alias in node.names}
+            elif node.module.startswith("deploy_lib."):
+                ours.add(node.module.split(".")[1])
+            else:
+                theirs.add(node.module.split(".")[0])
+        elif isinstance(node, ast.Import):
+            for alias in node.names:
+                if alias.name.startswith("deploy_lib."):
+                    ours.add(alias.name.split(".")[1])
+                else:
+                    theirs.add(alias.name.split(".")[0])
+    return ours, theirs & THIRD_PARTY
+
+
+def test_every_stage_imports_only_models_errors_and_its_own_library() -> None:
+    for stage, owned in STAGES.items():
+        ours, theirs = _imports(PACKAGE / f"{stage}.py")
+        allowed = SHARED | STAGE_HELPERS.get(stage, set())
+        assert ours <= allowed, f"{stage} imports {sorted(ours - allowed)}"
+        assert theirs <= owned, f"{stage} imports {sorted(theirs - owned)}"
+
+
+def test_models_and_errors_import_no_stage_and_the_graph_has_no_cycle() -> None:
+    graph = {p.stem: _imports(p)[0] - {p.stem} for p in PACKAGE.glob("*.py")}
+    assert graph["errors"] == set()
+    assert graph["models"] == {"errors"}
+
+    def visit(module: str, trail: tuple[str, ...]) -> None:
+        for dep in sorted(graph.get(module, ())):
+            assert dep not in trail, "import cycle: " + " -> ".join((*trail, dep))
+            visit(dep, (*trail, dep))
+
+    for module in graph:
+        if module != "__init__":
+            visit(module, (module,))
+
+
+def test_only_the_entry_points_import_pipeline() -> None:
+    importers = {p.stem for p in PACKAGE.glob("*.py") if "pipeline" in _imports(p)[0]}
+    assert importers <= {"__init__", "creators"}
+
+
+def test_tasks_reach_deploy_lib_only_through_pipeline_report_errors_and_models() -> None:
+    ours, theirs = _imports(REPO / "tasks.py")
+    assert ours <= {"pipeline", "report", "errors", "models"}, sorted(ours)
+    assert theirs == {"invoke"}
+
+
+def test_dynaconf_lives_in_settings_and_httpx_in_api() -> None:
+    for path in PACKAGE.glob("*.py"):
+        theirs = _imports(path)[1]
+        if "dynaconf" in theirs:
+            assert path.stem == "settings"
+        if "httpx" in theirs:
+            assert path.stem == "api"

@@ -18,11 +18,11 @@ from deploy_lib.apply import (
     ApplyResult,
     Result,
 )
-from deploy_lib.masking import Masker
-from deploy_lib.models import MANAGED_BY_TAG, DeploymentSpec, FlowMetadata
+from deploy_lib.models import MANAGED_BY_TAG, DeploymentSpec, FlowMetadata, Masker
 from deploy_lib.plan import Change, FieldChange, Plan, make_plan
 from deploy_lib.report import (
     ApplyProgress,
+    Output,
     format_field_change,
     format_plan,
     format_results,
@@ -298,3 +298,72 @@ def test_a_change_line_uses_the_plan_objects_only() -> None:
     plan = Plan(env=ENV, changes=(Change("delete", "x/x-docker", None, live_id="id-x"),))
 
     assert format_plan(plan).splitlines()[1] == "  - delete     x/x-docker  -"
+
+
+# -- Output: the one place that writes ----------------------------------------------------
+
+
+def output(tmp_path: Any = None, **options: Any) -> tuple[Output, io.StringIO, io.StringIO]:
+    stdout, stderr = io.StringIO(), io.StringIO()
+    log = tmp_path / "deploy.log" if tmp_path is not None else None
+    out = Output(masker=Masker([SECRET]), log_file=log, stdout=stdout, stderr=stderr, **options)
+    return out, stdout, stderr
+
+
+def test_output_masks_every_line_and_logs_it_stamped(tmp_path: Any) -> None:
+    out, stdout, stderr = output(tmp_path)
+
+    out.echo(f"token is {SECRET}\nsecond line")
+    out.warn(f"careful with {SECRET}")
+
+    assert stdout.getvalue() == "token is ****\nsecond line\n"
+    assert stderr.getvalue() == "warning: careful with ****\n"
+    logged = (tmp_path / "deploy.log").read_text().splitlines()
+    assert [line.split(" ", 1)[1] for line in logged] == [
+        "token is ****",
+        "second line",
+        "warning: careful with ****",
+    ]
+    assert all(re.match(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ ", line) for line in logged)
+    assert SECRET not in (tmp_path / "deploy.log").read_text()
+
+
+def test_output_shows_each_warning_once() -> None:
+    out, _, stderr = output()
+
+    out.warn_all(["a", "b", "a"])
+    out.warn("b")
+
+    assert stderr.getvalue() == "warning: a\nwarning: b\n"
+
+
+def test_output_learns_secrets_as_environments_load() -> None:
+    out, stdout, _ = output()
+    out.learn(["later-secret-1234"])
+
+    out.echo("later-secret-1234")
+
+    assert stdout.getvalue() == "****\n"
+
+
+def test_output_raw_prints_what_was_asked_for_and_logs_nothing(tmp_path: Any) -> None:
+    out, stdout, _ = output(tmp_path)
+
+    out.raw(f"shown {SECRET}")
+
+    assert stdout.getvalue() == f"shown {SECRET}\n"
+    assert not (tmp_path / "deploy.log").exists()
+
+
+def test_the_progress_bar_closes_when_the_apply_fails(mocker: Any) -> None:
+    out, _, _ = output()
+    closed = mocker.spy(ApplyProgress, "__exit__")
+
+    try:
+        with out.progress(sample_plan(), tty=True) as on_result:
+            on_result(sample_result().results[0])
+            raise RuntimeError("the apply broke")
+    except RuntimeError:
+        pass
+
+    assert closed.call_count == 1

@@ -6,12 +6,12 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import sys
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers import invoke as run_invoke
 
 from deploy_lib import pipeline
 from deploy_lib.errors import EXIT_VALIDATION, InputError
@@ -191,22 +191,14 @@ def failing_project(
         monkeypatch.delenv(name)
     monkeypatch.setenv("DEPLOY_API_URL", prefect_server)
     settings = load_settings(RUN_ENV, root)
-    pipeline.ensure_pools(settings)
+    pipeline.pools(settings, create=True)
     outcome = pipeline.deploy(pipeline.prepare(settings))
     assert outcome.result is not None and not outcome.result.failed, outcome.result
     yield root
 
 
 def invoke(root: Path, *args: str, env: Mapping[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "invoke", *args],
-        cwd=root,
-        env={**env, "PYTHONPATH": str(REPO)},
-        capture_output=True,
-        text=True,
-        timeout=240,
-        check=False,
-    )
+    return run_invoke(root, *args, env=env, timeout=240)
 
 
 @pytest.mark.e2e

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from deploy_lib.api import health, server_home
+from deploy_lib.api import Probe, health, server_home
 from deploy_lib.errors import ServerError, SettingsError
 from deploy_lib.models import Settings
 from deploy_lib.server import (
@@ -28,6 +28,8 @@ from deploy_lib.server import (
     resolve_api_url,
     worker_command,
 )
+
+PROBE = Probe()
 
 
 def settings(root: Path, **data: Any) -> Settings:
@@ -78,7 +80,7 @@ def test_start_again_returns_the_running_server_without_a_new_process(
     before = local_server.status()
     assert before is not None
     started = time.monotonic()
-    url = LocalServer(prefect_server_root).start()
+    url = LocalServer(prefect_server_root, probe=PROBE).start()
     assert time.monotonic() - started < 5
     after = local_server.status()
     assert url == before.url and after is not None and after.pid == before.pid
@@ -113,7 +115,7 @@ def test_server_keeps_its_home_and_database_under_the_project(
 def test_resolve_api_url_uses_the_running_local_server_when_api_url_is_empty(
     prefect_server: str, prefect_server_root: Path
 ) -> None:
-    assert resolve_api_url(settings(prefect_server_root), start=False) == prefect_server
+    assert resolve_api_url(settings(prefect_server_root), probe=PROBE, start=False) == prefect_server
 
 
 @pytest.mark.e2e
@@ -121,7 +123,7 @@ def test_worker_command_targets_the_python_pool_on_the_environments_api(
     prefect_server: str, prefect_server_root: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("PREFECT_API_KEY", "stale-key-from-the-shell")
-    command, env = worker_command(settings(prefect_server_root), run_once=True, start=False)
+    command, env = worker_command(settings(prefect_server_root), prefect_server, run_once=True)
     assert command[0] == sys.executable
     assert command[1:] == [
         "-m", "prefect", "worker", "start", "--pool", "dev-pool", "--type", "process", "--run-once",
@@ -130,7 +132,7 @@ def test_worker_command_targets_the_python_pool_on_the_environments_api(
     assert "PREFECT_API_KEY" not in env
 
     keyed = settings(prefect_server_root, api_key="cloud-key-1234")
-    _, env = worker_command(keyed, start=False, env={"PREFECT_WORKER_QUERY_SECONDS": "1"})
+    _, env = worker_command(keyed, prefect_server, env={"PREFECT_WORKER_QUERY_SECONDS": "1"})
     assert env["PREFECT_API_KEY"] == "cloud-key-1234"
     assert env["PREFECT_WORKER_QUERY_SECONDS"] == "1"
 
@@ -148,13 +150,13 @@ def test_full_lifecycle_start_status_stop_on_a_second_project(
         source.backup(target)
     source.close()
     target.close()
-    server = LocalServer(tmp_path, preferred_port=0)
+    server = LocalServer(tmp_path, probe=PROBE, preferred_port=0)
 
     url = server.start(timeout=180)
     status = server.status()
     assert status is not None and status.healthy and status.url == url
     assert server_home(url) == str(tmp_path / ".prefect")
-    assert LocalServer(tmp_path).start() == url, "a second start finds the running server"
+    assert LocalServer(tmp_path, probe=PROBE).start() == url, "a second start finds the running server"
 
     assert server.stop() is True
     assert pid_gone(status.pid)
@@ -172,7 +174,7 @@ def test_stale_record_of_a_dead_process_is_removed(tmp_path: Path) -> None:
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
     record = write_record(tmp_path, dead.pid)
-    server = LocalServer(tmp_path)
+    server = LocalServer(tmp_path, probe=PROBE)
     assert server.status() is None
     assert not record.exists()
     write_record(tmp_path, dead.pid)
@@ -186,7 +188,7 @@ def test_stop_leaves_a_recycled_pid_alone(
     tmp_path: Path, bystander: subprocess.Popen[bytes]
 ) -> None:
     record = write_record(tmp_path, bystander.pid)
-    assert LocalServer(tmp_path).stop() is False
+    assert LocalServer(tmp_path, probe=PROBE).stop() is False
     time.sleep(0.2)
     assert bystander.poll() is None, "a process that is not our server is never signalled"
     assert not record.exists()
@@ -195,18 +197,18 @@ def test_stop_leaves_a_recycled_pid_alone(
 def test_corrupt_record_is_treated_as_no_server(tmp_path: Path) -> None:
     record = write_record(tmp_path, 1)
     record.write_text("{not json")
-    assert LocalServer(tmp_path).status() is None
+    assert LocalServer(tmp_path, probe=PROBE).status() is None
     assert not record.exists()
 
 
 def test_stop_without_a_server_creates_nothing(tmp_path: Path) -> None:
-    assert LocalServer(tmp_path).stop() is False
+    assert LocalServer(tmp_path, probe=PROBE).stop() is False
     assert not (tmp_path / ".prefect").exists()
 
 
 def test_resolve_api_url_prefers_the_configured_url_and_starts_nothing(tmp_path: Path) -> None:
     remote = settings(tmp_path, api_url="https://prefect.example.com/api/")
-    assert resolve_api_url(remote) == "https://prefect.example.com/api"
+    assert resolve_api_url(remote, probe=PROBE) == "https://prefect.example.com/api"
     assert not (tmp_path / ".prefect").exists()
 
 
@@ -214,7 +216,7 @@ def test_resolve_api_url_without_a_running_local_server_says_how_to_start_it(
     tmp_path: Path,
 ) -> None:
     with pytest.raises(ServerError) as caught:
-        resolve_api_url(settings(tmp_path), start=False)
+        resolve_api_url(settings(tmp_path), probe=PROBE, start=False)
     message = str(caught.value)
     assert "environment 'development' sets no api_url" in message
     assert str(tmp_path.resolve() / ".prefect") in message and "invoke server.start" in message
@@ -222,7 +224,7 @@ def test_resolve_api_url_without_a_running_local_server_says_how_to_start_it(
 
 def test_worker_command_needs_a_python_pool_name(tmp_path: Path) -> None:
     with pytest.raises(SettingsError, match=r"key 'work_pool\.python': no work pool name"):
-        worker_command(settings(tmp_path, work_pool={}), start=False)
+        worker_command(settings(tmp_path, work_pool={}), "http://127.0.0.1:9/api")
 
 
 def test_server_env_isolates_the_server_in_the_project(
@@ -230,7 +232,7 @@ def test_server_env_isolates_the_server_in_the_project(
 ) -> None:
     monkeypatch.setenv("PREFECT_API_URL", "http://elsewhere:4200/api")
     monkeypatch.setenv("PREFECT_API_KEY", "not-for-the-server")
-    server = LocalServer(tmp_path, env={"PREFECT_SERVER_SERVICES_SCHEDULER_ENABLED": "true"})
+    server = LocalServer(tmp_path, probe=PROBE, env={"PREFECT_SERVER_SERVICES_SCHEDULER_ENABLED": "true"})
     env = server.server_env()
     assert env["PREFECT_HOME"] == str(tmp_path.resolve() / ".prefect")
     assert env["PREFECT_API_DATABASE_CONNECTION_URL"] == (
@@ -254,7 +256,7 @@ def test_free_port_prefers_the_given_port_and_avoids_a_busy_one() -> None:
 
 
 def test_start_that_times_out_stops_the_process_and_says_so(tmp_path: Path) -> None:
-    server = LocalServer(tmp_path, preferred_port=0)
+    server = LocalServer(tmp_path, probe=PROBE, preferred_port=0)
     with pytest.raises(ServerError) as caught:
         server.start(timeout=0.5)
     message = str(caught.value)
@@ -270,7 +272,7 @@ def test_start_that_times_out_stops_the_process_and_says_so(tmp_path: Path) -> N
 @pytest.mark.slow
 def test_server_that_exits_during_startup_quotes_the_end_of_its_log(tmp_path: Path) -> None:
     server = LocalServer(
-        tmp_path, preferred_port=0, env={"PREFECT_SERVER_LOGGING_LEVEL": "NOT-A-LEVEL"}
+        tmp_path, probe=PROBE, preferred_port=0, env={"PREFECT_SERVER_LOGGING_LEVEL": "NOT-A-LEVEL"}
     )
     with pytest.raises(ServerError) as caught:
         server.start(timeout=120)

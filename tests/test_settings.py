@@ -6,22 +6,16 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers import invoke
 
 from deploy_lib.errors import EXIT_VALIDATION, SettingsError, UnknownEnvironmentError
-from deploy_lib.masking import MASK
-from deploy_lib.models import Settings
-from deploy_lib.settings import (
-    effective,
-    environments,
-    explain,
-    format_config,
-    load_settings,
-)
+from deploy_lib.models import MASK, Settings
+from deploy_lib.report import format_config
+from deploy_lib.settings import environments, load_settings
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -474,6 +468,36 @@ INVALID = [
         id="a per-flow override with an unknown type",
     ),
     pytest.param(
+        {"DEPLOY_ENTRYPOINT_STYLE": "dotted"},
+        'entrypoint_style: must be "path" or "module", got \'dotted\'',
+        id="an unknown entrypoint style",
+    ),
+    pytest.param(
+        {"DEPLOY_PULL__STRATEGY": "s3"},
+        'pull.strategy: must be "local" or "git", got \'s3\'',
+        id="an unknown pull strategy",
+    ),
+    pytest.param(
+        {"DEPLOY_PULL__STRATEGY": "git"},
+        'pull.repository: missing; it must be a repository URL when pull.strategy is "git"',
+        id="a git pull without a repository",
+    ),
+    pytest.param(
+        {"DEPLOY_NAMING__PYTHON": "{flow}-{colour}"},
+        "naming.python: must be a format such as",
+        id="a naming format with an unknown field",
+    ),
+    pytest.param(
+        {"DEPLOY_FLOWS__hello__SCHEDULE": "x"},
+        "flows.hello.schedule: unknown per-flow setting; known: enabled, types, name, names",
+        id="an unknown per-flow setting",
+    ),
+    pytest.param(
+        {"DEPLOY_FLOWS__hello__WORK_POOL": "[1]"},
+        "flows.hello.work_pool: must be a pool name or a table of python/docker/queue, got [1]",
+        id="a per-flow work pool that is neither a name nor a table",
+    ),
+    pytest.param(
         {"DEPLOY_WORK_POOL": '"one-pool"'},
         "work_pool: must be a table, got 'one-pool' (from env var DEPLOY_WORK_POOL)",
         id="a work pool table replaced by a string",
@@ -635,15 +659,15 @@ def test_effective_masks_secrets_file_values_and_secret_named_keys(tmp_path: Pat
         "pnu_production_only",  # every value of the secrets file, loaded or not
     } <= settings.secret_values
 
-    shown = effective(settings)
+    shown = settings.effective()
     assert shown["api_key"] == MASK
     assert shown["pull"]["repository"] == MASK
     assert shown["env_vars"]["DB_PASSWORD"] == MASK
     assert shown["env_vars"]["DATABASE_URL"] == MASK
     assert shown["env_vars"]["PLAIN"] == "visible"
     assert shown["docker"]["registry"] == "r.example"
-    assert effective(settings, show_secrets=True)["api_key"] == "pnu_file_secret"
-    rows = {key: (value, source) for key, value, source in explain(settings)}
+    assert settings.effective(show_secrets=True)["api_key"] == "pnu_file_secret"
+    rows = {key: (value, source) for key, value, source in settings.explain()}
     assert rows["api_key"] == (MASK, "secrets file")
     assert rows["env_vars.DB_PASSWORD"] == (MASK, ".env")
 
@@ -738,19 +762,7 @@ def test_format_config_json_carries_settings_and_sources(tmp_path: Path) -> None
 
 
 def _invoke(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
-    clean = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith("DEPLOY_") and not k.endswith("_FOR_DYNACONF")
-    }
-    return subprocess.run(
-        [sys.executable, "-m", "invoke", "config", *args],
-        cwd=REPO,
-        env={**clean, **env},
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    return invoke(REPO, "config", *args, env=env, timeout=120)
 
 
 def test_config_task_prints_masked_settings_and_rejects_an_unknown_environment() -> None:
@@ -768,3 +780,31 @@ def test_config_task_prints_masked_settings_and_rejects_an_unknown_environment()
     assert "unknown environment 'nowhere'" in failed.stderr
     assert "development, production, staging" in failed.stderr
     assert "Traceback" not in failed.stdout + failed.stderr
+
+
+def test_the_overrides_of_a_flow_with_dots_in_its_name_are_checked_too(tmp_path: Path) -> None:
+    root = project(tmp_path, '\n[staging.flows."etl.v2"]\nconcurrency_limit = 0\npaused = "no"\n')
+
+    with pytest.raises(SettingsError) as caught:
+        load_settings("staging", root)
+
+    message = str(caught.value)
+    assert message.startswith("2 problem(s) in the settings of environment 'staging':")
+    assert "  - flows.etl.v2.concurrency_limit: must be an integer of at least 1, got 0" in message
+    assert "  - flows.etl.v2.paused: must be true or false, got 'no'" in message
+
+
+def test_a_variable_keeps_the_spelling_of_names_a_user_chose(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DEPLOY_FLOWS__Daily_ETL__PAUSED", "true")
+    monkeypatch.setenv("DEPLOY_FLOWS__Daily_ETL__PARAMETERS__batchSize", "50")
+    monkeypatch.setenv("DEPLOY_RETRIES__RETRIES", "7")
+
+    settings = load_settings("staging", project(tmp_path))
+
+    assert settings.flow_overrides("Daily_ETL") == {"paused": True, "parameters": {"batchSize": 50}}
+    assert settings.get("retries.retries") == 7
+    assert settings.sources["flows.Daily_ETL.parameters.batchSize"] == (
+        "env var DEPLOY_FLOWS__Daily_ETL__PARAMETERS__batchSize"
+    )

@@ -18,16 +18,15 @@ import pytest
 import yaml
 
 from deploy_lib.errors import DiscoveryError, InputError, TemplateError, ValidationFailed
-from deploy_lib.gitinfo import GitInfo
-from deploy_lib.models import FlowMetadata, Parameter, Settings
+from deploy_lib.models import FlowMetadata, GitInfo, Parameter, Settings
+from deploy_lib.pipeline import build_specs
+from deploy_lib.pipeline import render as render_to_files
 from deploy_lib.settings import load_settings
 from deploy_lib.templates import (
     MANIFEST,
     TEMPLATE_VARIABLES,
     TemplateRenderer,
-    build_specs,
     mask_body,
-    render_to_files,
     select_specs,
 )
 
@@ -50,7 +49,7 @@ def write(root: Path, files: Mapping[str, str]) -> None:
 def render_one(tmp_path: Path, template: str, variables: Mapping[str, Any]) -> dict[str, Any]:
     write(tmp_path, {"templates/python_deployment.yaml": template})
     renderer = TemplateRenderer(tmp_path / "templates", root=tmp_path)
-    return renderer.render(renderer.select("python", "staging"), variables)
+    return renderer.overlay({}, renderer.layers("python", "staging"), variables)
 
 
 @pytest.fixture()
@@ -408,9 +407,9 @@ def test_template_variables_cover_flow_env_settings_git_and_now(tmp_path: Path) 
     [flow, _] = _flows(tmp_path)
     specs, _ = build_specs([flow], _settings(tmp_path, "staging"), git=GIT, now=NOW)
 
-    assert specs[0].body == {
-        "name": f"flows.hello|staging|staging-pool|{GIT.sha}|main|2024-01-02T03:04:05+00:00|python"
-    }
+    assert specs[0].body["name"] == (
+        f"flows.hello|staging|staging-pool|{GIT.sha}|main|2024-01-02T03:04:05+00:00|python"
+    )
     assert TEMPLATE_VARIABLES == ("flow", "env", "settings", "git", "now", "deployment")
 
 
@@ -543,7 +542,7 @@ def test_render_writes_nothing_when_any_deployment_is_invalid(
     before = {p.name: p.read_text() for p in out.iterdir()}
     # A template whose concurrency limit is 0 makes every python deployment invalid.
     base = project / "templates" / "python_deployment.yaml"
-    base.write_text(base.read_text().replace('"{{ deployment.concurrency_limit }}"', "0"))
+    base.write_text(base.read_text() + "concurrency_limit: 0\n")
 
     with pytest.raises(ValidationFailed) as caught:
         render_to_files(load_settings("staging", project), out_dir=out, git=GIT, now=NOW)
@@ -555,7 +554,7 @@ def test_render_writes_nothing_when_any_deployment_is_invalid(
 
 def test_render_writes_nothing_when_a_template_fails(project: Path, tmp_path: Path) -> None:
     docker = project / "templates" / "docker_deployment.yaml"
-    docker.write_text(docker.read_text().replace("deployment.version", "deployment.versoin", 1))
+    docker.write_text(docker.read_text() + 'version: "{{ deployment.versoin }}"\n')
 
     with pytest.raises(TemplateError, match=r"templates/docker_deployment.yaml, key 'version'"):
         render_to_files(
@@ -656,9 +655,8 @@ def test_a_wrong_type_after_rendering_is_reported_with_the_template_as_source(
     write(
         tmp_path,
         {
-            "templates/python_deployment.yaml": template.replace(
-                'tags: "{{ deployment.tags }}"', 'tags: "{{ deployment.concurrency_limit }}"'
-            )
+            "templates/python_deployment.yaml": template
+            + 'tags: "{{ deployment.concurrency_limit }}"\n'
         },
     )
     flows = _flows(tmp_path)[:1]

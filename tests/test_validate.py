@@ -12,14 +12,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers import invoke, make_project
 
+from deploy_lib import pipeline
+from deploy_lib.api import bundled_job_template
 from deploy_lib.errors import EXIT_VALIDATION, ValidationFailed
-from deploy_lib.models import DeploymentSpec, FlowMetadata, Parameter, Problem
+from deploy_lib.models import DeploymentSpec, FlowMetadata, GitInfo, Parameter, Problem
+from deploy_lib.report import report_json, summarize
+from deploy_lib.settings import load_settings
 from deploy_lib.validate import (
+    default_job_variable_problems,
     ensure_valid,
     format_problems,
-    report_json,
-    summarize,
     validate_specs,
 )
 
@@ -700,18 +704,7 @@ def _project(tmp_path: Path, extra_settings: str = "") -> Path:
 
 
 def _invoke(project: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    import os
-
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DEPLOY_")}
-    env["PYTHONPATH"] = str(REPO)
-    return subprocess.run(
-        [sys.executable, "-m", "invoke", "validate", *args],
-        cwd=project,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    return invoke(project, "validate", *args, timeout=120)
 
 
 def test_invoke_validate_prints_one_line_for_a_valid_environment(tmp_path: Path) -> None:
@@ -763,3 +756,31 @@ def test_invoke_validate_json(tmp_path: Path) -> None:
         ("hello", "parameters.times"),
         ("hello", "parameters.volume"),
     ]
+
+
+# -- job variables against Prefect's default job templates (offline) ----------------------
+
+
+def offline_job_variable_problems(specs: list[DeploymentSpec]) -> list[Problem]:
+    templates = {t: bundled_job_template(t) for t in ("process", "docker")}
+    return default_job_variable_problems(specs, templates)
+
+
+def test_a_job_variable_the_default_pool_template_lacks_names_the_variable_and_the_pool(
+    tmp_path: Path,
+) -> None:
+    root = make_project(tmp_path / "project")
+    prepared = pipeline.prepare(load_settings("staging", root), git=GitInfo(sha="0" * 40, short_sha="0" * 12))
+    docker = next(s for s in prepared.specs if s.type == "docker")
+    body = dict(docker.body)
+    body["job_variables"] = {**body["job_variables"], "gpu_count": 1}
+    odd = DeploymentSpec("docker", "staging", docker.flow, body, source=docker.source)
+
+    assert offline_job_variable_problems(prepared.specs) == []
+    (problem,) = offline_job_variable_problems([odd])
+    assert problem.key == "job_variables.gpu_count"
+    assert problem.deployment == "table-report/table-report-docker"
+    assert problem.message.startswith(
+        "job variable 'gpu_count' is not defined by the default job template of docker work "
+        "pools (work pool 'staging-docker-pool'); it accepts: auto_remove, command, "
+    )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from deploy_lib.masking import MASK, Masker, is_secret_name
+from deploy_lib.models import MASK, Masker, is_secret_name
 
 
 @pytest.mark.parametrize(
