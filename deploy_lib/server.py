@@ -72,6 +72,11 @@ class ServerStatus:
         return asdict(self)
 
 
+# The local servers this process started: running on purpose after their LocalServer is
+# gone (see LocalServer._launch).
+_DETACHED: list[subprocess.Popen[bytes]] = []
+
+
 class Probe(Protocol):
     """How a starting server is polled over HTTP (``api.Probe``: one quick GET each, no
     retries).  Handed in, so this module runs processes and never speaks HTTP itself."""
@@ -206,6 +211,10 @@ class LocalServer:
             self._terminate(pid, grace=5.0)
             self._remove_state()
             raise
+        if self._proc is not None:
+            # The server outlives this object by design (stop() finds it by its recorded
+            # pid); keeping the handle stops Python warning that it is still running.
+            _DETACHED.append(self._proc)
         return url
 
     def _spawn(self, port: int) -> int:
@@ -298,8 +307,13 @@ class LocalServer:
         raise ServerError(f"the local Prefect server (pid {pid}) survived SIGKILL")
 
     def _alive(self, pid: int) -> bool:
-        if self._proc is not None and self._proc.pid == pid:
-            return self._proc.poll() is None
+        for proc in [self._proc, *_DETACHED]:
+            if proc is not None and proc.pid == pid:
+                if proc.poll() is None:  # polling a child of ours also reaps it
+                    return True
+                if proc in _DETACHED:
+                    _DETACHED.remove(proc)
+                return False
         return _pid_alive(pid)
 
     def _live_record(self) -> dict[str, Any] | None:

@@ -222,8 +222,11 @@ def content(deployment: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def invoke(project: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
-    """``invoke ARGS`` run in the project copy (its tasks.py), as a user runs it."""
-    return run_invoke(project, *args, env=env, timeout=180)
+    """``invoke ARGS`` run in the project copy (its tasks.py), as a user runs it, on the
+    module's server (its ``DEPLOY_API_URL``)."""
+    return run_invoke(
+        project, *args, env={"DEPLOY_API_URL": os.environ["DEPLOY_API_URL"], **env}, timeout=180
+    )
 
 
 # -- the tests --------------------------------------------------------------------------
