@@ -217,29 +217,60 @@ _SELECT_HELP = {
 }
 
 
-@task(help=_SELECT_HELP, iterable=["flow"])
+def _interactive() -> bool:
+    """A person at a terminal, who can answer a question (never under cron or CI)."""
+    return sys.stdin.isatty() and sys.stdout.isatty()
+
+
+def _confirm(out: Output, yes: bool) -> Any:
+    """The question asked before a risky apply: none with --yes or without a terminal."""
+    return None if yes or not _interactive() else out.confirm
+
+
+@task(
+    help={
+        **_SELECT_HELP,
+        "format": "text (default), json or markdown (a summary and table for a pull request)",
+        "out": "also save the plan to this file, for `invoke deploy --plan FILE`",
+        "no_color": "no colours, even on a terminal (NO_COLOR does the same)",
+    },
+    iterable=["flow"],
+)
 @boundary
 def plan(
     c: Any,
-    out: Output,
+    output: Output,
     env: str | None = None,
     flow: list[str] | None = None,
     type: str | None = None,
     json: bool = False,
+    format: str = "text",
+    out: str | None = None,
+    no_color: bool = False,
     log_file: str | None = None,
     debug: bool = False,
 ) -> None:
     """Show what deploy would change (exit 0: no changes, 2: changes pending)."""
     from deploy_lib import pipeline, report
-    from deploy_lib.errors import EXIT_CHANGES_PENDING
+    from deploy_lib.errors import EXIT_CHANGES_PENDING, InputError
 
-    settings = _settings(out, env)
-    result, warnings = pipeline.plan(settings, flow_names=flow or [], types=[type] if type else [])
-    out.warn_all(warnings)
-    if json:
-        out.echo(report.to_json(report.plan_json(result, out.masker)))
+    fmt = "json" if json else format
+    if fmt not in ("text", "json", "markdown"):
+        raise InputError(f"unknown plan format {fmt!r}; choose one of: text, json, markdown")
+    settings = _settings(output, env)
+    result, warnings, saved = pipeline.plan_and_save(
+        settings, flow_names=flow or [], types=[type] if type else [], out=out
+    )
+    output.warn_all(warnings)
+    if fmt == "json":
+        output.echo(report.to_json(report.plan_json(result, output.masker)))
+    elif fmt == "markdown":
+        output.echo(report.format_plan_markdown(result, output.masker))
     else:
-        out.echo(report.format_plan(result, out.masker))
+        colour = report.use_colour(output.stdout, no_color=no_color)
+        output.echo(report.format_plan(result, output.masker, colour=colour))
+    if saved is not None:
+        output.note(f"saved the plan to {saved}; apply it with `invoke deploy --plan {saved}`")
     if result.has_changes:
         raise Exit(code=EXIT_CHANGES_PENDING)
 
@@ -252,6 +283,10 @@ def plan(
         "concurrency": "deployments written at once (default: apply_concurrency)",
         "lock_timeout": "seconds to wait for another run of this env to finish (default 0)",
         "build": "first build and push the docker images, then deploy exactly those images",
+        "plan": "apply exactly this saved plan (`invoke plan --out FILE`); refused when stale",
+        "keep_drift": "leave alone deployments changed on the server since the last deploy",
+        "yes": "do not ask before deleting or overwriting drift (never asked without a terminal)",
+        "no_color": "no colours, even on a terminal (NO_COLOR does the same)",
     },
     iterable=["flow"],
 )
@@ -269,13 +304,23 @@ def deploy(
     lock_timeout: float = 0.0,
     log_file: str | None = None,
     build: bool = False,
+    plan: str | None = None,
+    keep_drift: bool = False,
+    yes: bool = False,
+    no_color: bool = False,
     debug: bool = False,
 ) -> None:
-    """Validate, plan and apply the deployments of an environment."""
+    """Validate, plan and apply the deployments of an environment.
+
+    On a terminal it asks before deleting (--prune) or overwriting changes made on the
+    server; --yes does not ask; without a terminal (cron, CI) it never asks."""
     from deploy_lib import pipeline, report
 
     settings = _settings(out, env)
     tty = sys.stdout.isatty() and not json
+    saved = pipeline.read_saved_plan(plan) if plan else None
+    if saved is not None:
+        flow, type = list(saved.get("flow_names") or []), (saved.get("types") or [None])[0]
 
     outcome = pipeline.deploy(
         settings,
@@ -284,9 +329,12 @@ def deploy(
         dry_run=dry_run,
         prune=prune,
         concurrency=concurrency,
+        keep_drift=keep_drift,
         build=build,
         lock_timeout=lock_timeout,
-        on_plan=None if json else lambda plan: out.plan(plan, prune=prune),
+        saved=saved,
+        confirm=None if json else _confirm(out, yes),
+        on_plan=None if json else lambda p: out.plan(p, prune=prune, no_color=no_color),
         progress=None if json else lambda plan: out.progress(plan, tty=tty),
         on_line=None if json else out.echo,
         on_images=None if json else lambda images: out.echo(report.format_images(images)),
@@ -296,6 +344,122 @@ def deploy(
         if json:
             out.echo(report.to_json(report.plan_json(outcome.plan, out.masker)))
         return
+    if json:
+        out.echo(report.to_json(report.results_json(outcome.result, out.masker)))
+    else:
+        out.echo(report.format_results(outcome.result, out.masker))
+    outcome.result.raise_if_failed()
+
+
+@task(
+    help={
+        "env": _ENV_HELP,
+        "flow": "only this flow's deployments (repeatable); default: every conflict",
+        "yes": "do not ask before taking them over",
+        "lock_timeout": "seconds to wait for another run of this env to finish (default 0)",
+        "debug": _DEBUG_HELP,
+    },
+    iterable=["flow"],
+)
+@boundary
+def adopt(
+    c: Any,
+    out: Output,
+    env: str | None = None,
+    flow: list[str] | None = None,
+    yes: bool = False,
+    lock_timeout: float = 0.0,
+    debug: bool = False,
+) -> None:
+    """Take over deployments made by hand or by `prefect deploy` that this project's
+    deployments conflict with (same flow and name), after showing their diff."""
+    from deploy_lib import pipeline, report
+
+    outcome = pipeline.adopt(
+        _settings(out, env),
+        flow_names=flow or [],
+        lock_timeout=lock_timeout,
+        confirm=_confirm(out, yes),
+        on_plan=lambda p: out.echo(report.format_plan(p, out.masker, show_unchanged=False)),
+    )
+    out.warn_all(outcome.warnings)
+    if outcome.result is None:
+        out.echo("nothing to adopt: no deployment conflicts with this project's")
+        return
+    out.echo(report.format_results(outcome.result, out.masker))
+    outcome.result.raise_if_failed()
+
+
+@task(
+    help={
+        "prefect_yaml": "the prefect.yaml whose deployments to carry over",
+        "write": "append the per-flow settings to settings.toml (else print them)",
+        "env": _ENV_HELP,
+        "debug": _DEBUG_HELP,
+    }
+)
+@boundary
+def migrate(
+    c: Any,
+    out: Output,
+    prefect_yaml: str,
+    write: bool = False,
+    env: str | None = None,
+    debug: bool = False,
+) -> None:
+    """Print (or --write into settings.toml) the per-flow settings that reproduce the
+    deployments of an existing prefect.yaml; then `invoke adopt` takes them over."""
+    from deploy_lib import pipeline
+
+    settings = _settings(out, env)
+    result = pipeline.migrate_prefect_yaml(settings, prefect_yaml, write=write)
+    for note in result.notes:
+        out.note(f"note: {note}")
+    if write:
+        out.echo(f"added {len(result.tables)} per-flow table(s) to settings.toml: "
+                 + ", ".join(sorted(result.tables)))
+    else:
+        out.echo(result.toml())
+
+
+@task(
+    help={
+        "env": _ENV_HELP,
+        "yes": "do not ask (needed without a terminal: there is no one to ask)",
+        "lock_timeout": "seconds to wait for another run of this env to finish (default 0)",
+        "json": "print the results as JSON",
+        "debug": _DEBUG_HELP,
+    }
+)
+@boundary
+def destroy(
+    c: Any,
+    out: Output,
+    env: str | None = None,
+    yes: bool = False,
+    lock_timeout: float = 0.0,
+    json: bool = False,
+    debug: bool = False,
+) -> None:
+    """Delete every deployment of this project in an environment (nobody else's)."""
+    from deploy_lib import pipeline, report
+    from deploy_lib.errors import InputError
+
+    settings = _settings(out, env)
+    if not yes and not _interactive():
+        raise InputError(
+            f"destroy deletes every deployment of project {settings.project!r} in env "
+            f"{settings.env!r}; there is no terminal to ask on, so pass --yes"
+        )
+    tty = sys.stdout.isatty() and not json
+    outcome = pipeline.destroy(
+        settings,
+        lock_timeout=lock_timeout,
+        confirm=_confirm(out, yes),
+        on_plan=None if json else lambda p: out.plan(p, prune=True),
+        progress=None if json else lambda p: out.progress(p, tty=tty),
+    )
+    assert outcome.result is not None
     if json:
         out.echo(report.to_json(report.results_json(outcome.result, out.masker)))
     else:

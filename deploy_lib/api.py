@@ -244,13 +244,37 @@ class PrefectApi:
                 found[str(item["id"])] = item
             if len(page) < PAGE_SIZE:
                 break
-        names = await self._flow_names({str(d["flow_id"]) for d in found.values()})
-        result = []
-        for item in found.values():
+        return await self._with_flow_names(found.values())
+
+    async def list_deployments_named(self, names: Iterable[str]) -> list[dict[str, Any]]:
+        """Every deployment with one of ``names`` (of any flow and any owner), each with
+        its ``flow_name``; the names are asked for 200 at a time."""
+        wanted = sorted(set(names))
+        found: dict[str, dict[str, Any]] = {}
+        for start in range(0, len(wanted), PAGE_SIZE):
+            chunk = wanted[start : start + PAGE_SIZE]
+            seen: set[str] = set()
+            while True:
+                flt: dict[str, Any] = {"name": {"any_": chunk}}
+                if seen:
+                    flt["id"] = {"not_any_": sorted(seen)}
+                body = {"deployments": flt, "limit": PAGE_SIZE, "sort": "NAME_ASC"}
+                page = _as_list(await self._post_json("deployments/filter", body))
+                for item in page:
+                    seen.add(str(item["id"]))
+                    found[str(item["id"])] = item
+                if len(page) < PAGE_SIZE:
+                    break
+        return await self._with_flow_names(found.values())
+
+    async def _with_flow_names(self, items: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+        """``items`` with their ``flow_name``, sorted by flow name then name."""
+        listed = list(items)
+        names = await self._flow_names({str(d["flow_id"]) for d in listed})
+        for item in listed:
             item["flow_name"] = names.get(str(item["flow_id"]))
-            result.append(item)
-        result.sort(key=lambda d: (str(d["flow_name"]), str(d["name"])))
-        return result
+        listed.sort(key=lambda d: (str(d["flow_name"]), str(d["name"])))
+        return listed
 
     async def _flow_names(self, flow_ids: Iterable[str]) -> dict[str, str]:
         ids = sorted(flow_ids)

@@ -5,7 +5,9 @@ Creates and updates go through the server's upsert (POST /deployments/), whose b
 already carries each schedule's live ``active`` flag (see ``plan.carry_schedule_state``),
 so a redeploy never re-activates a schedule someone paused.  Unchanged deployments
 cost no request.  Deletes happen only with ``prune``, and the plan only proposes
-deletes for deployments this tool manages in this environment.  Each flow is ensured
+deletes for deployments of this project in this environment.  A conflict (a deployment
+that is not this project's) is never written; an update that would overwrite changes
+made on the server is skipped with ``keep_drift``.  Each flow is ensured
 once, however many deployments it has.  At most ``concurrency`` requests are in
 flight at a time; writes the server was too busy to take get one more, serial, try.
 """
@@ -25,11 +27,14 @@ from deploy_lib.errors import (
     SettingsError,
 )
 from deploy_lib.models import (
+    CONFLICT,
+    CONFLICT_STATUS,
     CREATE,
     CREATED,
     DELETE,
     DELETED,
     FAILED,
+    RENAME,
     SKIPPED,
     UNCHANGED,
     UNCHANGED_STATUS,
@@ -63,6 +68,7 @@ async def apply_plan(
     concurrency: int,
     prune: bool,
     on_result: Callable[[Result], None] | None = None,
+    keep_drift: bool = False,
 ) -> ApplyResult:
     """Write ``plan``'s creates and updates (and, with ``prune``, its deletes) through
     ``api``, at most ``concurrency`` requests at once.
@@ -79,7 +85,7 @@ async def apply_plan(
     """
     if concurrency < 1:
         raise SettingsError(f"must be at least 1, got {concurrency}", key="apply_concurrency")
-    runner = _Runner(api, asyncio.Semaphore(concurrency), on_result)
+    runner = _Runner(api, asyncio.Semaphore(concurrency), on_result, prune=prune)
     results: dict[int, Result] = {}
     pending: dict[int, Change] = {}
     for index, change in enumerate(plan.changes):
@@ -92,6 +98,28 @@ async def apply_plan(
         elif change.action == DELETE and not prune:
             results[index] = runner.report(
                 Result(change.action, change.deployment, change.type, SKIPPED, change.live_id)
+            )
+        elif change.action == CONFLICT:
+            results[index] = runner.report(
+                Result(
+                    change.action,
+                    change.deployment,
+                    change.type,
+                    CONFLICT_STATUS,
+                    change.live_id,
+                    error=change.owner,
+                )
+            )
+        elif change.action == UPDATE and change.drift and keep_drift:
+            results[index] = runner.report(
+                Result(
+                    change.action,
+                    change.deployment,
+                    change.type,
+                    SKIPPED,
+                    change.live_id,
+                    note=f"drift kept: {', '.join(change.drift)} changed on the server",
+                )
             )
         else:
             pending[index] = change
@@ -109,10 +137,13 @@ class _Runner:
         api: DeploymentApi,
         slots: asyncio.Semaphore,
         on_result: Callable[[Result], None] | None,
+        *,
+        prune: bool = False,
     ) -> None:
         self._api = api
         self._slots = slots
         self._on_result = on_result
+        self._prune = prune
         self._flows: dict[str, asyncio.Future[Any]] = {}
         # Once the server could not be reached through all of a request's retries, the
         # writes still waiting are not tried: each would spend its own retries in vain.
@@ -160,7 +191,7 @@ class _Runner:
                     "run (see the first failure)",
                 )
             try:
-                status, deployment_id = await self._write(change)
+                status, deployment_id, note = await self._write(change)
             except (DeployError, OSError, asyncio.TimeoutError) as exc:
                 # One deployment's failure must not stop the others; any other exception
                 # is a bug and propagates with its traceback.
@@ -184,16 +215,26 @@ class _Runner:
                     status,
                     deployment_id,
                     duration=time.perf_counter() - started,
+                    note=note,
                 )
         return result
 
-    async def _write(self, change: Change) -> tuple[str, str | None]:
+    async def _write(self, change: Change) -> tuple[str, str | None, str | None]:
+        """Write ``change``: its status, the deployment id, and a note (a rename's)."""
         if change.action == DELETE:
             if change.live_id is None:
                 raise DeployError(f"deployment {change.deployment!r} has no id to delete")
             # False means someone deleted it meanwhile: the desired state holds either way.
             await self._api.delete_deployment(change.live_id, deployment=change.deployment)
-            return DELETED, change.live_id
+            return DELETED, change.live_id, None
+        if change.action == RENAME and change.body is not None:
+            await self._ensure_flow(change.flow_name)
+            deployment_id, _ = await self._api.upsert_deployment(change.body)
+            note = f"renamed from {change.renamed_from}; the old one is kept (--prune deletes it)"
+            if self._prune and change.live_id is not None:
+                await self._api.delete_deployment(change.live_id, deployment=change.renamed_from)
+                note = f"renamed from {change.renamed_from}, which was deleted"
+            return CREATED, str(deployment_id), note
         if change.action not in (CREATE, UPDATE) or change.body is None:
             raise DeployError(
                 f"deployment {change.deployment!r}: nothing to write for a {change.action}"
@@ -203,7 +244,8 @@ class _Runner:
         # A planned create the server calls an update was still made by this run (a busy
         # attempt that landed before its retry); a planned update the server calls a
         # create means it vanished meanwhile and now exists again.
-        return (CREATED if created or change.action == CREATE else UPDATED), str(deployment_id)
+        status = CREATED if created or change.action == CREATE else UPDATED
+        return status, str(deployment_id), None
 
     async def _ensure_flow(self, name: str) -> None:
         # The first deployment of a flow starts the request; the others await the same

@@ -54,7 +54,10 @@ from typing import Any
 from deploy_lib.errors import DiscoveryError, SettingsError
 from deploy_lib.models import (
     DEPLOYMENT_TYPES,
+    ENV_TAG_PREFIX,
     MANAGED_BY_TAG,
+    PROJECT_TAG_PREFIX,
+    RUNTIME_TAG_PREFIX,
     BuildContext,
     FlowMetadata,
     GitInfo,
@@ -314,6 +317,9 @@ def _names_for(
             names[type_] = str(fmt).format(flow=base, env=env.env, type=type_)
         else:
             names[type_] = base
+    if env.get("naming.env_suffix", False):
+        # Environments that share one server keep their deployments apart by name.
+        names = {t: f"{name}-{env.env}" for t, name in names.items()}
     if len(set(names.values())) < len(names):
         problems.append(
             (f"flows.{flow.name}.names", f"the types of flow {flow.name!r} share one name: {names}")
@@ -455,7 +461,8 @@ def _deployment(
     sources["entrypoint"] = "entrypoint_style"
     sources["tags"] = f"{fkey}.tags" if "tags" in ov else "tags"
 
-    tags = _dedupe([f"runtime:{type_}", f"env:{env.env}", MANAGED_BY_TAG, *shared.tags])
+    owner = [f"{RUNTIME_TAG_PREFIX}{type_}", f"{ENV_TAG_PREFIX}{env.env}", MANAGED_BY_TAG]
+    tags = _dedupe([*owner, f"{PROJECT_TAG_PREFIX}{env.settings.project}", *shared.tags])
     entrypoint = flow.module_entrypoint if env.entrypoint_style == "module" else flow.entrypoint
     return {
         "name": name,

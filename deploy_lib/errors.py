@@ -6,7 +6,8 @@
     │   │   └── UnknownEnvironmentError       --env / DEPLOY_ENV names no environment
     │   ├── DiscoveryError                    flow files (with --strict, or no flows at all)
     │   ├── TemplateError                     templates/*.yaml
-    │   └── ValidationFailed                  deployments that break the schema; carries Problems
+    │   ├── ValidationFailed                  deployments that break the schema; carries Problems
+    │   └── StalePlan                         a saved plan the source or the server moved past
     ├── ApiError                     exit 1   the Prefect API said no, or could not be reached
     │   ├── ApiUnreachable                    connection refused / timed out after bounded retries
     │   ├── ApiUnauthorized                   HTTP 401
@@ -18,6 +19,7 @@
     ├── ServerError                  exit 1   the embedded local Prefect server would not start/stop
     ├── DockerError                  exit 1   docker CLI missing, engine unreachable, build/push failed
     ├── RunFailed                    exit 1   a flow run ended in a state other than Completed
+    ├── Declined                     exit 1   the prompt was answered no; nothing was written
     ├── PartialFailure               exit 4   some deployments failed; the others were applied
     └── LockHeld                     exit 75  another run holds this environment's lock
 
@@ -209,6 +211,14 @@ class DockerError(DeployError):
 
 class RunFailed(DeployError):
     pass
+
+
+class StalePlan(InputError):
+    """A saved plan no longer matches the source or the server; nothing was written."""
+
+
+class Declined(DeployError):
+    """The person at the terminal said no; nothing was written."""
 
 
 class PartialFailure(DeployError):

@@ -208,6 +208,11 @@ class Settings:
         return node
 
     @property
+    def project(self) -> str:
+        """This project's name on the server (``project``, else the folder's name)."""
+        return str(self.get("project") or "project")
+
+    @property
     def api_url(self) -> str:
         """The Prefect API URL; ``""`` means the embedded local server."""
         return str(self.get("api_url") or "")
@@ -288,6 +293,49 @@ class Settings:
 
 
 MANAGED_BY_TAG = "managed-by:deploy-lib"
+# Ownership: every deployment this tool writes carries these tags (the server filters
+# on tags), and the labels below (a field the API keeps) with the fingerprint of the
+# body it wrote.  A user's tag may not start with any of these prefixes.
+PROJECT_TAG_PREFIX = "project:"
+ENV_TAG_PREFIX = "env:"
+RUNTIME_TAG_PREFIX = "runtime:"
+RESERVED_TAG_PREFIXES = (PROJECT_TAG_PREFIX, ENV_TAG_PREFIX, RUNTIME_TAG_PREFIX, "managed-by")
+LABEL_FINGERPRINT = "deploy-lib.fingerprint"
+LABEL_FIELDS = "deploy-lib.fields"
+
+
+def ownership_tags(project: str, env: str) -> list[str]:
+    """The tags that say a deployment is this project's, in this environment."""
+    return [MANAGED_BY_TAG, f"{PROJECT_TAG_PREFIX}{project}", f"{ENV_TAG_PREFIX}{env}"]
+
+
+@dataclass(frozen=True)
+class Owner:
+    """Who a live deployment belongs to, read from its tags."""
+
+    managed: bool
+    project: str | None
+    env: str | None
+
+    @classmethod
+    def of(cls, item: Mapping[str, Any]) -> Owner:
+        tags = [str(t) for t in item.get("tags") or ()]
+
+        def value(prefix: str) -> str | None:
+            found = sorted(t[len(prefix) :] for t in tags if t.startswith(prefix))
+            return found[0] if found else None
+
+        return cls(MANAGED_BY_TAG in tags, value(PROJECT_TAG_PREFIX), value(ENV_TAG_PREFIX))
+
+    def is_ours(self, project: str, env: str) -> bool:
+        return self.managed and self.project == project and self.env == env
+
+    def describe(self) -> str:
+        if not self.managed:
+            return "not managed by this project (made by hand or by prefect deploy)"
+        if self.project is None:
+            return f"written by deploy-lib for env {self.env!r} before projects were recorded"
+        return f"owned by project {self.project!r}, env {self.env!r}"
 
 
 @dataclass(frozen=True)
@@ -454,18 +502,17 @@ class Discovery:
 
 
 CREATE = "create"
-
-
 UPDATE = "update"
-
-
 UNCHANGED = "unchanged"
-
-
 DELETE = "delete"
-
-
-ACTIONS = (CREATE, UPDATE, UNCHANGED, DELETE)
+# A deployment with a desired flow and name exists on the server, but is not this
+# project's (made by hand, by `prefect deploy`, or by another project or environment):
+# it is left alone unless adopted.
+CONFLICT = "conflict"
+# The same entrypoint under a new flow or deployment name: one of ours is replaced by a
+# new one (the old is deleted with --prune, like a delete).
+RENAME = "rename"
+ACTIONS = (CREATE, UPDATE, UNCHANGED, DELETE, CONFLICT, RENAME)
 
 
 @dataclass(frozen=True)
@@ -500,19 +547,34 @@ class Change:
     live_id: str | None = None
     diff: tuple[FieldChange, ...] = ()
     body: Mapping[str, Any] | None = None
+    # The top-level fields changed on the server since this tool last wrote them
+    # (compared with the fingerprint recorded on the deployment).
+    drift: tuple[str, ...] = ()
+    # For a conflict: who the deployment belongs to, in words.
+    owner: str | None = None
+    # The live deployment's ``updated`` stamp when the plan was made (saved plans).
+    live_updated: str | None = None
+    # For a rename: the deployment it replaces (``live_id`` is that one's id).
+    renamed_from: str | None = None
 
     @property
     def flow_name(self) -> str:
         return self.deployment.split("/", 1)[0]
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        data: dict[str, Any] = {
             "action": self.action,
             "deployment": self.deployment,
             "type": self.type,
             "id": self.live_id,
             "diff": [c.to_dict() for c in self.diff],
+            "drift": list(self.drift),
         }
+        if self.owner is not None:
+            data["owner"] = self.owner
+        if self.renamed_from is not None:
+            data["renamed_from"] = self.renamed_from
+        return data
 
 
 @dataclass(frozen=True)
@@ -527,15 +589,22 @@ class Plan:
 
     @property
     def counts(self) -> dict[str, int]:
-        """``{"create": n, "update": n, "unchanged": n, "delete": n}``."""
+        """``{"create": n, "update": n, "unchanged": n, "delete": n, "conflict": n,
+        "rename": n}``."""
         counted = Counter(c.action for c in self.changes)
         return {action: counted.get(action, 0) for action in ACTIONS}
 
     @property
     def has_changes(self) -> bool:
-        """True when anything would be created, updated or deleted (deletes need --prune
-        to happen, but they are still pending, as in ``terraform plan``)."""
+        """True when anything would be created, updated or deleted, or a conflict stands
+        (deletes need --prune to happen, but they are still pending, as in
+        ``terraform plan``)."""
         return any(c.action != UNCHANGED for c in self.changes)
+
+    @property
+    def drifted(self) -> list[Change]:
+        """The updates that would overwrite changes made on the server."""
+        return [c for c in self.changes if c.drift and c.action == UPDATE]
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -546,24 +615,15 @@ class Plan:
 
 
 CREATED = "created"
-
-
 UPDATED = "updated"
-
-
 UNCHANGED_STATUS = "unchanged"
-
-
 DELETED = "deleted"
-
-
 FAILED = "failed"
-
-
+# Not written on purpose: a delete without --prune, drift kept with --keep-drift.
 SKIPPED = "skipped"
-
-
-STATUSES = (CREATED, UPDATED, UNCHANGED_STATUS, DELETED, SKIPPED, FAILED)
+# Left alone: the deployment is not this project's (see CONFLICT).
+CONFLICT_STATUS = "conflict"
+STATUSES = (CREATED, UPDATED, UNCHANGED_STATUS, DELETED, SKIPPED, FAILED, CONFLICT_STATUS)
 
 
 @dataclass(frozen=True)
@@ -571,8 +631,10 @@ class Result:
     """What happened to one deployment.
 
     ``status`` is one of created, updated, unchanged, deleted, skipped (a delete without
-    prune) or failed; ``error`` the message of a failure; ``duration`` seconds spent on
-    its requests; ``exception`` the original error (not part of ``to_dict``).
+    prune, drift kept), failed or conflict (not this project's, left alone); ``error``
+    the message of a failure or a conflict; ``note`` why it was skipped; ``duration``
+    seconds spent on its requests; ``exception`` the original error (not part of
+    ``to_dict``).
     """
 
     action: str
@@ -583,6 +645,7 @@ class Result:
     error: str | None = None
     duration: float = 0.0
     exception: BaseException | None = field(default=None, repr=False, compare=False)
+    note: str | None = None
 
     @property
     def failed(self) -> bool:
@@ -597,6 +660,7 @@ class Result:
             "id": self.id,
             "error": self.error,
             "duration_ms": round(self.duration * 1000, 1),
+            **({"note": self.note} if self.note else {}),
         }
 
 
@@ -618,11 +682,24 @@ class ApplyResult:
         counted = Counter(r.status for r in self.results)
         return {status: counted.get(status, 0) for status in STATUSES}
 
+    @property
+    def conflicts(self) -> list[Result]:
+        return [r for r in self.results if r.status == CONFLICT_STATUS]
+
     def raise_if_failed(self) -> None:
         """Raise ``PartialFailure`` (exit 4) naming each failed deployment, if any; when
-        every write failed and none landed, ``DeployError`` (exit 1): nothing is partial."""
+        every write failed and none landed, ``DeployError`` (exit 1): nothing is partial.
+        Deployments left alone as conflicts (not this project's) are exit 4 too."""
         failed = self.failed
         if not failed:
+            if conflicts := self.conflicts:
+                lines = [
+                    f"{len(conflicts)} deployment(s) in env {self.env!r} were left alone: they "
+                    "exist on the server but are not this project's (take one over with "
+                    "`invoke adopt --env ENV --flow NAME`, or rename ours):"
+                ]
+                lines += [f"  - {r.deployment}: {r.error}" for r in conflicts]
+                raise PartialFailure("\n".join(lines))
             return
         applied = len(self.results) - len(failed)
         written = sum(1 for r in self.results if r.status in (CREATED, UPDATED, DELETED))

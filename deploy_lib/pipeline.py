@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import copy
+import json
 import os
 from collections.abc import (
     Callable,
@@ -49,6 +50,7 @@ from deploy_lib import (
     templates,
     validate,
 )
+from deploy_lib import migrate as migrating
 from deploy_lib import (
     plan as planning,
 )
@@ -56,16 +58,20 @@ from deploy_lib import (
     settings as config,
 )
 from deploy_lib.errors import (
+    Declined,
     DeployError,
     DiscoveryError,
     DockerError,
     InputError,
     SettingsError,
+    StalePlan,
     ValidationFailed,
 )
 from deploy_lib.models import (
-    MANAGED_BY_TAG,
+    CONFLICT,
+    DELETE,
     POOL_TYPES,
+    RENAME,
     ApplyResult,
     DeploymentSpec,
     Discovery,
@@ -76,6 +82,7 @@ from deploy_lib.models import (
     Problem,
     Result,
     Settings,
+    ownership_tags,
 )
 
 T = TypeVar("T")
@@ -84,6 +91,8 @@ LineSink = Callable[[str], None]
 # the apply and yields the per-deployment callback (report.Output.progress).
 Progress = Callable[[Plan], AbstractContextManager[Callable[[Result], None]]]
 PlanSink = Callable[[Plan], None]
+# Asked before a risky apply with the risks in words; True goes on (report.Output.confirm).
+Confirm = Callable[[Sequence[str]], bool]
 
 __all__ = [
     "DeployOutcome",
@@ -355,21 +364,42 @@ async def check_server(client: Any, specs: Sequence[DeploymentSpec]) -> list[str
     return warnings
 
 
-async def compute_plan(client: Any, prepared: Prepared) -> Plan:
-    """The plan of ``prepared`` against what the server holds for this env.
+async def live_deployments(
+    client: Any, settings: Settings, specs: Sequence[DeploymentSpec] = ()
+) -> list[dict[str, Any]]:
+    """What the server holds that matters to ``specs`` of this project in this env: its
+    own deployments (one listing filtered on the ownership tags) and any other with the
+    flow and name of a spec, whoever owns it (so the plan can name a conflict)."""
+    owned: list[dict[str, Any]] = await client.list_deployments(
+        ownership_tags(settings.project, settings.env)
+    )
+    have = {f"{d.get('flow_name')}/{d.get('name')}" for d in owned}
+    missing = [spec for spec in specs if spec.full_name not in have]
+    if not missing:  # every desired one is ours already: nobody else's can share a name
+        return owned
+    wanted = {spec.full_name for spec in missing}
+    others = [
+        d
+        for d in await client.list_deployments_named({spec.name for spec in missing})
+        if f"{d.get('flow_name')}/{d.get('name')}" in wanted
+    ]
+    return [*owned, *others]
 
-    Lists only the deployments this tool manages in this env (one filtered, paginated
-    listing).  With a ``--flow`` or ``--type`` selection, live deployments outside the
-    selection are left out, so they are neither updated nor deleted.
+
+async def compute_plan(client: Any, prepared: Prepared) -> Plan:
+    """The plan of ``prepared`` against what the server holds for this project and env.
+
+    With a ``--flow`` or ``--type`` selection, live deployments outside the selection
+    are left out, so they are neither updated nor deleted.
     """
-    env = prepared.settings.env
-    live = await client.list_deployments([MANAGED_BY_TAG, f"env:{env}"])
+    settings = prepared.settings
+    live = await live_deployments(client, settings, prepared.specs)
     if prepared.flow_names:
         live = [d for d in live if d.get("flow_name") in prepared.flow_names]
     if prepared.types:
         wanted = {f"runtime:{t}" for t in prepared.types}
         live = [d for d in live if wanted & set(d.get("tags") or ())]
-    return planning.make_plan(prepared.specs, live, env)
+    return planning.make_plan(prepared.specs, live, settings.env, project=settings.project)
 
 
 async def deploy_prepared(
@@ -379,11 +409,19 @@ async def deploy_prepared(
     dry_run: bool = False,
     prune: bool = False,
     concurrency: int | None = None,
+    keep_drift: bool = False,
     on_plan: PlanSink | None = None,
     progress: Progress | None = None,
+    confirm: Confirm | None = None,
+    saved: Mapping[str, Any] | None = None,
 ) -> DeployOutcome:
     """Check the server, plan (``on_plan`` hears of it, dry run or not), then (unless
     ``dry_run``) apply with bounded concurrency, ``progress`` showing each result.
+
+    With ``saved`` (a plan ``plan --out`` wrote), the plan computed now must be that
+    plan: anything that moved since raises ``StalePlan`` (exit 3) before any write.
+    ``confirm`` is asked, with the risks in words, before an apply that deletes or
+    overwrites drift; a no raises ``Declined`` and nothing is written.
 
     Nothing is written when a work pool check fails (``ValidationFailed``).  Unchanged
     deployments are not written at all; deletes happen only with ``prune``.  The caller
@@ -392,16 +430,28 @@ async def deploy_prepared(
     warnings = list(prepared.warnings)
     warnings += await check_server(client, prepared.specs)
     plan = await compute_plan(client, prepared)
+    if saved is not None:
+        check_saved(saved, plan, prepared)
     if on_plan is not None:
         on_plan(plan)
     if dry_run:
         return DeployOutcome(plan, None, tuple(warnings))
+    risks = risky(plan, prune=prune, keep_drift=keep_drift)
+    if confirm is not None and risks and not confirm(risks):
+        raise Declined("not confirmed at the prompt; nothing was written")
     limit = concurrency if concurrency is not None else prepared.settings.apply_concurrency
     shown = progress(plan) if progress is not None else contextlib.nullcontext(None)
     with shown as on_result:
         result = await apply.apply_plan(
-            client, plan, concurrency=limit, prune=prune, on_result=on_result
+            client, plan, concurrency=limit, prune=prune, on_result=on_result,
+            keep_drift=keep_drift,
         )
+    if not keep_drift:
+        warnings += [
+            f"{c.deployment}: overwrote changes made on the server since the last deploy "
+            f"({', '.join(c.drift)}); --keep-drift leaves such deployments alone"
+            for c in plan.drifted
+        ]
     return DeployOutcome(plan, result, tuple(warnings))
 
 
@@ -431,6 +481,21 @@ def plan(
     return _run(go())
 
 
+def plan_and_save(
+    settings: Settings,
+    *,
+    flow_names: Sequence[str] = (),
+    types: Sequence[str] = (),
+    out: str | os.PathLike[str] | None = None,
+) -> tuple[Plan, list[str], Path | None]:
+    """``plan``; with ``out``, also save it there for ``deploy --plan`` (the path is
+    returned)."""
+    prepared = prepare(settings, flow_names=flow_names, types=types)
+    result, warnings = plan(prepared)
+    saved = write_saved_plan(saved_plan(result, prepared), out) if out else None
+    return result, warnings, saved
+
+
 def deploy(
     target: Prepared | Settings,
     *,
@@ -439,7 +504,10 @@ def deploy(
     dry_run: bool = False,
     prune: bool = False,
     concurrency: int | None = None,
+    keep_drift: bool = False,
     build: bool = False,
+    confirm: Confirm | None = None,
+    saved: Mapping[str, Any] | None = None,
     lock_timeout: float = 0.0,
     command: str = "invoke deploy",
     on_plan: PlanSink | None = None,
@@ -467,24 +535,187 @@ def deploy(
                     dry_run=dry_run,
                     prune=prune,
                     concurrency=concurrency,
+                    keep_drift=keep_drift,
                     on_plan=on_plan,
                     progress=progress,
+                    confirm=confirm,
+                    saved=saved,
                 )
 
         outcome = _run(go())
     return replace(outcome, images=tuple(images))
 
 
-async def write_one(client: Any, spec: DeploymentSpec) -> Result:
+def risky(plan: Plan, *, prune: bool, keep_drift: bool = False) -> list[str]:
+    """What applying ``plan`` would do that cannot be undone, in words (for a prompt)."""
+    risks = []
+    if prune and (deletes := plan.by_action(DELETE)):
+        risks.append(f"delete {len(deletes)} deployment(s): " + ", ".join(c.deployment for c in deletes))
+    if prune and (renames := plan.by_action(RENAME)):
+        risks.append(
+            f"delete {len(renames)} deployment(s) renamed: "
+            + ", ".join(f"{c.renamed_from} (now {c.deployment})" for c in renames)
+        )
+    if not keep_drift and (drifted := plan.drifted):
+        risks.append(
+            f"overwrite changes made on the server in {len(drifted)} deployment(s): "
+            + ", ".join(f"{c.deployment} ({', '.join(c.drift)})" for c in drifted)
+        )
+    return risks
+
+
+def fingerprint(prepared: Prepared) -> str:
+    """The source fingerprint of ``prepared`` (see ``plan.source_fingerprint``)."""
+    settings = prepared.settings
+    return planning.source_fingerprint(
+        prepared.specs, project=settings.project, api_url=settings.api_url
+    )
+
+
+def saved_plan(plan: Plan, prepared: Prepared) -> dict[str, Any]:
+    """``plan`` as ``plan --out`` writes it (see ``plan.saved_plan``)."""
+    return planning.saved_plan(
+        plan,
+        project=prepared.settings.project,
+        fingerprint=fingerprint(prepared),
+        flow_names=prepared.flow_names,
+        types=prepared.types,
+    )
+
+
+def check_saved(saved: Mapping[str, Any], plan: Plan, prepared: Prepared) -> None:
+    """Raise ``StalePlan`` naming what moved when ``plan`` is not the ``saved`` one."""
+    reasons = planning.stale_reasons(
+        saved, plan, project=prepared.settings.project, fingerprint=fingerprint(prepared)
+    )
+    if reasons:
+        raise StalePlan(
+            "the saved plan is out of date; nothing was written. Make a new plan. What moved:\n"
+            + "\n".join(f"  - {reason}" for reason in reasons)
+        )
+
+
+def read_saved_plan(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The saved plan at ``path``; ``InputError`` naming the file when it is not one."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise InputError(f"{path}: not a readable saved plan ({exc})") from exc
+    if not isinstance(data, dict) or data.get("version") != planning.SAVED_PLAN_VERSION:
+        raise InputError(f"{path}: not a saved plan of this tool (version {planning.SAVED_PLAN_VERSION})")
+    return data
+
+
+def write_saved_plan(document: Mapping[str, Any], path: str | os.PathLike[str]) -> Path:
+    """Write ``document`` to ``path`` (mode 0600, all or nothing); the path."""
+    target = Path(path)
+    tmp = target.with_name(f".{target.name}.tmp")
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            json.dump(document, handle, indent=2, sort_keys=True)
+            handle.write("\n")
+        os.replace(tmp, target)
+    except OSError as exc:
+        raise InputError(f"{target}: cannot write the saved plan: {exc.strerror or exc}") from exc
+    return target
+
+
+def destroy(
+    settings: Settings,
+    *,
+    lock_timeout: float = 0.0,
+    confirm: Confirm | None = None,
+    progress: Progress | None = None,
+    on_plan: PlanSink | None = None,
+) -> DeployOutcome:
+    """Delete every deployment of this project in ``settings.env`` (its own, by the
+    ownership tags: nothing of another project, environment or person), after
+    ``confirm``."""
+    with _locked(settings, timeout=lock_timeout, command="invoke destroy"):
+
+        async def go() -> DeployOutcome:
+            async with connect(settings) as client:
+                live = await live_deployments(client, settings)
+                plan = planning.make_plan([], live, settings.env, project=settings.project)
+                if on_plan is not None:
+                    on_plan(plan)
+                risks = risky(plan, prune=True)
+                if confirm is not None and risks and not confirm(risks):
+                    raise Declined("not confirmed at the prompt; nothing was deleted")
+                shown = progress(plan) if progress is not None else contextlib.nullcontext(None)
+                with shown as on_result:
+                    result = await apply.apply_plan(
+                        client, plan, concurrency=settings.apply_concurrency, prune=True,
+                        on_result=on_result,
+                    )
+                return DeployOutcome(plan, result)
+
+        return _run(go())
+
+
+def adopt(
+    settings: Settings,
+    *,
+    flow_names: Sequence[str] = (),
+    lock_timeout: float = 0.0,
+    confirm: Confirm | None = None,
+    on_plan: PlanSink | None = None,
+) -> DeployOutcome:
+    """Take over the deployments that conflict with this project's (same flow and name,
+    made by hand or by ``prefect deploy``): each is written with this project's body and
+    ownership, after ``confirm`` sees their diff (``on_plan``).  One that belongs to
+    another project or environment of this tool is refused, naming its owner."""
+    prepared = prepare(settings, flow_names=flow_names)
+    with _locked(settings, timeout=lock_timeout, command="invoke adopt"):
+
+        async def go() -> DeployOutcome:
+            async with connect(settings) as client:
+                warnings = await check_server(client, prepared.specs)
+                live = await live_deployments(client, settings, prepared.specs)
+                conflicts = planning.make_plan(
+                    prepared.specs, live, settings.env, project=settings.project
+                ).by_action(CONFLICT)
+                foreign = [c for c in conflicts if c.owner and not c.owner.startswith("not managed")]
+                if foreign:
+                    raise InputError(
+                        "these deployments belong to this tool under another project or "
+                        "environment and are not adopted:\n"
+                        + "\n".join(f"  - {c.deployment}: {c.owner}" for c in foreign)
+                    )
+                names = {c.deployment for c in conflicts}
+                plan = planning.make_plan(
+                    [s for s in prepared.specs if s.full_name in names],
+                    [d for d in live if f"{d.get('flow_name')}/{d.get('name')}" in names],
+                    settings.env,
+                )
+                if on_plan is not None:
+                    on_plan(plan)
+                if not plan.changes:
+                    return DeployOutcome(plan, None, tuple(warnings))
+                risk = f"take over {len(plan.changes)} deployment(s) that are not this project's: " + ", ".join(sorted(names))
+                if confirm is not None and not confirm([risk]):
+                    raise Declined("not confirmed at the prompt; nothing was adopted")
+                result = await apply.apply_plan(
+                    client, plan, concurrency=settings.apply_concurrency, prune=False
+                )
+                return DeployOutcome(plan, result, tuple(warnings))
+
+        return _run(go())
+
+
+async def write_one(client: Any, spec: DeploymentSpec, *, project: str | None = None) -> Result:
     """Create or update one deployment (never deletes) and return its ``Result``, with
     the deployment id; raises the deployment's own ``DeployError`` when it failed.
-    Reads just that deployment, so it suits the Python API (``deploy_to_prefect``)."""
+    Reads just that deployment, so it suits the Python API (``deploy_to_prefect``).
+    With ``project``, a deployment of that name that is not this project's is left
+    alone (``PartialFailure`` naming its owner)."""
     flow_name = str(spec.body["flow_name"])
     current = await client.read_deployment_by_name(flow_name, spec.name)
     live = [] if current is None else [{**current, "flow_name": flow_name}]
-    outcome = await apply.apply_plan(
-        client, planning.make_plan([spec], live, spec.env), concurrency=1, prune=False
-    )
+    plan = planning.make_plan([spec], live, spec.env, project=project)
+    outcome = await apply.apply_plan(client, plan, concurrency=1, prune=False)
     (result,) = outcome.results
     if result.failed:
         if isinstance(result.exception, DeployError):
@@ -503,13 +734,39 @@ def deploy_spec(
     async def go() -> tuple[str, list[str]]:
         async with connect(settings) as client:
             warnings = await check_server(client, [spec])
-            result = await write_one(client, spec)
+            result = await write_one(client, spec, project=settings.project)
         if result.id is None:  # pragma: no cover - write_one raises on failure
             raise InputError(f"deployment {spec.full_name!r} was not written")
         return result.id, warnings
 
     with _locked(settings, command=command):
         return _run(go())
+
+
+# -- migration from prefect.yaml ---------------------------------------------------------
+
+
+def migrate_prefect_yaml(
+    settings: Settings, path: str | os.PathLike[str], *, write: bool = False
+) -> migrating.Migration:
+    """The per-flow settings that reproduce the deployments of the prefect.yaml at
+    ``path``; with ``write``, appended to settings.toml (and taken back when the settings
+    then fail to load, so the file is never left broken)."""
+    deployments = migrating.read_prefect_yaml(Path(path))
+    found = discover(settings)
+    result = migrating.migrate(
+        deployments, lambda entrypoint: discovery.find_flow(found, entrypoint), source=str(path)
+    )
+    if write and result.tables:
+        target = Path(settings.root) / config.SETTINGS_FILE
+        before = target.read_text(encoding="utf-8")
+        migrating.append_to_settings(target, result, settings.get("flows") or {})
+        try:
+            load(settings.env, settings.root)
+        except DeployError:
+            migrating.restore(target, before)
+            raise
+    return result
 
 
 # -- docker images ------------------------------------------------------------------------

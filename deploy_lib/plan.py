@@ -25,23 +25,30 @@ from __future__ import annotations
 
 import copy
 import datetime as dt
+import hashlib
 import json
 from collections import Counter
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from deploy_lib.errors import ApiError, ValidationFailed
 from deploy_lib.models import (
     ACTIONS,
+    CONFLICT,
     CREATE,
     DELETE,
+    LABEL_FIELDS,
+    LABEL_FINGERPRINT,
     MANAGED_BY_TAG,
+    RENAME,
     UNCHANGED,
     UPDATE,
     Change,
     DeploymentSpec,
     FieldChange,
+    Owner,
     Plan,
     Problem,
     plain,
@@ -70,14 +77,25 @@ _RRULE_DTSTART = "DTSTART:"
 
 
 def make_plan(
-    desired: Sequence[DeploymentSpec], live: Sequence[Mapping[str, Any]], env: str
+    desired: Sequence[DeploymentSpec],
+    live: Sequence[Mapping[str, Any]],
+    env: str,
+    *,
+    project: str | None = None,
 ) -> Plan:
     """Compare ``desired`` specs with ``live`` DeploymentResponse dicts for ``env``.
 
     A desired deployment with no live one of the same flow and name is a create; one
     whose normalised fields differ is an update (with its field diff), else unchanged.
-    A live deployment tagged ``managed-by:deploy-lib`` and ``env:<env>`` that is not
-    desired is a delete; other live deployments are ignored.  Raises
+    With ``project``, ownership decides (``Owner``): a live deployment of the same flow
+    and name that is not this project's in this environment is a ``conflict`` (left
+    alone, its owner named), except one this tool wrote for ``env`` before projects were
+    recorded, which is claimed; and only this project's deployments in ``env`` that are
+    not desired are deletes.  Without ``project`` every same-name deployment is ours and
+    a delete is any ``managed-by:deploy-lib`` + ``env:<env>`` deployment.
+
+    Every create and update carries, as labels, the fingerprint of the body it writes;
+    an update names the fields changed on the server since (``Change.drift``).  Raises
     ``ValidationFailed`` when two desired specs share a name, ``ApiError`` when a live
     item lacks ``name``/``flow_name``.
     """
@@ -93,29 +111,177 @@ def make_plan(
         current = live_by_name.get(spec.full_name)
         if current is None:
             changes.append(
-                Change(CREATE, spec.full_name, spec.type, spec=spec, body=plain(spec.body))
+                Change(CREATE, spec.full_name, spec.type, spec=spec, body=stamped(spec.body))
+            )
+            continue
+        live_id = str(current["id"]) if current.get("id") is not None else None
+        updated = str(current["updated"]) if current.get("updated") is not None else None
+        owner = Owner.of(current)
+        if project is not None and not _claimable(owner, project, env):
+            changes.append(
+                Change(
+                    CONFLICT,
+                    spec.full_name,
+                    spec.type,
+                    spec,
+                    live_id,
+                    tuple(diff_bodies(spec.body, current)),
+                    owner=owner.describe(),
+                    live_updated=updated,
+                )
             )
             continue
         diff = diff_bodies(spec.body, current)
-        live_id = str(current["id"]) if current.get("id") is not None else None
+        drift = drifted_fields(current)
         if diff:
-            body = carry_schedule_state(spec.body, current.get("schedules") or [])
+            body = stamped(carry_schedule_state(spec.body, current.get("schedules") or []))
             changes.append(
-                Change(UPDATE, spec.full_name, spec.type, spec, live_id, tuple(diff), body)
+                Change(
+                    UPDATE, spec.full_name, spec.type, spec, live_id, tuple(diff), body,
+                    drift=drift, live_updated=updated,
+                )
             )
         else:
-            changes.append(Change(UNCHANGED, spec.full_name, spec.type, spec, live_id))
+            changes.append(
+                Change(
+                    UNCHANGED, spec.full_name, spec.type, spec, live_id,
+                    drift=drift, live_updated=updated,
+                )
+            )
 
     env_tag = f"env:{env}"
     for name, item in live_by_name.items():
-        tags = set(item.get("tags") or ())
-        if name in desired_names or MANAGED_BY_TAG not in tags or env_tag not in tags:
+        if name in desired_names:
             continue
-        changes.append(Change(DELETE, name, _runtime_from_tags(tags), live_id=str(item.get("id"))))
+        tags = set(item.get("tags") or ())
+        if project is not None:
+            if not Owner.of(item).is_ours(project, env):
+                continue
+        elif MANAGED_BY_TAG not in tags or env_tag not in tags:
+            continue
+        changes.append(
+            Change(
+                DELETE,
+                name,
+                _runtime_from_tags(tags),
+                live_id=str(item.get("id")),
+                live_updated=str(item["updated"]) if item.get("updated") is not None else None,
+            )
+        )
 
+    changes = _renames(changes, live_by_name)
     order = {action: i for i, action in enumerate(ACTIONS)}
     changes.sort(key=lambda c: (c.deployment, c.type or "", order[c.action]))
     return Plan(env=env, changes=tuple(changes))
+
+
+def _renames(changes: list[Change], live: Mapping[str, Mapping[str, Any]]) -> list[Change]:
+    """A create and a delete of ours with the same entrypoint and type are one rename."""
+    deletes: dict[tuple[str, str | None], Change] = {}
+    for change in changes:
+        entrypoint = live[change.deployment].get("entrypoint") if change.action == DELETE else None
+        if isinstance(entrypoint, str):
+            deletes.setdefault((entrypoint, change.type), change)
+    out: list[Change] = []
+    used: set[str] = set()
+    for change in changes:
+        if change.action == CREATE and change.spec is not None:
+            old = deletes.get((str(change.spec.body.get("entrypoint")), change.type))
+            if old is not None and old.deployment not in used:
+                used.add(old.deployment)
+                out.append(
+                    replace(
+                        change,
+                        action=RENAME,
+                        live_id=old.live_id,
+                        live_updated=old.live_updated,
+                        renamed_from=old.deployment,
+                    )
+                )
+                continue
+        out.append(change)
+    return [c for c in out if not (c.action == DELETE and c.deployment in used)]
+
+
+def _claimable(owner: Owner, project: str, env: str) -> bool:
+    """Ours: this project's in ``env``, or written by this tool for ``env`` before
+    projects were recorded (it carries no project tag)."""
+    return owner.is_ours(project, env) or (
+        owner.managed and owner.project is None and owner.env == env
+    )
+
+
+# -- fingerprints: what we wrote, recorded on the deployment ----------------------------
+
+# Fields whose hash is recorded; the schedules' active flags are recorded apart from
+# their definitions (the server owns them, see carry_schedule_state).
+_ACTIVE = "schedules.active"
+
+
+def field_hashes(body: Mapping[str, Any], *, live: bool = False) -> dict[str, str]:
+    """A short hash per compared field of ``body`` (a desired body, or with ``live`` a
+    DeploymentResponse), taken on the normalised form, so that what the server adds
+    on its own does not count as a change."""
+    normal = normalise_live(body) if live else normalise_desired(body)
+    hashes = {key: _hash(normal.get(key)) for key in COMPARED_KEYS if key in normal}
+    if not live and normal.get("work_queue_name") is None:
+        hashes.pop("work_queue_name", None)  # the server picks the pool's default queue
+    if "schedules" in body:
+        items = [s for s in body.get("schedules") or () if isinstance(s, Mapping)]
+        hashes["schedules"] = _hash(sorted(_sort_key(_drift_schedule(s)) for s in items))
+        flags = sorted((_sort_key(_drift_schedule(s)), bool(s.get("active", True))) for s in items)
+        hashes[_ACTIVE] = _hash(flags)
+    return hashes
+
+
+def _drift_schedule(item: Mapping[str, Any]) -> dict[str, Any]:
+    """A schedule as both sides can say it: without what the server adds on its own (an
+    interval's anchor_date, an rrule's DTSTART line), so only a real edit differs."""
+    normal = _normalise_schedule_item(item)
+    definition = dict(normal["schedule"])
+    definition.pop("anchor_date", None)
+    rule = definition.get("rrule")
+    if isinstance(rule, str) and rule.upper().startswith(_RRULE_DTSTART) and "\n" in rule:
+        definition["rrule"] = rule.split("\n", 1)[1].strip()
+    return {**normal, "schedule": definition}
+
+
+def stamped(body: Mapping[str, Any]) -> dict[str, Any]:
+    """``body`` as written: plain JSON, with labels that record its fingerprint (the
+    hash of every field, and each field's own)."""
+    out: dict[str, Any] = plain(body)
+    hashes = field_hashes(out)
+    labels = dict(out.get("labels") or {})
+    labels[LABEL_FINGERPRINT] = _hash(hashes)
+    labels[LABEL_FIELDS] = ",".join(f"{key}={value}" for key, value in sorted(hashes.items()))
+    out["labels"] = labels
+    return out
+
+
+def recorded_hashes(item: Mapping[str, Any]) -> dict[str, str]:
+    """The field hashes a live deployment's labels record; {} when it has none."""
+    labels = item.get("labels") or {}
+    text = labels.get(LABEL_FIELDS) if isinstance(labels, Mapping) else None
+    if not isinstance(text, str):
+        return {}
+    pairs = (part.partition("=") for part in text.split(",") if "=" in part)
+    return {key: value for key, _, value in pairs}
+
+
+def drifted_fields(item: Mapping[str, Any]) -> tuple[str, ...]:
+    """The fields of a live deployment changed since this tool wrote it (by hand in the
+    UI, say), in display order; () when it records no fingerprint."""
+    recorded = recorded_hashes(item)
+    if not recorded:
+        return ()
+    now = field_hashes(item, live=True)
+    order = [*COMPARED_KEYS, _ACTIVE]
+    return tuple(key for key in order if key in recorded and now.get(key) != recorded[key])
+
+
+def _hash(value: Any) -> str:
+    text = json.dumps(value, sort_keys=True, default=str, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:10]
 
 
 def diff_bodies(desired: Mapping[str, Any], live: Mapping[str, Any]) -> list[FieldChange]:
@@ -361,3 +527,76 @@ def _check_unique(desired: Sequence[DeploymentSpec]) -> None:
     ]
     if problems:
         raise ValidationFailed(problems, what="duplicate deployments")
+
+
+# -- saved plans ---------------------------------------------------------------------------
+
+SAVED_PLAN_VERSION = 1
+
+
+def source_fingerprint(desired: Sequence[DeploymentSpec], *, project: str, api_url: str) -> str:
+    """One hash of everything the desired side was computed from: the project, the API,
+    and every desired body (so the flow files, settings and templates that shape them)."""
+    bodies = sorted((spec.full_name, spec.type, plain(spec.body)) for spec in desired)
+    return _hash({"project": project, "api_url": api_url, "bodies": bodies})
+
+
+def saved_plan(
+    plan: Plan,
+    *,
+    project: str,
+    fingerprint: str,
+    flow_names: Sequence[str] = (),
+    types: Sequence[str] = (),
+) -> dict[str, Any]:
+    """The plan as ``plan --out`` writes it, with what it was computed from: the source
+    fingerprint, the selection, and each live deployment's ``updated`` stamp."""
+    return {
+        "version": SAVED_PLAN_VERSION,
+        "project": project,
+        "env": plan.env,
+        "fingerprint": fingerprint,
+        "flow_names": list(flow_names),
+        "types": list(types),
+        # No field values: they are recomputed when the plan is applied, and may be secret.
+        "changes": [
+            {
+                **{k: v for k, v in change.to_dict().items() if k != "diff"},
+                "fields": sorted({fc.path.split(".", 1)[0] for fc in change.diff}),
+                "live_updated": change.live_updated,
+            }
+            for change in plan.changes
+        ],
+    }
+
+
+def stale_reasons(saved: Mapping[str, Any], plan: Plan, *, project: str, fingerprint: str) -> list[str]:
+    """What moved since ``saved`` was computed, judged by the plan computed now: [] when
+    applying ``plan`` is applying exactly the saved one."""
+    reasons: list[str] = []
+    if saved.get("project") != project or saved.get("env") != plan.env:
+        reasons.append(
+            f"the plan is for project {saved.get('project')!r}, env {saved.get('env')!r}, "
+            f"not project {project!r}, env {plan.env!r}"
+        )
+        return reasons
+    if saved.get("fingerprint") != fingerprint:
+        reasons.append("the flow files, settings or templates changed since the plan was made")
+
+    def key(change: Mapping[str, Any]) -> tuple[Any, ...]:
+        return (change.get("action"), change.get("id"), change.get("live_updated"))
+
+    before = {str(c.get("deployment")): c for c in saved.get("changes") or ()}
+    now = {c.deployment: {**c.to_dict(), "live_updated": c.live_updated} for c in plan.changes}
+    for name in sorted(before.keys() | now.keys()):
+        was, is_ = before.get(name), now.get(name)
+        if was is None:
+            reasons.append(f"{name}: not in the saved plan (now {is_['action'] if is_ else '?'})")
+        elif is_ is None:
+            reasons.append(f"{name}: in the saved plan ({was.get('action')}), no longer planned")
+        elif key(was) != key(is_):
+            if was.get("live_updated") != is_.get("live_updated"):
+                reasons.append(f"{name}: changed on the server since the plan was made")
+            else:
+                reasons.append(f"{name}: planned {was.get('action')}, now {is_['action']}")
+    return reasons

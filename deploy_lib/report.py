@@ -14,6 +14,8 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import json
+import os
+import re
 import sys
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -22,11 +24,13 @@ from types import TracebackType
 from typing import Any, TextIO
 
 from deploy_lib.models import (
+    CONFLICT,
     CREATE,
     DELETE,
     DELETED,
     FAILED,
     MASK,
+    RENAME,
     SKIPPED,
     STATUSES,
     UNCHANGED,
@@ -48,8 +52,47 @@ from deploy_lib.models import (
 )
 
 MAX_VALUE = 80
-_MARK = {CREATE: "+", UPDATE: "~", UNCHANGED: "=", DELETE: "-"}
+_MARK = {CREATE: "+", UPDATE: "~", UNCHANGED: "=", DELETE: "-", CONFLICT: "!", RENAME: ">"}
 _PRUNE_HINT = "kept: deploy with --prune to delete it"
+# ANSI colours of the plan on a terminal: green create, yellow update, red delete,
+# magenta drift, bold red conflict.
+_COLOUR = {CREATE: "32", UPDATE: "33", DELETE: "31", CONFLICT: "1;31", RENAME: "36"}
+_DRIFT_COLOUR = "35"
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+_ON_SERVER = "changed on the server since the last deploy"
+
+
+def use_colour(stream: TextIO, *, no_color: bool = False) -> bool:
+    """Colour only on a terminal, unless ``--no-color`` or ``NO_COLOR`` says no."""
+    if no_color or os.environ.get("NO_COLOR", "") != "":
+        return False
+    return bool(getattr(stream, "isatty", lambda: False)())
+
+
+def _paint(text: str, code: str | None, colour: bool) -> str:
+    return f"\033[{code}m{text}\033[0m" if colour and code else text
+
+
+def plan_summary(plan: Plan) -> str:
+    """``1 to create, 2 to update, 3 unchanged, 0 to delete`` (and conflicts, drift)."""
+    counts = plan.counts
+    summary = (
+        f"{counts[CREATE]} to create, {counts[UPDATE]} to update, "
+        f"{counts[UNCHANGED]} unchanged, {counts[DELETE]} to delete"
+    )
+    if counts[RENAME]:
+        summary += f", {counts[RENAME]} to rename"
+    if counts[CONFLICT]:
+        summary += f", {counts[CONFLICT]} in conflict"
+    if drifted := len(plan.drifted):
+        summary += f", {drifted} with drift"
+    return summary
+
+
+def _drift_of(change: Change, path: str) -> bool:
+    return path.split(".", 1)[0] in change.drift or (
+        path.startswith("schedules") and "schedules.active" in change.drift
+    )
 
 
 def format_plan(
@@ -59,17 +102,16 @@ def format_plan(
     prune: bool | None = None,
     show_unchanged: bool = True,
     max_value: int = MAX_VALUE,
+    colour: bool = False,
 ) -> str:
     """The plan as a table: one line per deployment (``+ create``, ``~ update``,
     ``= unchanged``, ``- delete``), each update followed by its changed fields as
     ``path: old -> new``.  ``prune=False`` marks deletes as kept; ``show_unchanged``
-    lists unchanged deployments (they are always counted in the heading)."""
+    lists unchanged deployments (they are always counted in the heading).  A conflict
+    (``! conflict``) names who owns the deployment; fields changed on the server since
+    the last deploy are marked as drift.  ``colour`` paints the lines (ANSI)."""
     masker = masker or Masker()
-    counts = plan.counts
-    summary = (
-        f"{counts[CREATE]} to create, {counts[UPDATE]} to update, "
-        f"{counts[UNCHANGED]} unchanged, {counts[DELETE]} to delete"
-    )
+    summary = plan_summary(plan)
     if not plan.has_changes:
         return masker.text(f"No changes for env {plan.env!r}: {summary}.")
     lines = [f"Plan for env {plan.env!r}: {summary}"]
@@ -79,9 +121,66 @@ def format_plan(
         line = f"  {_MARK[change.action]} {change.action:<10} {change.deployment:<{width}}  {change.type or '-'}"
         if change.action == DELETE and prune is False:
             line += f"  ({_PRUNE_HINT})"
-        lines.append(line.rstrip())
-        lines += [f"      {format_field_change(fc, masker, max_value)}" for fc in change.diff]
+        if change.action == CONFLICT:
+            line += f"  ({change.owner}; left alone: `invoke adopt` takes it over)"
+        if change.action == RENAME:
+            kept = "" if prune else "; the old one is kept unless deployed with --prune"
+            line += f"  (was {change.renamed_from}{kept})"
+        code = _COLOUR.get(change.action)
+        if change.drift and change.action in (UPDATE, UNCHANGED):
+            line += f"  (drift: {', '.join(change.drift)} {_ON_SERVER})"
+            code = _DRIFT_COLOUR
+        lines.append(_paint(masker.text(line.rstrip()), code, colour))
+        if change.action == CONFLICT:
+            continue
+        for fc in change.diff:
+            text = f"      {format_field_change(fc, masker, max_value)}"
+            if _drift_of(change, fc.path):
+                text = _paint(f"{text}  [drift]", _DRIFT_COLOUR, colour)
+            lines.append(text)
     return masker.text("\n".join(lines))
+
+
+def format_plan_markdown(plan: Plan, masker: Masker | None = None, *, prune: bool = False) -> str:
+    """The plan as Markdown for a pull-request comment: a heading with the counts, one
+    table row per change (unchanged ones only counted), the field diffs folded."""
+    masker = masker or Masker()
+    summary = plan_summary(plan)
+    lines = [f"### Plan for `{plan.env}`: {summary}", ""]
+    shown = [c for c in plan.changes if c.action != UNCHANGED or c.drift]
+    if not shown:
+        lines.append("No changes.")
+        return masker.text("\n".join(lines))
+    lines += ["| | deployment | type | what |", "|---|---|---|---|"]
+    for change in shown:
+        what = ""
+        if change.action == UPDATE:
+            what = f"{len(change.diff)} field(s)"
+        if change.drift:
+            what += f"{'; ' if what else ''}drift: {', '.join(change.drift)}"
+        if change.action == DELETE and not prune:
+            what = "kept unless deployed with --prune"
+        if change.action == CONFLICT:
+            what = str(change.owner)
+        if change.action == RENAME:
+            what = f"was `{change.renamed_from}`"
+        mark = f"`{_MARK[change.action]}` {change.action}"
+        lines.append(f"| {mark} | `{change.deployment}` | {change.type or '-'} | {_cell(what)} |")
+    diffs = [c for c in shown if c.diff and c.action == UPDATE]
+    if diffs:
+        lines += ["", "<details><summary>Field changes</summary>", ""]
+        for change in diffs:
+            lines.append(f"**{change.deployment}**")
+            for fc in change.diff:
+                mark = " (drift)" if _drift_of(change, fc.path) else ""
+                lines.append(f"- `{_cell(format_field_change(fc, masker))}`{mark}")
+            lines.append("")
+        lines.append("</details>")
+    return masker.text("\n".join(lines))
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
 
 
 def format_field_change(
@@ -103,8 +202,14 @@ def format_results(result: ApplyResult, masker: Masker | None = None) -> str:
     for status in STATUSES:
         line = f"  {status:<10} {counts[status]:>5}"
         if status == SKIPPED and counts[status]:
-            line += "  (deletes kept: deploy with --prune to delete them)"
+            kept_drift = sum(1 for r in result.results if r.status == SKIPPED and r.note)
+            deletes = counts[status] - kept_drift
+            why = ["deletes kept: deploy with --prune to delete them"] if deletes else []
+            why += [f"{kept_drift} with drift kept (--keep-drift)"] if kept_drift else []
+            line += f"  ({'; '.join(why)})"
         lines.append(line)
+    for item in result.conflicts:
+        lines.append(f"  ! {item.deployment}: left alone, {item.error}")
     failed = result.failed
     if failed:
         lines.append(f"Failed ({len(failed)}):")
@@ -173,7 +278,7 @@ def progress_line(
     stamp = moment.strftime("%Y-%m-%dT%H:%M:%SZ")
     line = f"{stamp} {result.status} {result.deployment}"
     if result.status == SKIPPED:
-        line += f" ({_PRUNE_HINT})"
+        line += f" ({result.note or _PRUNE_HINT})"
     elif result.status != UNCHANGED_STATUS:
         line += f" ({result.duration * 1000:.0f} ms)"
     if result.status == FAILED:
@@ -321,6 +426,13 @@ class Output:
         self.stderr.flush()
         self.log(f"warning: {masked}")
 
+    def note(self, text: str) -> None:
+        """A line about the run on stderr (stdout stays the command's result), logged."""
+        masked = self.mask(text)
+        self.stderr.write(masked + "\n")
+        self.stderr.flush()
+        self.log(masked)
+
     def warn_all(self, texts: Iterable[str]) -> None:
         for text in texts:
             self.warn(text)
@@ -330,16 +442,30 @@ class Output:
         if self.log_file is None:
             return
         stamp = _stamp()
+        plain_text = _ANSI.sub("", text)
         with self.log_file.open("a", encoding="utf-8") as handle:
-            handle.writelines(f"{stamp} {line}\n" for line in text.splitlines() or [""])
+            handle.writelines(f"{stamp} {line}\n" for line in plain_text.splitlines() or [""])
 
     def stream(self) -> TextIO:
         """A stream over stdout that also logs each non-blank line written to it."""
         return _LogStream(self)  # type: ignore[return-value]
 
-    def plan(self, plan: Plan, *, prune: bool) -> None:
-        """The plan's changes (unchanged deployments only counted), before an apply."""
-        self.echo(format_plan(plan, self.masker, prune=prune, show_unchanged=False))
+    def confirm(self, risks: Sequence[str], *, stdin: TextIO | None = None) -> bool:
+        """Ask on the terminal whether to go on, naming each risk; only ``y``/``yes``
+        goes on.  End of input is a no."""
+        source = stdin if stdin is not None else sys.stdin
+        self.stdout.write("This will:\n" + "".join(f"  - {self.mask(r)}\n" for r in risks))
+        self.stdout.write("Go on? [y/N] ")
+        self.stdout.flush()
+        answer = source.readline()
+        self.log(f"asked to confirm: {'; '.join(risks)}; answered {answer.strip()!r}")
+        return answer.strip().lower() in ("y", "yes")
+
+    def plan(self, plan: Plan, *, prune: bool, no_color: bool = False) -> None:
+        """The plan's changes (unchanged deployments only counted), before an apply;
+        coloured on a terminal."""
+        colour = use_colour(self.stdout, no_color=no_color)
+        self.echo(format_plan(plan, self.masker, prune=prune, show_unchanged=False, colour=colour))
 
     @contextlib.contextmanager
     def progress(self, plan: Plan, *, tty: bool) -> Iterator[Callable[[Result], None]]:
@@ -379,7 +505,10 @@ class _LogStream:
 def _change_json(change: Change, masker: Masker) -> dict[str, Any]:
     data = change.to_dict()
     data["diff"] = [
-        dict(zip(("path", "old", "new"), (fc.path, *_mask_pair(fc, masker)), strict=True))
+        {
+            **dict(zip(("path", "old", "new"), (fc.path, *_mask_pair(fc, masker)), strict=True)),
+            "drift": _drift_of(change, fc.path),
+        }
         for fc in change.diff
     ]
     return data

@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from deploy_lib.errors import InputError, RunFailed
-from deploy_lib.models import MANAGED_BY_TAG, Settings
+from deploy_lib.models import Settings, ownership_tags
 
 
 def parse_params(items: Sequence[str]) -> dict[str, Any]:
@@ -67,13 +67,13 @@ async def run_deployment(
     wait: bool = True,
     timeout: float = 600.0,
 ) -> dict[str, Any]:
-    """Create a flow run of the deployment ``target`` names (among those this tool
-    manages in ``settings.env``); with ``wait``, poll until it ends.
+    """Create a flow run of the deployment ``target`` names (among this project's in
+    ``settings.env``); with ``wait``, poll until it ends.
 
     Returns ``{"deployment", "flow_run_id", "flow_run_name", "state"}``.  Raises
     ``RunFailed`` when the run ends in any state but Completed, or outlasts ``timeout``.
     """
-    live = await api.list_deployments([MANAGED_BY_TAG, f"env:{settings.env}"])
+    live = await api.list_deployments(ownership_tags(settings.project, settings.env))
     chosen = pick_deployment(live, target)
     # The key makes the create safe to retry: a SQLite server answers 503 while flow runs
     # write, and a repeated key returns the run the first attempt may have made.

@@ -47,7 +47,13 @@ from dotenv import dotenv_values
 from dynaconf import Dynaconf, ValidationError, Validator
 
 from deploy_lib.errors import SettingsError, UnknownEnvironmentError
-from deploy_lib.models import DEPLOYMENT_TYPES, Masker, Settings, is_secret_name
+from deploy_lib.models import (
+    DEPLOYMENT_TYPES,
+    RESERVED_TAG_PREFIXES,
+    Masker,
+    Settings,
+    is_secret_name,
+)
 from deploy_lib.models import plain as _plain
 
 if sys.version_info >= (3, 11):
@@ -116,6 +122,9 @@ def load_settings(env: str | None, root: Path) -> Settings:
     for variable, tree in _variables():
         layering.add(f"env var {variable}", tree)
     data, sources = layering.data, layering.sources
+    if "project" not in data:  # the project folder's name, as a slug
+        data["project"] = _slug(root.name)
+        sources["project"] = "the project folder's name"
     _validate(name, data, sources, Masker(_secret_values({}, set(), secrets)))
 
     sources.update(_layer_env_vars(data, root, name))
@@ -380,6 +389,33 @@ def _one_of(*choices: str) -> Callable[[Any], bool]:
     return lambda v: v in choices
 
 
+_SLUG = re.compile(r"[a-z0-9][a-z0-9._-]{0,62}\Z")
+
+
+def _slug(name: str) -> str:
+    slug = re.sub(r"[^a-z0-9._-]+", "-", name.lower()).strip("-._")[:63]
+    return slug or "project"
+
+
+def _is_slug(v: Any) -> bool:
+    return isinstance(v, str) and bool(_SLUG.match(v))
+
+
+def _has_no_reserved_tag(v: Any) -> bool:
+    """No tag of the list starts like the tool's own (env:, runtime:, project:, ...)."""
+    if not isinstance(v, list):
+        return True  # the list rule reports it
+    return not any(isinstance(t, str) and t.startswith(RESERVED_TAG_PREFIXES) for t in v)
+
+
+def _is_user_tags(v: Any) -> bool:
+    return _is_str_list(v) and _has_no_reserved_tag(v)
+
+
+_RESERVED = ", ".join(RESERVED_TAG_PREFIXES)
+_NO_RESERVED = f"a list of tags none of which starts with {_RESERVED} (this tool's own tags)"
+
+
 def _is_name_table(v: Any) -> bool:
     return isinstance(v, Mapping) and all(
         k in DEPLOYMENT_TYPES and _is_filled_str(name) for k, name in v.items()
@@ -420,6 +456,13 @@ _RULES: list[tuple[str, str, Callable[[Any], bool], bool]] = [
     ("api_key", "a string", _is_str, False),
     ("apply_concurrency", "an integer of at least 1", _is_int(1), True),
     ("tags", STR_LIST, _is_str_list, True),
+    ("tags", _NO_RESERVED, _has_no_reserved_tag, False),
+    (
+        "project",
+        "a slug: lower-case letters, digits, '.', '_' and '-', at most 63",
+        _is_slug,
+        True,
+    ),
     ("paused", "true or false", _is_bool, False),
     ("enforce_parameter_schema", "true or false", _is_bool, False),
     ("masked_env_vars", STR_LIST, _is_str_list, False),
@@ -429,6 +472,7 @@ _RULES: list[tuple[str, str, Callable[[Any], bool], bool]] = [
     ("naming.python", _NAME_FORMAT, _is_name_format, False),
     ("naming.docker", _NAME_FORMAT, _is_name_format, False),
     ("naming.always_suffix", "true or false", _is_bool, False),
+    ("naming.env_suffix", "true or false", _is_bool, False),
     ("parameters", "a table of flow parameters", _is_table, True),
     ("env_vars", "a table of environment variable names to values", _is_table, True),
     ("retries.retries", "an integer of at least 0", _is_int(0), True),
@@ -462,7 +506,7 @@ _FLOW_RULES: list[tuple[str, str, Callable[[Any], bool]]] = [
     ("names", 'a table of "python" / "docker" to deployment names', _is_name_table),
     ("work_pool", "a pool name or a table of python/docker/queue", _is_pool_override),
     ("parameters", "a table of flow parameters", _is_table),
-    ("tags", STR_LIST, _is_str_list),
+    ("tags", _NO_RESERVED, _is_user_tags),
     ("schedules", "a list of schedule tables", _is_table_list),
     ("concurrency_limit", "an integer of at least 1", _is_int(1)),
     ("paused", "true or false", _is_bool),

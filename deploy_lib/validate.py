@@ -25,7 +25,18 @@ from cerberus.errors import ValidationError
 from cerberus.validator import TypeDefinition
 
 from deploy_lib.errors import ValidationFailed, format_problems, problem_sort_key
-from deploy_lib.models import POOL_TYPES, DeploymentSpec, FlowMetadata, Problem, module_path_for
+from deploy_lib.models import (
+    ENV_TAG_PREFIX,
+    MANAGED_BY_TAG,
+    POOL_TYPES,
+    PROJECT_TAG_PREFIX,
+    RESERVED_TAG_PREFIXES,
+    RUNTIME_TAG_PREFIX,
+    DeploymentSpec,
+    FlowMetadata,
+    Problem,
+    module_path_for,
+)
 from deploy_lib.parameters import python_type_check
 from deploy_lib.schema import (
     IMAGE_NAME_MAX_LENGTH,
@@ -174,6 +185,7 @@ def validate_specs(
     for spec in specs:
         problems.extend(checker.problems(spec))
         problems.extend(_cross_check(spec, index))
+        problems.extend(_reserved_tags(spec))
     problems.extend(_duplicate_names(specs))
     return sorted(set(problems), key=problem_sort_key)
 
@@ -703,3 +715,26 @@ def default_job_variable_problems(
         )
         problems += job_variable_problems(spec, templates.get(pool_type), pool=where)
     return problems
+
+
+def _reserved_tags(spec: DeploymentSpec) -> Iterator[Problem]:
+    """A tag that looks like this tool's own (``env:``, ``runtime:``, ``project:``,
+    ``managed-by``) must be exactly the one build gives the deployment: another would
+    make it pass for a deployment of another environment, type or project."""
+    tags = spec.body.get("tags") if isinstance(spec.body, Mapping) else None
+    if not isinstance(tags, list):
+        return
+    own = {f"{RUNTIME_TAG_PREFIX}{spec.type}", f"{ENV_TAG_PREFIX}{spec.env}", MANAGED_BY_TAG}
+    projects = [t for t in tags if isinstance(t, str) and t.startswith(PROJECT_TAG_PREFIX)]
+    for index, tag in enumerate(tags):
+        if not isinstance(tag, str) or not tag.startswith(RESERVED_TAG_PREFIXES):
+            continue
+        if tag in own or (tag.startswith(PROJECT_TAG_PREFIX) and len(projects) == 1):
+            continue
+        yield _problem(
+            spec,
+            ("tags", index),
+            f"tag {tag!r} is reserved: tags starting with "
+            f"{', '.join(RESERVED_TAG_PREFIXES)} say who owns a deployment, and this tool "
+            "sets them itself",
+        )

@@ -405,6 +405,7 @@ def test_results_serialise_one_record_per_deployment() -> None:
         DELETED: 0,
         SKIPPED: 0,
         FAILED: 0,
+        "conflict": 0,
     }
     (record,) = data["results"]
     assert {k: record[k] for k in ("deployment", "type", "action", "status", "id", "error")} == {
@@ -526,7 +527,9 @@ async def test_apply_against_a_real_server_writes_only_changes_keeps_paused_sche
 
     changed = [e2e_spec("e2e-etl", "etl-0", description="now described"), *specs[1:4]]
     plan = make_plan(changed, await api.list_deployments(tags), E2E_ENV)
-    assert plan.counts == {"create": 0, "update": 1, "unchanged": 3, "delete": 1}
+    assert plan.counts == {
+        "create": 0, "update": 1, "unchanged": 3, "delete": 1, "conflict": 0, "rename": 0,
+    }
 
     kept = await apply_plan(api, plan, concurrency=2, prune=False)
     assert by_name(kept)["e2e-report/report-1"].status == SKIPPED

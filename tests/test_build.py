@@ -248,6 +248,7 @@ def test_tags_are_built_in_then_settings_then_per_flow_without_duplicates(tmp_pa
         "runtime:python",
         "env:staging",
         MANAGED_BY_TAG,
+        "project:project",
         "team:data",
         "nightly",
     ]

@@ -20,6 +20,8 @@ import json
 import os
 import shutil
 import subprocess
+import sys
+import time
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -28,6 +30,7 @@ from typing import Any
 
 import httpx
 import pytest
+from helpers import cli_env, make_project, write_files
 from helpers import invoke as run_invoke
 
 from deploy_lib import pipeline, report
@@ -247,6 +250,8 @@ class TestDeployedFlowsRunOnOneWorker:
             "update": 0,
             "unchanged": 0,
             "delete": 0,
+            "conflict": 0,
+            "rename": 0,
         }
         assert statuses(first_deploy) == dict.fromkeys(ALL_DEPLOYMENTS, "created")
         live = live_deployments(prefect_server)
@@ -541,6 +546,7 @@ STAGES = {
     "docker": set(),
     "lock": set(),
     "gitinfo": set(),
+    "migrate": {"yaml"},
 }
 # The values and errors every stage shares.
 SHARED = {"models", "errors"}
@@ -615,3 +621,318 @@ def test_dynaconf_lives_in_settings_and_httpx_in_api() -> None:
             assert path.stem == "settings"
         if "httpx" in theirs:
             assert path.stem == "api"
+
+
+# -- ownership on a shared server: projects, environments, people ---------------------------
+#
+# Each test makes its own project folders (the folder's name is the project) and talks to
+# the session server through the command line, as a team sharing one server would.
+
+
+def shared_project(root: Path, files: Mapping[str, str] | None = None, **extra: str) -> Path:
+    """A copy of this project in ``root`` (its name is the project); ``files`` replace
+    flows/ when given."""
+    make_project(root, example_flows=files is None)
+    if files is not None:
+        write_files(root, files)
+    return root
+
+
+def cli(root: Path, *args: str, server: str, **env: str) -> subprocess.CompletedProcess[str]:
+    return run_invoke(root, *args, env={"DEPLOY_API_URL": server, **env}, timeout=240)
+
+
+def on_server(server: str, *tags: str) -> dict[str, dict[str, Any]]:
+    """``flow/name -> deployment`` of every deployment carrying ``tags``."""
+
+    async def go() -> list[dict[str, Any]]:
+        async with PrefectApi(server, max_writes=1) as client:
+            return await client.list_deployments(list(tags))
+
+    return {f"{d['flow_name']}/{d['name']}": d for d in asyncio.run(go())}
+
+
+@pytest.fixture(scope="module")
+def shared_pools(prefect_server: str, tmp_path_factory: pytest.TempPathFactory) -> None:
+    """The work pools of development and staging on the session server."""
+    root = make_project(tmp_path_factory.mktemp("pools") / "pools")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("DEPLOY_API_URL", prefect_server)
+        for env in ("development", "staging"):
+            pipeline.pools(load_settings(env, root), create=True)
+
+
+def one_flow(name: str) -> dict[str, str]:
+    """A flows/ folder with one flow named ``name`` (unique per test on the shared server)."""
+    function = name.replace("-", "_")
+    return {
+        f"flows/{function}.py": (
+            f'from prefect import flow\n\n\n@flow(name="{name}")\n'
+            f'def {function}(x: int = 1) -> int:\n    """One flow."""\n    return x\n'
+        )
+    }
+
+
+def test_two_projects_on_one_server_prune_and_neither_loses_anything(
+    prefect_server: str, shared_pools: None, tmp_path: Path
+) -> None:
+    flows = {k: v for i in range(5) for k, v in one_flow(f"alpha-{i}").items()}
+    alpha = shared_project(tmp_path / "alpha", flows)
+    beta = shared_project(tmp_path / "beta", one_flow("beta-solo"))
+
+    first = cli(alpha, "deploy", "--env", ENV, server=prefect_server)
+    assert first.returncode == 0, first.stdout + first.stderr
+    before = on_server(prefect_server, "project:alpha")
+    done = cli(beta, "deploy", "--env", ENV, "--prune", server=prefect_server)
+    assert done.returncode == 0, done.stdout + done.stderr
+    again = cli(alpha, "deploy", "--env", ENV, "--prune", server=prefect_server)
+    assert again.returncode == 0, again.stdout + again.stderr
+
+    assert sorted(before) == [f"alpha-{i}/alpha-{i}" for i in range(5)]
+    assert {k: v["id"] for k, v in on_server(prefect_server, "project:alpha").items()} == {
+        k: v["id"] for k, v in before.items()
+    }
+    assert list(on_server(prefect_server, "project:beta")) == ["beta-solo/beta-solo"]
+
+
+def test_another_environment_on_the_same_server_is_refused_in_either_order(
+    prefect_server: str, shared_pools: None, tmp_path: Path
+) -> None:
+    for first, second in (("development", "staging"), ("staging", "development")):
+        name = f"order-{first}"
+        root = shared_project(tmp_path / name, one_flow(name))
+        assert cli(root, "deploy", "--env", first, server=prefect_server).returncode == 0
+        owner = on_server(prefect_server, f"project:{name}")[f"{name}/{name}"]
+
+        refused = cli(root, "deploy", "--env", second, server=prefect_server)
+
+        assert refused.returncode == 4, refused.stdout + refused.stderr
+        assert f"owned by project '{name}', env '{first}'" in refused.stderr
+        now = on_server(prefect_server, f"project:{name}")[f"{name}/{name}"]
+        assert (now["id"], now["updated"], f"env:{first}" in now["tags"]) == (
+            owner["id"], owner["updated"], True,
+        )
+
+
+def test_environments_sharing_a_server_with_env_suffix_deploy_at_the_same_time(
+    prefect_server: str, shared_pools: None, tmp_path: Path
+) -> None:
+    flows = {k: v for i in range(3) for k, v in one_flow(f"suffixed-{i}").items()}
+    root = shared_project(tmp_path / "suffixed", flows)
+    env = {"DEPLOY_API_URL": prefect_server, "DEPLOY_NAMING__ENV_SUFFIX": "true"}
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "invoke", "deploy", "--env", name],
+            cwd=root, env=cli_env(env), stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        )
+        for name in ("development", "staging")
+    ]
+    outputs = [proc.communicate(timeout=300)[0] for proc in procs]
+
+    assert [proc.returncode for proc in procs] == [0, 0], outputs
+    for name in ("development", "staging"):
+        found = on_server(prefect_server, "project:suffixed", f"env:{name}")
+        assert sorted(found) == [f"suffixed-{i}/suffixed-{i}-{name}" for i in range(3)]
+
+
+def test_a_deployment_made_by_hand_is_a_conflict_until_adopted(
+    prefect_server: str, shared_pools: None, tmp_path: Path
+) -> None:
+    root = shared_project(tmp_path / "adopting", one_flow("adopted"))
+
+    async def by_hand() -> None:
+        async with PrefectApi(prefect_server, max_writes=1) as client:
+            await client.upsert_deployment({
+                "name": "adopted", "flow_name": "adopted", "entrypoint": "flows/adopted.py:adopted",
+                "description": "made in the UI", "work_pool_name": "default-agent-pool",
+            })
+
+    asyncio.run(by_hand())
+    planned = cli(root, "plan", "--env", ENV, server=prefect_server)
+    assert planned.returncode == 2
+    assert "! conflict   adopted/adopted  python  (not managed by this project" in planned.stdout
+
+    deployed = cli(root, "deploy", "--env", ENV, server=prefect_server)
+    assert deployed.returncode == 4, deployed.stdout + deployed.stderr
+    assert "adopted/adopted: not managed by this project" in deployed.stderr
+    assert on_server(prefect_server)["adopted/adopted"]["description"] == "made in the UI"
+
+    adopted = cli(root, "adopt", "--env", ENV, "--yes", server=prefect_server)
+    assert adopted.returncode == 0, adopted.stdout + adopted.stderr
+    assert 'description: "made in the UI" -> "[development] One flow."' in adopted.stdout
+    assert cli(root, "plan", "--env", ENV, server=prefect_server).returncode == 0
+    assert "project:adopting" in on_server(prefect_server)["adopted/adopted"]["tags"]
+
+
+def test_each_kind_of_hand_edit_is_drift_and_keep_drift_keeps_it(
+    prefect_server: str, shared_pools: None, tmp_path: Path
+) -> None:
+    root = shared_project(tmp_path / "drifting", one_flow("drifted"))
+    scheduled = {"DEPLOY_FLOWS__drifted__SCHEDULES": '[{cron = "0 6 * * *"}]'}
+    assert cli(root, "deploy", "--env", ENV, server=prefect_server, **scheduled).returncode == 0
+    live = on_server(prefect_server, "project:drifting")["drifted/drifted"]
+
+    base = prefect_server.rstrip("/")
+    edits = {
+        "parameters": {"x": 7},
+        "paused": True,
+        "job_variables": {**live["job_variables"], "stream_output": False},
+        "description": "edited in the UI",
+    }
+    httpx.patch(f"{base}/deployments/{live['id']}", json=edits, timeout=30).raise_for_status()
+    schedule = live["schedules"][0]["id"]
+    httpx.patch(
+        f"{base}/deployments/{live['id']}/schedules/{schedule}", json={"active": False}, timeout=30
+    ).raise_for_status()
+
+    planned = cli(root, "plan", "--env", ENV, "--json", server=prefect_server, **scheduled)
+    (change,) = json.loads(planned.stdout)["changes"]
+    assert change["drift"] == [
+        "description", "parameters", "job_variables", "paused", "schedules.active"
+    ]
+    assert all(d["drift"] for d in change["diff"])
+
+    kept = cli(root, "deploy", "--env", ENV, "--keep-drift", server=prefect_server, **scheduled)
+    assert kept.returncode == 0, kept.stdout + kept.stderr
+    assert "drift kept" in kept.stdout
+    assert on_server(prefect_server, "project:drifting")["drifted/drifted"]["paused"] is True
+
+    overwritten = cli(root, "deploy", "--env", ENV, server=prefect_server, **scheduled)
+    assert overwritten.returncode == 0
+    assert "overwrote changes made on the server since the last deploy" in overwritten.stderr
+    now = on_server(prefect_server, "project:drifting")["drifted/drifted"]
+    assert (now["paused"], now["parameters"], now["description"]) == (
+        False, {}, "[development] One flow.",
+    )
+    assert now["schedules"][0]["active"] is False  # a paused schedule stays paused
+
+
+def test_a_saved_plan_is_applied_and_refused_once_the_server_moved(
+    prefect_server: str, shared_pools: None, tmp_path: Path
+) -> None:
+    root = shared_project(tmp_path / "saving", one_flow("saved"))
+    saved = tmp_path / "plan.json"
+
+    planned = cli(root, "plan", "--env", ENV, "--out", str(saved), server=prefect_server)
+    assert planned.returncode == 2 and saved.stat().st_mode & 0o077 == 0
+    applied = cli(root, "deploy", "--env", ENV, "--plan", str(saved), server=prefect_server)
+    assert applied.returncode == 0, applied.stdout + applied.stderr
+
+    source = root / "flows" / "saved.py"
+    source.write_text(source.read_text().replace("One flow", "Changed"))
+    assert cli(root, "plan", "--env", ENV, "--out", str(saved), server=prefect_server).returncode == 2
+    live = on_server(prefect_server, "project:saving")["saved/saved"]
+    httpx.patch(
+        f"{prefect_server.rstrip('/')}/deployments/{live['id']}", json={"paused": True}, timeout=30
+    ).raise_for_status()
+
+    refused = cli(root, "deploy", "--env", ENV, "--plan", str(saved), server=prefect_server)
+    assert refused.returncode == 3, refused.stdout + refused.stderr
+    assert "saved/saved: changed on the server since the plan was made" in refused.stderr
+    assert on_server(prefect_server, "project:saving")["saved/saved"]["updated"] != live["updated"]
+    after = on_server(prefect_server, "project:saving")["saved/saved"]
+    assert after["description"] == live["description"]  # nothing was written
+
+
+def test_destroy_deletes_this_project_in_this_env_and_nothing_else(
+    prefect_server: str, shared_pools: None, tmp_path: Path
+) -> None:
+    keep = shared_project(tmp_path / "keeper", one_flow("kept"))
+    gone = shared_project(tmp_path / "goner", {**one_flow("gone"), **one_flow("gone-too")})
+    for root in (keep, gone):
+        assert cli(root, "deploy", "--env", ENV, server=prefect_server).returncode == 0
+
+    refused = cli(gone, "destroy", "--env", ENV, server=prefect_server)
+    assert refused.returncode == 3 and "pass --yes" in refused.stderr
+    done = cli(gone, "destroy", "--env", ENV, "--yes", server=prefect_server)
+
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert on_server(prefect_server, "project:goner") == {}
+    assert list(on_server(prefect_server, "project:keeper")) == ["kept/kept"]
+
+
+def test_the_prompt_on_a_terminal_guards_a_prune(
+    prefect_server: str, shared_pools: None, tmp_path: Path
+) -> None:
+    import pty
+    import select
+
+    root = shared_project(tmp_path / "prompted", {**one_flow("one"), **one_flow("two")})
+    assert cli(root, "deploy", "--env", ENV, server=prefect_server).returncode == 0
+    (root / "flows" / "two.py").unlink()
+
+    def answered(answer: bytes) -> tuple[int, str]:
+        pid, fd = pty.fork()
+        if pid == 0:  # the child: invoke on the pseudo-terminal
+            os.chdir(root)
+            argv = [sys.executable, "-m", "invoke", "deploy", "--env", ENV, "--prune"]
+            os.execve(sys.executable, argv, cli_env({"DEPLOY_API_URL": prefect_server}))
+        seen, sent = b"", False
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([fd], [], [], 0.5)
+            if ready:
+                try:
+                    chunk = os.read(fd, 4096)
+                except OSError:
+                    break
+                if not chunk:
+                    break
+                seen += chunk
+                if b"[y/N]" in seen and not sent:
+                    os.write(fd, answer)
+                    sent = True
+        _, status = os.waitpid(pid, 0)
+        os.close(fd)
+        return os.waitstatus_to_exitcode(status), seen.decode(errors="replace")
+
+    code, text = answered(b"n\n")
+    assert code == 1 and "delete 1 deployment(s): two/two" in text, text
+    assert "two/two" in on_server(prefect_server, "project:prompted")
+    code, text = answered(b"y\n")
+    assert code == 0, text
+    assert list(on_server(prefect_server, "project:prompted")) == ["one/one"]
+
+
+def test_a_prefect_yaml_deployed_by_prefect_is_migrated_and_adopted_to_an_empty_plan(
+    prefect_server: str, shared_pools: None, tmp_path: Path
+) -> None:
+    root = shared_project(tmp_path / "migrating", one_flow("nightly"))
+    (root / "prefect.yaml").write_text(
+        "name: migrating\n"
+        "deployments:\n"
+        "  - name: nightly-run\n"
+        "    entrypoint: flows/nightly.py:nightly\n"
+        "    description: Runs every night\n"
+        "    tags: [team-data]\n"
+        "    parameters: {x: 5}\n"
+        "    schedules:\n"
+        "      - cron: '0 2 * * *'\n"
+        "        timezone: Europe/Paris\n"
+        "    work_pool:\n"
+        "      name: default-agent-pool\n"
+        f"    pull:\n      - prefect.deployments.steps.set_working_directory:\n"
+        f"          directory: {root}\n"
+    )
+    environ = {k: v for k, v in cli_env().items() if not k.startswith("PREFECT_")}
+    environ.update(PREFECT_API_URL=prefect_server, PREFECT_HOME=str(tmp_path / "home"))
+    theirs = subprocess.run(
+        [sys.executable, "-m", "prefect", "--no-prompt", "deploy", "--all"],
+        cwd=root, env=environ, capture_output=True, text=True, timeout=300,
+    )
+    assert theirs.returncode == 0, theirs.stdout + theirs.stderr
+
+    migrated = cli(root, "migrate", "--prefect-yaml", "prefect.yaml", "--write", server=prefect_server)
+    assert migrated.returncode == 0, migrated.stdout + migrated.stderr
+    planned = cli(root, "plan", "--env", ENV, server=prefect_server)
+    assert "! conflict   nightly/nightly-run" in planned.stdout, planned.stdout
+    adopted = cli(root, "adopt", "--env", ENV, "--yes", server=prefect_server)
+    assert adopted.returncode == 0, adopted.stdout + adopted.stderr
+
+    final = cli(root, "plan", "--env", ENV, server=prefect_server)
+    assert final.returncode == 0, final.stdout + final.stderr
+    deployment = on_server(prefect_server, "project:migrating")["nightly/nightly-run"]
+    assert deployment["parameters"] == {"x": 5}
+    assert "team-data" in deployment["tags"]
+    assert deployment["schedules"][0]["schedule"]["cron"] == "0 2 * * *"

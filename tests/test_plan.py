@@ -9,7 +9,15 @@ from typing import Any
 import pytest
 
 from deploy_lib.errors import ApiError, ValidationFailed
-from deploy_lib.models import MANAGED_BY_TAG, DeploymentSpec, FlowMetadata
+from deploy_lib.models import (
+    CONFLICT,
+    LABEL_FIELDS,
+    LABEL_FINGERPRINT,
+    MANAGED_BY_TAG,
+    RENAME,
+    DeploymentSpec,
+    FlowMetadata,
+)
 from deploy_lib.plan import (
     CREATE,
     DELETE,
@@ -18,6 +26,9 @@ from deploy_lib.plan import (
     FieldChange,
     diff_bodies,
     make_plan,
+    saved_plan,
+    stale_reasons,
+    stamped,
 )
 
 ENV = "development"
@@ -349,14 +360,17 @@ def test_server_side_defaults_do_not_count_as_changes(
 
 
 def test_a_desired_deployment_missing_on_the_server_is_a_create() -> None:
-    other_flow_same_name = live(flow_name="other-flow")
+    other_flow_same_name = live(flow_name="other-flow", entrypoint="flows/other.py:other")
     body = desired_body()
 
     plan = make_plan([spec(body)], [other_flow_same_name], ENV)
 
     create = plan.by_action(CREATE)
     assert [c.deployment for c in create] == ["daily-etl/daily-etl-python"]
-    assert create[0].body == body
+    written = dict(create[0].body or {})
+    labels = written.pop("labels")
+    assert written == body  # the body as built, plus the fingerprint of what is written
+    assert set(labels) == {LABEL_FINGERPRINT, LABEL_FIELDS}
     assert create[0].live_id is None
     assert create[0].type == "python"
     assert plan.has_changes
@@ -505,7 +519,7 @@ def test_only_managed_deployments_of_this_env_that_are_no_longer_desired_are_del
         ("old-flow/old-flow-python", "id-1", "python")
     ]
     assert deletes[0].body is None
-    assert plan.counts == {CREATE: 0, UPDATE: 0, UNCHANGED: 1, DELETE: 1}
+    assert plan.counts == {CREATE: 0, UPDATE: 0, UNCHANGED: 1, DELETE: 1, CONFLICT: 0, "rename": 0}
     assert plan.has_changes
 
 
@@ -543,9 +557,10 @@ def test_to_dict_has_env_changes_and_summary() -> None:
                 "type": "python",
                 "id": LIVE_RESPONSE["id"],
                 "diff": [{"path": "concurrency_limit", "old": 2, "new": 3}],
+                "drift": [],
             }
         ],
-        "summary": {CREATE: 0, UPDATE: 1, UNCHANGED: 0, DELETE: 0},
+        "summary": {CREATE: 0, UPDATE: 1, UNCHANGED: 0, DELETE: 0, CONFLICT: 0, "rename": 0},
     }
 
 
@@ -563,3 +578,108 @@ def test_a_live_deployment_without_its_flow_name_is_an_api_error() -> None:
 
     with pytest.raises(ApiError, match="has no name or flow_name"):
         make_plan([spec(desired_body())], [item], ENV)
+
+
+# -- ownership, drift, renames --------------------------------------------------------------
+
+PROJECT = "proj"
+
+
+def ours_body(**overrides: Any) -> dict[str, Any]:
+    """desired_body as build makes it for this project: with its project tag."""
+    body = desired_body(**overrides)
+    body["tags"] = [*body["tags"], f"project:{PROJECT}"]
+    return body
+
+
+def owned(**overrides: Any) -> dict[str, Any]:
+    """LIVE_RESPONSE as this project wrote it: ownership tags and the fingerprint labels
+    of the body it wrote."""
+    written = stamped(ours_body())
+    item = live(tags=ours_body()["tags"], labels={"prefect.flow.id": "x", **written["labels"]})
+    item.update(overrides)
+    return item
+
+
+def test_a_same_name_deployment_that_is_not_ours_is_a_conflict_naming_its_owner() -> None:
+    by_hand = live(tags=["team:x"])
+    other_project = live(tags=[MANAGED_BY_TAG, "env:development", "project:other"])
+
+    for item, owner in [
+        (by_hand, "not managed by this project"),
+        (other_project, "owned by project 'other', env 'development'"),
+    ]:
+        plan = make_plan([spec(desired_body())], [item], ENV, project=PROJECT)
+        (change,) = plan.changes
+        assert change.action == CONFLICT
+        assert change.owner is not None and change.owner.startswith(owner)
+        assert change.body is None  # nothing would be written
+
+
+def test_prune_only_deletes_this_projects_deployments_in_this_env() -> None:
+    mine = live_named("a", "a", [MANAGED_BY_TAG, "env:development", f"project:{PROJECT}"], "1")
+    theirs = live_named("b", "b", [MANAGED_BY_TAG, "env:development", "project:other"], "2")
+    other_env = live_named("c", "c", [MANAGED_BY_TAG, "env:staging", f"project:{PROJECT}"], "3")
+    legacy = live_named("d", "d", [MANAGED_BY_TAG, "env:development"], "4")
+
+    plan = make_plan([], [mine, theirs, other_env, legacy], ENV, project=PROJECT)
+
+    assert [(c.action, c.deployment) for c in plan.changes] == [("delete", "a/a")]
+
+
+def test_a_deployment_written_before_projects_is_claimed_not_a_conflict() -> None:
+    legacy = live(tags=desired_body()["tags"])
+
+    (change,) = make_plan([spec(ours_body())], [legacy], ENV, project=PROJECT).changes
+
+    assert change.action == UPDATE
+    assert [fc.path for fc in change.diff] == ["tags"]  # it gains the project tag
+
+
+def test_hand_edits_since_the_last_deploy_are_named_as_drift_field_by_field() -> None:
+    edited = owned(paused=True, parameters={**desired_body()["parameters"], "rows": 99})
+
+    (change,) = make_plan([spec(ours_body())], [edited], ENV, project=PROJECT).changes
+
+    assert change.action == UPDATE
+    assert change.drift == ("parameters", "paused")
+    assert {fc.path for fc in change.diff} == {"parameters.rows", "paused"}
+
+
+def test_a_change_in_code_is_not_drift() -> None:
+    (change,) = make_plan(
+        [spec(ours_body(concurrency_limit=9))], [owned()], ENV, project=PROJECT
+    ).changes
+
+    assert change.action == UPDATE
+    assert change.drift == ()
+
+
+def test_the_same_entrypoint_under_a_new_name_is_one_rename() -> None:
+    old = owned(name="old-name", id="id-old")
+
+    plan = make_plan([spec(ours_body())], [old], ENV, project=PROJECT)
+
+    (change,) = plan.changes
+    assert (change.action, change.deployment, change.renamed_from, change.live_id) == (
+        RENAME, "daily-etl/daily-etl-python", "daily-etl/old-name", "id-old"
+    )
+
+
+def test_a_saved_plan_is_stale_when_the_server_or_the_source_moved() -> None:
+    plan = make_plan([spec(ours_body(concurrency_limit=9))], [owned()], ENV, project=PROJECT)
+    saved = saved_plan(plan, project=PROJECT, fingerprint="f1")
+
+    assert stale_reasons(saved, plan, project=PROJECT, fingerprint="f1") == []
+    moved = make_plan(
+        [spec(ours_body(concurrency_limit=9))],
+        [owned(updated="2030-01-01T00:00:00Z")],
+        ENV,
+        project=PROJECT,
+    )
+    assert stale_reasons(saved, moved, project=PROJECT, fingerprint="f1") == [
+        "daily-etl/daily-etl-python: changed on the server since the plan was made"
+    ]
+    assert stale_reasons(saved, plan, project=PROJECT, fingerprint="f2") == [
+        "the flow files, settings or templates changed since the plan was made"
+    ]

@@ -25,11 +25,13 @@ from deploy_lib.report import (
     Output,
     format_field_change,
     format_plan,
+    format_plan_markdown,
     format_results,
     plan_json,
     progress_line,
     results_json,
     to_json,
+    use_colour,
 )
 
 ENV = "staging"
@@ -153,7 +155,7 @@ def test_a_secret_in_a_diff_is_masked_by_key_name_and_by_value() -> None:
     assert 'job_variables.env.GIT_TOKEN: "****" -> "****"' in text
     assert 'job_variables.env.URL: (none) -> "https://x:****@host"' in text
     diff = json.loads(data)["changes"][0]["diff"]
-    assert {"path": "job_variables.env.GIT_TOKEN", "old": "****", "new": "****"} in diff
+    assert {"path": "job_variables.env.GIT_TOKEN", "old": "****", "new": "****", "drift": False} in diff
 
 
 def test_long_values_are_truncated() -> None:
@@ -187,7 +189,9 @@ def test_plan_json_has_env_changes_and_summary() -> None:
     data = json.loads(to_json(plan_json(sample_plan())))
 
     assert data["env"] == ENV
-    assert data["summary"] == {"create": 1, "update": 1, "unchanged": 1, "delete": 1}
+    assert data["summary"] == {
+        "create": 1, "update": 1, "unchanged": 1, "delete": 1, "conflict": 0, "rename": 0,
+    }
     assert [(c["action"], c["deployment"], c["id"]) for c in data["changes"]] == [
         ("update", "etl/etl-python", "id-etl"),
         ("create", "new-flow/new-flow-python", None),
@@ -195,7 +199,7 @@ def test_plan_json_has_env_changes_and_summary() -> None:
         ("unchanged", "same/same-python", "id-same"),
     ]
     assert data["changes"][0]["diff"] == [
-        {"path": "job_variables.env.PREFECT_LOGGING_LEVEL", "old": "INFO", "new": "DEBUG"}
+        {"path": "job_variables.env.PREFECT_LOGGING_LEVEL", "old": "INFO", "new": "DEBUG", "drift": False}
     ]
 
 
@@ -210,6 +214,7 @@ def test_the_results_table_counts_each_status_and_lists_failures_masked() -> Non
         "  deleted        0",
         "  skipped        1  (deletes kept: deploy with --prune to delete them)",
         "  failed         1",
+        "  conflict       0",
         "Failed (1):",
         "  - broken/broken-python: HTTP 422: job variable rejected (token ****)",
         "      second line",
@@ -233,6 +238,7 @@ def test_results_json_has_one_record_per_deployment_and_a_summary() -> None:
         DELETED: 0,
         SKIPPED: 1,
         FAILED: 1,
+        "conflict": 0,
     }
     assert data["results"][0] == {
         "deployment": "new-flow/new-flow-python",
@@ -367,3 +373,93 @@ def test_the_progress_bar_closes_when_the_apply_fails(mocker: Any) -> None:
         pass
 
     assert closed.call_count == 1
+
+
+# -- conflicts, drift, renames, markdown and colour ----------------------------------------
+
+
+def ownership_plan() -> Plan:
+    s = spec(body("a"))
+    return Plan(
+        env=ENV,
+        changes=(
+            Change("conflict", "a/a-python", "python", s, "id-a", owner="not managed by this project"),
+            Change(
+                "update", "b/b-python", "python", s, "id-b",
+                diff=(FieldChange("paused", False, True), FieldChange("concurrency_limit", 2, 3)),
+                body={}, drift=("paused",),
+            ),
+            Change("rename", "c/c-new", "python", s, "id-c", body={}, renamed_from="c/c-old"),
+        ),
+    )
+
+
+def test_the_plan_names_conflicts_drift_and_renames() -> None:
+    text = format_plan(ownership_plan(), prune=False)
+
+    assert text.splitlines()[0] == (
+        "Plan for env 'staging': 0 to create, 1 to update, 0 unchanged, 0 to delete, "
+        "1 to rename, 1 in conflict, 1 with drift"
+    )
+    assert "  ! conflict   a/a-python  python  (not managed by this project; left alone" in text
+    assert "(drift: paused changed on the server since the last deploy)" in text
+    assert "      paused: false -> true  [drift]" in text
+    assert "      concurrency_limit: 2 -> 3\n" in text + "\n"  # a change in code: no mark
+    assert "  > rename     c/c-new     python  (was c/c-old; the old one is kept" in text
+
+
+def test_plan_json_marks_each_drifted_field() -> None:
+    data = plan_json(ownership_plan())
+    update = next(c for c in data["changes"] if c["action"] == "update")
+
+    assert update["drift"] == ["paused"]
+    assert [(d["path"], d["drift"]) for d in update["diff"]] == [
+        ("paused", True),
+        ("concurrency_limit", False),
+    ]
+    conflict = next(c for c in data["changes"] if c["action"] == "conflict")
+    assert conflict["owner"] == "not managed by this project"
+
+
+def test_the_markdown_plan_is_a_summary_and_a_table_with_the_diffs_folded() -> None:
+    text = format_plan_markdown(ownership_plan())
+
+    lines = text.splitlines()
+    assert lines[0].startswith("### Plan for `staging`: 0 to create, 1 to update")
+    assert "| | deployment | type | what |" in lines
+    assert "| `!` conflict | `a/a-python` | python | not managed by this project |" in lines
+    assert "| `~` update | `b/b-python` | python | 2 field(s); drift: paused |" in lines
+    assert "| `>` rename | `c/c-new` | python | was `c/c-old` |" in lines
+    assert "<details><summary>Field changes</summary>" in lines
+    assert "- `paused: false -> true` (drift)" in lines
+
+
+def test_colour_only_on_a_terminal_and_never_with_no_color(monkeypatch: Any) -> None:
+    class Tty(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    monkeypatch.delenv("NO_COLOR", raising=False)
+    assert use_colour(Tty()) is True
+    assert use_colour(io.StringIO()) is False
+    assert use_colour(Tty(), no_color=True) is False
+    monkeypatch.setenv("NO_COLOR", "1")
+    assert use_colour(Tty()) is False
+    painted = format_plan(ownership_plan(), colour=True)
+    assert "\033[1;31m  ! conflict" in painted and "\033[35m  ~ update" in painted
+    assert "\033[" not in format_plan(ownership_plan())
+
+
+def test_the_log_file_gets_no_colour_codes(tmp_path: Any) -> None:
+    out, _, _ = output(tmp_path)
+
+    out.echo("\033[32m  + create     x/x\033[0m")
+
+    assert (tmp_path / "deploy.log").read_text().split(" ", 1)[1] == "  + create     x/x\n"
+
+
+def test_confirm_goes_on_only_for_yes() -> None:
+    for answer, expected in [("y\n", True), ("yes\n", True), ("n\n", False), ("", False)]:
+        out, stdout, _ = output()
+        assert out.confirm(["delete 1 deployment(s): a/a"], stdin=io.StringIO(answer)) is expected
+        assert "  - delete 1 deployment(s): a/a\nGo on? [y/N] " in stdout.getvalue()

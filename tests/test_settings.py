@@ -808,3 +808,39 @@ def test_a_variable_keeps_the_spelling_of_names_a_user_chose(
     assert settings.sources["flows.Daily_ETL.parameters.batchSize"] == (
         "env var DEPLOY_FLOWS__Daily_ETL__PARAMETERS__batchSize"
     )
+
+
+def test_the_project_is_the_folder_name_as_a_slug_unless_settings_name_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = project(tmp_path)
+    root = root.rename(root.with_name("My Flows Repo"))
+    settings = load_settings("staging", root)
+    assert settings.project == "my-flows-repo"
+    assert settings.sources["project"] == "the project folder's name"
+
+    monkeypatch.setenv("DEPLOY_PROJECT", "billing")
+    assert load_settings("staging", root).project == "billing"
+
+    monkeypatch.setenv("DEPLOY_PROJECT", "Not A/Slug")
+    with pytest.raises(SettingsError, match=r"project: must be a slug"):
+        load_settings("staging", root)
+
+
+@pytest.mark.parametrize(
+    ("where", "tags"),
+    [("", '["env:production"]'), ("", '["managed-by:someone"]'), ("flows.hello", '["runtime:docker"]')],
+    ids=["an env tag", "a managed-by tag", "a per-flow runtime tag"],
+)
+def test_tags_that_look_like_ownership_are_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, where: str, tags: str
+) -> None:
+    variable = "DEPLOY_" + (where.replace(".", "__") + "__" if where else "") + "TAGS"
+    monkeypatch.setenv(variable, tags)
+
+    with pytest.raises(SettingsError) as caught:
+        load_settings("staging", project(tmp_path))
+
+    key = f"{where}.tags" if where else "tags"
+    assert f"  - {key}: must be " in str(caught.value)
+    assert "project:, env:, runtime:, managed-by (this tool's own tags)" in str(caught.value)

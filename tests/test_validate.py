@@ -784,3 +784,18 @@ def test_a_job_variable_the_default_pool_template_lacks_names_the_variable_and_t
         "job variable 'gpu_count' is not defined by the default job template of docker work "
         "pools (work pool 'staging-docker-pool'); it accepts: auto_remove, command, "
     )
+
+
+def test_a_template_that_adds_an_ownership_tag_is_refused_with_the_key_path() -> None:
+    body = _body()
+    body["tags"] = [*body["tags"], "env:production", "project:other", "project:mine"]
+
+    problems = validate_specs([_spec(body)], FLOWS)
+
+    first = len(_body()["tags"])
+    reserved = sorted((p.key, p.message.split("'")[1]) for p in problems if "is reserved" in p.message)
+    assert reserved == [
+        (f"tags.{first}", "env:production"),
+        (f"tags.{first + 1}", "project:other"),
+        (f"tags.{first + 2}", "project:mine"),
+    ]
