@@ -42,6 +42,7 @@ from deploy_lib.models import (
     UPDATED,
     ApplyResult,
     Change,
+    Owner,
     Plan,
     Result,
 )
@@ -69,6 +70,7 @@ async def apply_plan(
     prune: bool,
     on_result: Callable[[Result], None] | None = None,
     keep_drift: bool = False,
+    owner: tuple[str, str] | None = None,
 ) -> ApplyResult:
     """Write ``plan``'s creates and updates (and, with ``prune``, its deletes) through
     ``api``, at most ``concurrency`` requests at once.
@@ -85,7 +87,7 @@ async def apply_plan(
     """
     if concurrency < 1:
         raise SettingsError(f"must be at least 1, got {concurrency}", key="apply_concurrency")
-    runner = _Runner(api, asyncio.Semaphore(concurrency), on_result, prune=prune)
+    runner = _Runner(api, asyncio.Semaphore(concurrency), on_result, prune=prune, owner=owner)
     results: dict[int, Result] = {}
     pending: dict[int, Change] = {}
     for index, change in enumerate(plan.changes):
@@ -139,11 +141,13 @@ class _Runner:
         on_result: Callable[[Result], None] | None,
         *,
         prune: bool = False,
+        owner: tuple[str, str] | None = None,
     ) -> None:
         self._api = api
         self._slots = slots
         self._on_result = on_result
         self._prune = prune
+        self._owner = owner
         self._flows: dict[str, asyncio.Future[Any]] = {}
         # Once the server could not be reached through all of a request's retries, the
         # writes still waiting are not tried: each would spend its own retries in vain.
@@ -192,6 +196,16 @@ class _Runner:
                 )
             try:
                 status, deployment_id, note = await self._write(change)
+            except _TakenMeanwhile as taken:
+                result = Result(
+                    change.action,
+                    change.deployment,
+                    change.type,
+                    CONFLICT_STATUS,
+                    taken.live_id,
+                    error=f"{taken.owner} (it appeared after the plan was made)",
+                    duration=time.perf_counter() - started,
+                )
             except (DeployError, OSError, asyncio.TimeoutError) as exc:
                 # One deployment's failure must not stop the others; any other exception
                 # is a bug and propagates with its traceback.
@@ -227,6 +241,8 @@ class _Runner:
             # False means someone deleted it meanwhile: the desired state holds either way.
             await self._api.delete_deployment(change.live_id, deployment=change.deployment)
             return DELETED, change.live_id, None
+        if change.action in (CREATE, RENAME):
+            await self._check_still_free(change)
         if change.action == RENAME and change.body is not None:
             await self._ensure_flow(change.flow_name)
             deployment_id, _ = await self._api.upsert_deployment(change.body)
@@ -247,6 +263,20 @@ class _Runner:
         status = CREATED if created or change.action == CREATE else UPDATED
         return status, str(deployment_id), None
 
+    async def _check_still_free(self, change: Change) -> None:
+        """Just before a create: when a deployment of that flow and name appeared since
+        the plan (another environment or person deploying at the same time) and it is
+        not ours, raise ``_TakenMeanwhile`` instead of overwriting it."""
+        if self._owner is None:
+            return
+        name = change.deployment.split("/", 1)[1]
+        current = await self._api.read_deployment_by_name(change.flow_name, name)
+        if current is None:
+            return
+        who = Owner.of(current)
+        if not who.may_write(*self._owner):
+            raise _TakenMeanwhile(who.describe(), str(current.get("id")))
+
     async def _ensure_flow(self, name: str) -> None:
         # The first deployment of a flow starts the request; the others await the same
         # future (a failure then fails every deployment of that flow, and only those).
@@ -255,6 +285,15 @@ class _Runner:
             future = asyncio.ensure_future(self._api.ensure_flow(name))
             self._flows[name] = future
         await asyncio.shield(future)
+
+
+class _TakenMeanwhile(Exception):
+    """A planned create whose name another owner took after the plan was made."""
+
+    def __init__(self, owner: str, live_id: str) -> None:
+        super().__init__(owner)
+        self.owner = owner
+        self.live_id = live_id
 
 
 def _busy(result: Result) -> bool:

@@ -330,6 +330,13 @@ class Owner:
     def is_ours(self, project: str, env: str) -> bool:
         return self.managed and self.project == project and self.env == env
 
+    def may_write(self, project: str, env: str) -> bool:
+        """Ours, or written by this tool for ``env`` before projects were recorded (it
+        carries no project tag): a deploy may write it."""
+        return self.is_ours(project, env) or (
+            self.managed and self.project is None and self.env == env
+        )
+
     def describe(self) -> str:
         if not self.managed:
             return "not managed by this project (made by hand or by prefect deploy)"

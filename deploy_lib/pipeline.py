@@ -444,7 +444,7 @@ async def deploy_prepared(
     with shown as on_result:
         result = await apply.apply_plan(
             client, plan, concurrency=limit, prune=prune, on_result=on_result,
-            keep_drift=keep_drift,
+            keep_drift=keep_drift, owner=(prepared.settings.project, prepared.settings.env),
         )
     if not keep_drift:
         warnings += [

@@ -117,7 +117,7 @@ def make_plan(
         live_id = str(current["id"]) if current.get("id") is not None else None
         updated = str(current["updated"]) if current.get("updated") is not None else None
         owner = Owner.of(current)
-        if project is not None and not _claimable(owner, project, env):
+        if project is not None and not owner.may_write(project, env):
             changes.append(
                 Change(
                     CONFLICT,
@@ -201,14 +201,6 @@ def _renames(changes: list[Change], live: Mapping[str, Mapping[str, Any]]) -> li
                 continue
         out.append(change)
     return [c for c in out if not (c.action == DELETE and c.deployment in used)]
-
-
-def _claimable(owner: Owner, project: str, env: str) -> bool:
-    """Ours: this project's in ``env``, or written by this tool for ``env`` before
-    projects were recorded (it carries no project tag)."""
-    return owner.is_ours(project, env) or (
-        owner.managed and owner.project is None and owner.env == env
-    )
 
 
 # -- fingerprints: what we wrote, recorded on the deployment ----------------------------

@@ -552,3 +552,21 @@ async def test_apply_against_a_real_server_writes_only_changes_keeps_paused_sche
     assert hourly_after["schedule"]["anchor_date"] == hourly["schedule"]["anchor_date"]
     assert all(s["active"] for s in etl0_after["schedules"] if s is not hourly_after)
     assert make_plan(changed, final, E2E_ENV).counts["unchanged"] == 4
+
+
+def test_a_name_taken_by_another_owner_after_the_plan_is_left_alone_not_overwritten() -> None:
+    api = FakeApi()
+    planned = make_plan([spec(body("race"))], [], ENV, project="mine")
+    # Between the plan and the write, another environment creates the same deployment.
+    theirs = {**body("race"), "tags": ["managed-by:deploy-lib", "env:staging", "project:mine"]}
+    api.add_live(theirs, "id-theirs")
+
+    result = asyncio.run(
+        apply_plan(api, planned, concurrency=1, prune=False, owner=("mine", ENV))
+    )
+
+    (only,) = result.results
+    assert (only.status, only.id) == ("conflict", "id-theirs")
+    assert "owned by project 'mine', env 'staging'" in (only.error or "")
+    assert api.names("upsert_deployment") == []
+    assert api.deployments["id-theirs"]["tags"] == theirs["tags"]
