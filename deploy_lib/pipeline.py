@@ -78,6 +78,7 @@ from deploy_lib.models import (
     FlowMetadata,
     GitInfo,
     ImageResult,
+    Owner,
     Plan,
     Problem,
     Result,
@@ -677,7 +678,8 @@ def adopt(
                 conflicts = planning.make_plan(
                     prepared.specs, live, settings.env, project=settings.project
                 ).by_action(CONFLICT)
-                foreign = [c for c in conflicts if c.owner and not c.owner.startswith("not managed")]
+                owners = {f"{d.get('flow_name')}/{d.get('name')}": Owner.of(d) for d in live}
+                foreign = [c for c in conflicts if owners[c.deployment].managed]
                 if foreign:
                     raise InputError(
                         "these deployments belong to this tool under another project or "

@@ -258,8 +258,8 @@ class _Layering:
             key = _spelling(into, key)
             path = (*prefix, key)
             below = into.get(key)
-            if isinstance(value, Mapping) and isinstance(below, dict) and value:
-                self._merge(below, value, path, source, secret)
+            if isinstance(value, Mapping) and isinstance(below, dict):
+                self._merge(below, value, path, source, secret)  # an empty table adds nothing
                 continue
             self._forget(path)
             into[key] = _plain(value)

@@ -844,3 +844,9 @@ def test_tags_that_look_like_ownership_are_refused(
     key = f"{where}.tags" if where else "tags"
     assert f"  - {key}: must be " in str(caught.value)
     assert "project:, env:, runtime:, managed-by (this tool's own tags)" in str(caught.value)
+
+
+def test_an_empty_table_in_an_environment_keeps_the_default_one(tmp_path: Path) -> None:
+    settings = load_settings("staging", project(tmp_path, staging="", extra="\n[staging.work_pool]\n"))
+
+    assert settings.work_pool("python") == load_settings("staging", project(tmp_path / "b")).work_pool("python")
