@@ -278,9 +278,10 @@ def plan(
 @task(
     help={
         **_SELECT_HELP,
-        "dry_run": "print the plan and write nothing",
+        "dry_run": "print the plan and write nothing (exit 2 when changes are pending)",
         "prune": "delete deployments this tool manages in this env that are no longer desired",
-        "concurrency": "deployments written at once (default: apply_concurrency)",
+        "concurrency": "deployments written at once, a whole number (default 0: the "
+        "apply_concurrency setting)",
         "lock_timeout": "seconds to wait for another run of this env to finish (default 0)",
         "build": "first build and push the docker images, then deploy exactly those images",
         "plan": "apply exactly this saved plan (`invoke plan --out FILE`); refused when stale",
@@ -299,7 +300,7 @@ def deploy(
     type: str | None = None,
     dry_run: bool = False,
     prune: bool = False,
-    concurrency: int | None = None,
+    concurrency: int = 0,
     json: bool = False,
     lock_timeout: float = 0.0,
     log_file: str | None = None,
@@ -313,9 +314,13 @@ def deploy(
     """Validate, plan and apply the deployments of an environment.
 
     On a terminal it asks before deleting (--prune) or overwriting changes made on the
-    server; --yes does not ask; without a terminal (cron, CI) it never asks."""
+    server; --yes does not ask; without a terminal (cron, CI) it never asks.  --dry-run
+    exits as plan does: 0 no changes, 2 changes pending."""
     from deploy_lib import pipeline, report
+    from deploy_lib.errors import EXIT_CHANGES_PENDING, InputError
 
+    if concurrency < 0:
+        raise InputError(f"--concurrency must be a whole number of at least 1, got {concurrency}")
     settings = _settings(out, env)
     tty = sys.stdout.isatty() and not json
     saved = pipeline.read_saved_plan(plan) if plan else None
@@ -328,7 +333,7 @@ def deploy(
         types=[type] if type else [],
         dry_run=dry_run,
         prune=prune,
-        concurrency=concurrency,
+        concurrency=concurrency or None,
         keep_drift=keep_drift,
         build=build,
         lock_timeout=lock_timeout,
@@ -340,9 +345,11 @@ def deploy(
         on_images=None if json else lambda images: out.echo(report.format_images(images)),
     )
     out.warn_all(outcome.warnings)
-    if outcome.result is None:
+    if outcome.result is None:  # a dry run: plan's exit codes
         if json:
             out.echo(report.to_json(report.plan_json(outcome.plan, out.masker)))
+        if outcome.plan.has_changes:
+            raise Exit(code=EXIT_CHANGES_PENDING)
         return
     if json:
         out.echo(report.to_json(report.results_json(outcome.result, out.masker)))

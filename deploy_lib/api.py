@@ -413,7 +413,8 @@ class PrefectApi:
         retry: bool = True,
         deployment: str | None = None,
     ) -> httpx.Response:
-        """Send one request with bounded retries; return a 2xx response or raise ApiError."""
+        """Send one request with bounded retries; return a 2xx response or raise ApiError
+        (a 3xx too: redirects are never followed)."""
         url = f"{self.url}/{path}"
         content = None if body is None else json.dumps(body, default=_json_default)
         headers = {"Content-Type": "application/json"} if content is not None else None
@@ -458,6 +459,20 @@ class PrefectApi:
                 tries = f" after {attempt} attempt{'s' if attempt > 1 else ''}"
                 raise ApiServerError(
                     self._scrub(f"{detail}{tries}"), url=url, status=status, deployment=deployment
+                )
+            if 300 <= status < 400:
+                # Never followed: a redirect may lead to another host (with our API key),
+                # or to a login page; and a DELETE answered 3xx did not delete anything.
+                where = response.headers.get("Location") or "nowhere it says"
+                raise ApiError(
+                    self._scrub(
+                        f"the server at {self.url} answered HTTP {status}, redirecting to "
+                        f"{where}; redirects are not followed: point api_url at the Prefect "
+                        "API itself"
+                    ),
+                    url=url,
+                    status=status,
+                    deployment=deployment,
                 )
             if status >= 400:
                 error = _ERRORS.get(status, ApiError)

@@ -59,6 +59,7 @@ _PRUNE_HINT = "kept: deploy with --prune to delete it"
 _COLOUR = {CREATE: "32", UPDATE: "33", DELETE: "31", CONFLICT: "1;31", RENAME: "36"}
 _DRIFT_COLOUR = "35"
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
+_STAMPED = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ ")
 _ON_SERVER = "changed on the server since the last deploy"
 
 
@@ -438,13 +439,30 @@ class Output:
             self.warn(text)
 
     def log(self, text: str) -> None:
-        """Append ``text`` (already masked), one timestamped line per line, to the log."""
+        """Append ``text`` (already masked), one timestamped line per line, to the log:
+        its folder is made if missing, the file is created readable by its owner only,
+        and a line that already starts with a timestamp is not stamped again.  When the
+        log cannot be written (a folder, a full disk), that is said once on stderr and
+        the run goes on without it."""
         if self.log_file is None:
             return
         stamp = _stamp()
-        plain_text = _ANSI.sub("", text)
-        with self.log_file.open("a", encoding="utf-8") as handle:
-            handle.writelines(f"{stamp} {line}\n" for line in plain_text.splitlines() or [""])
+        lines = [
+            line if _STAMPED.match(line) else f"{stamp} {line}"
+            for line in _ANSI.sub("", text).splitlines() or [""]
+        ]
+        try:
+            self.log_file.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.log_file, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            with os.fdopen(fd, "a", encoding="utf-8") as handle:
+                handle.writelines(f"{line}\n" for line in lines)
+        except OSError as exc:
+            path, self.log_file = self.log_file, None
+            self.stderr.write(
+                f"warning: cannot write the log file {path}: {exc.strerror or exc}; "
+                "going on without it\n"
+            )
+            self.stderr.flush()
 
     def stream(self) -> TextIO:
         """A stream over stdout that also logs each non-blank line written to it."""

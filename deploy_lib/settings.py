@@ -211,13 +211,27 @@ def _check_sections(raw: Mapping[str, Any], path: Path) -> None:
             )
 
 
+_ENV_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,62}\Z")
+
+
 def _environment_names(raw: Mapping[str, Any], path: Path) -> list[str]:
+    """The environments of a settings file: its top-level tables but [default] and
+    [global].  A name becomes part of paths (build/<env>, the lock file) and tags, so it
+    must be a safe slug: letters, digits, '_' and '-'."""
     _check_sections(raw, path)
-    return [
+    names = [
         key
         for key in raw
         if key.lower() not in _NOT_ENVIRONMENTS and not key.lower().startswith("dynaconf")
     ]
+    for name in names:
+        if not _ENV_NAME.match(name):
+            raise SettingsError(
+                f"environment [{name!r}] is not a safe name: use letters, digits, '_' and "
+                "'-' (at most 63), since it becomes part of file paths and tags",
+                path=str(path),
+            )
+    return names
 
 
 def _section(raw: Mapping[str, Any] | None, name: str) -> Mapping[str, Any]:

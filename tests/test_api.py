@@ -761,3 +761,17 @@ def test_bundled_job_templates_are_read_without_a_server() -> None:
     )
     assert {"env", "working_dir"} <= set(process["variables"]["properties"])
     assert bundled_job_template("no-such-worker") is None
+
+
+@pytest.mark.parametrize("status", [301, 302, 307, 308])
+async def test_a_redirect_is_an_error_naming_where_it_leads_and_is_never_followed(
+    status: int,
+) -> None:
+    recorder = Recorder(reply(status, None, Location="https://login.example.com/sso"))
+    async with recorder.api(api_key=SECRET_KEY) as api:
+        with pytest.raises(ApiError) as caught:
+            await api.delete_deployment("d1", deployment="f/d")
+    message = str(caught.value)
+    assert f"answered HTTP {status}, redirecting to https://login.example.com/sso" in message
+    assert "redirects are not followed" in message
+    assert [r.url.host for r in recorder.requests] == ["prefect.test"]  # one request, no follow

@@ -855,7 +855,7 @@ SECRET_COMMANDS = [
     pytest.param(("deploy", "--json", "--flow", "{flow}"), 0, "", id="deploy --json of a rotation"),
     pytest.param(
         ("deploy", "--dry-run", "--json", "--flow", "{flow}"),
-        0,
+        2,  # a rotated secret is a change pending
         "output",
         id="deploy --dry-run --json of a rotation",
     ),

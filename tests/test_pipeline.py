@@ -393,7 +393,7 @@ def test_plan_and_deploy_on_the_command_line_exit_with_the_documented_codes(
     }
 
     dry = invoke(project, "deploy", "--env", ENV, "--dry-run", **no_debug)
-    assert dry.returncode == 0, dry.stderr
+    assert dry.returncode == 2, dry.stderr  # plan's codes: changes are pending
     assert "env-report/env-report" in dry.stdout
     assert live_deployments(prefect_server)["env-report/env-report"]["parameters"]["debug"] is True
 
@@ -936,3 +936,18 @@ def test_a_prefect_yaml_deployed_by_prefect_is_migrated_and_adopted_to_an_empty_
     assert deployment["parameters"] == {"x": 5}
     assert "team-data" in deployment["tags"]
     assert deployment["schedules"][0]["schedule"]["cron"] == "0 2 * * *"
+
+
+def test_deploy_takes_a_whole_number_of_concurrency_and_a_dry_run_says_what_is_pending(
+    prefect_server: str, shared_pools: None, tmp_path: Path
+) -> None:
+    root = shared_project(tmp_path / "numbers", one_flow("numbered"))
+
+    dry = cli(root, "deploy", "--env", ENV, "--dry-run", server=prefect_server)
+    assert dry.returncode == 2, dry.stdout + dry.stderr  # as plan: changes pending
+    done = cli(root, "deploy", "--env", ENV, "--concurrency", "2", server=prefect_server)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert cli(root, "deploy", "--env", ENV, "--dry-run", server=prefect_server).returncode == 0
+    bad = cli(root, "deploy", "--env", ENV, "--concurrency", "-1", server=prefect_server)
+    assert bad.returncode == 3 and "Traceback" not in bad.stderr
+    assert "--concurrency must be a whole number of at least 1, got -1" in bad.stderr

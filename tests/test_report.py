@@ -463,3 +463,32 @@ def test_confirm_goes_on_only_for_yes() -> None:
         out, stdout, _ = output()
         assert out.confirm(["delete 1 deployment(s): a/a"], stdin=io.StringIO(answer)) is expected
         assert "  - delete 1 deployment(s): a/a\nGo on? [y/N] " in stdout.getvalue()
+
+
+def test_the_log_file_folder_is_made_and_the_file_is_private(tmp_path: Any) -> None:
+    log = tmp_path / "logs" / "deploy.log"  # the README's cron line, on a fresh clone
+    out = Output(log_file=log, stdout=io.StringIO(), stderr=io.StringIO())
+
+    out.echo("first")
+
+    assert log.read_text().endswith(" first\n")
+    assert log.stat().st_mode & 0o077 == 0
+
+
+def test_a_line_already_stamped_is_not_stamped_twice(tmp_path: Any) -> None:
+    out, _, _ = output(tmp_path)
+
+    out.log("2026-12-01T02:15:00Z created a/a (12 ms)")
+
+    assert (tmp_path / "deploy.log").read_text() == "2026-12-01T02:15:00Z created a/a (12 ms)\n"
+
+
+def test_a_log_file_that_cannot_be_written_is_said_once_and_the_run_goes_on(tmp_path: Any) -> None:
+    (tmp_path / "deploy.log").mkdir()  # a folder where the file should be
+    out, stdout, stderr = output(tmp_path)
+
+    out.echo("one")
+    out.echo("two")
+
+    assert stdout.getvalue() == "one\ntwo\n"
+    assert stderr.getvalue().count("cannot write the log file") == 1

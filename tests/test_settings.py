@@ -850,3 +850,13 @@ def test_an_empty_table_in_an_environment_keeps_the_default_one(tmp_path: Path) 
     settings = load_settings("staging", project(tmp_path, staging="", extra="\n[staging.work_pool]\n"))
 
     assert settings.work_pool("python") == load_settings("staging", project(tmp_path / "b")).work_pool("python")
+
+
+@pytest.mark.parametrize("name", ["../../../../tmp/x", "a b", ".hidden", "x" * 64])
+def test_an_environment_name_must_be_a_safe_slug(tmp_path: Path, name: str) -> None:
+    root = project(tmp_path, f'\n["{name}"]\napi_url = ""\n')
+
+    with pytest.raises(SettingsError, match=r"is not a safe name") as caught:
+        load_settings("staging", root)
+
+    assert "settings.toml" in str(caught.value)
