@@ -259,7 +259,8 @@ def plan(
         raise InputError(f"unknown plan format {fmt!r}; choose one of: text, json, markdown")
     settings = _settings(output, env)
     result, warnings, saved = pipeline.plan_and_save(
-        settings, flow_names=flow or [], types=[type] if type else [], out=out
+        settings, flow_names=flow or [], types=[type] if type else [], out=out,
+        notify=output.note,
     )
     output.warn_all(warnings)
     if fmt == "json":
@@ -343,6 +344,7 @@ def deploy(
         progress=None if json else lambda plan: out.progress(plan, tty=tty),
         on_line=None if json else out.echo,
         on_images=None if json else lambda images: out.echo(report.format_images(images)),
+        notify=out.note,
     )
     out.warn_all(outcome.warnings)
     if outcome.result is None:  # a dry run: plan's exit codes
@@ -547,6 +549,7 @@ def run(
         wait=wait,
         timeout=timeout,
         with_worker=worker,
+        notify=out.note,
     )
     out.echo(report.format_run(outcome))
 
@@ -559,7 +562,7 @@ def quickstart(c: Any, out: Output, debug: bool = False) -> None:
 
     settings = _settings(out, "development")
     out.echo("1/4 local Prefect server and work pools")
-    out.echo(report.format_pools_ready(pipeline.pools(settings, create=True)))
+    out.echo(report.format_pools_ready(pipeline.pools(settings, create=True, notify=out.note)))
     out.echo("2/4 deploy the example flows to development")
     outcome = pipeline.deploy(settings, command="invoke quickstart")
     assert outcome.result is not None
@@ -591,7 +594,7 @@ def pools(
     from deploy_lib import pipeline, report
     from deploy_lib.errors import EXIT_ERROR
 
-    rows = pipeline.pools(_settings(out, env), create=create)
+    rows = pipeline.pools(_settings(out, env), create=create, notify=out.note)
     out.echo(report.to_json(rows) if json else report.format_work_pools(rows))
     if not all(row["type_ok"] for row in rows):
         raise Exit(code=EXIT_ERROR)
@@ -613,7 +616,7 @@ def worker(
     An empty api_url means the local server, which is started first when needed."""
     from deploy_lib import pipeline
 
-    code = pipeline.run_worker(_settings(out, env), run_once=run_once)
+    code = pipeline.run_worker(_settings(out, env), run_once=run_once, notify=out.note)
     if code:
         raise Exit(code=code)
 

@@ -25,7 +25,9 @@ import datetime as dt
 import email.utils
 import importlib.util
 import json
+import os
 import random
+import ssl
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from functools import cache
@@ -37,9 +39,11 @@ from urllib.parse import quote
 import httpx
 
 from deploy_lib.errors import (
+    ApiCertificateError,
     ApiConflict,
     ApiError,
     ApiForbidden,
+    ApiHostUnknown,
     ApiNotFound,
     ApiServerError,
     ApiUnauthorized,
@@ -152,9 +156,9 @@ class PrefectApi:
         """True when ``GET /health`` answers ``true``; False when it cannot be reached."""
         try:
             response = await self._request("GET", "health", retry=False)
-        except ApiError:
+            return response.json() is True
+        except (ApiError, ValueError):  # unreachable, refused, or not JSON (a web page)
             return False
-        return response.json() is True
 
     async def ensure_flow(self, name: str) -> str:
         """The id of the flow called ``name``, creating it when missing (an upsert).
@@ -433,6 +437,10 @@ class PrefectApi:
                 else:
                     response = await self._attempt(method, path, content, headers)
             except httpx.TransportError as exc:
+                if (permanent := _permanent(exc, self.url)) is not None:
+                    # Retrying cannot help: fail at once, with the right advice.
+                    kind, message = permanent
+                    raise kind(self._scrub(message), url=url, deployment=deployment) from exc
                 if isinstance(exc, _STALE) and stale_left > 0:
                     stale_left -= 1
                     attempt -= 1
@@ -597,10 +605,17 @@ async def work_pools_report(
 # -- helpers -------------------------------------------------------------------------
 
 
-def _tls_verify(url: str) -> bool:
+def _tls_verify(url: str) -> bool | ssl.SSLContext:
     """Verify certificates for https; for plain http there is no TLS, and not building
-    an SSL context (certifi's bundle) saves about 50 ms per client, three times a run."""
-    return not url.lower().startswith("http://")
+    an SSL context (certifi's bundle) saves about 50 ms per client, three times a run.
+    ``SSL_CERT_FILE`` or ``REQUESTS_CA_BUNDLE`` (a corporate CA's bundle) is honoured."""
+    if url.lower().startswith("http://"):
+        return False
+    for name in ("SSL_CERT_FILE", "REQUESTS_CA_BUNDLE"):
+        bundle = os.environ.get(name, "")
+        if bundle and Path(bundle).is_file():
+            return ssl.create_default_context(cafile=bundle)
+    return True
 
 
 def _is_loopback(url: str) -> bool:
@@ -658,6 +673,29 @@ def _parse_retry_after(value: str) -> float | None:
     if when.tzinfo is None:
         when = when.replace(tzinfo=dt.timezone.utc)
     return max(0.0, (when - dt.datetime.now(dt.timezone.utc)).total_seconds())
+
+
+# What a connection failure says when the name does not resolve at all, and when the
+# server's certificate is not trusted: neither is transient.
+_UNKNOWN_HOST = ("name or service not known", "nodename nor servname", "no address associated")
+_BAD_CERTIFICATE = ("certificate_verify_failed", "certificate verify failed")
+
+
+def _permanent(exc: httpx.TransportError, url: str) -> tuple[type[ApiError], str] | None:
+    """The error and why ``exc`` will not go away by retrying; None when it may."""
+    text = str(exc).lower()
+    host = httpx.URL(url).host
+    if any(words in text for words in _UNKNOWN_HOST):
+        return ApiHostUnknown, (
+            f"the host {host!r} of api_url does not resolve (no such name in DNS): check "
+            "api_url for a typo, or the machine's DNS"
+        )
+    if any(words in text for words in _BAD_CERTIFICATE):
+        return ApiCertificateError, (
+            f"the TLS certificate of {host!r} is not trusted ({exc}); behind a corporate CA "
+            "point SSL_CERT_FILE (or REQUESTS_CA_BUNDLE) at its bundle"
+        )
+    return None
 
 
 def _describe_transport_error(exc: httpx.TransportError, attempts: int) -> str:

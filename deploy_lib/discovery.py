@@ -580,6 +580,9 @@ def _flow_from(
             f"flow name {name!r} contains {', '.join(repr(c) for c in banned)}; Prefect "
             f"refuses any of {' '.join(_BANNED_NAME_CHARACTERS)} in names"
         )
+    if any(ord(c) < 32 or 127 <= ord(c) < 160 for c in name):
+        # A newline or an escape sequence would forge log lines or clear the screen.
+        problems.append(f"flow name {name!r} holds control characters; use printable text")
 
     found, value, _ = _keyword_value(decorator, "description", constants)
     description: str | None = None

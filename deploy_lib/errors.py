@@ -10,6 +10,8 @@
     │   └── StalePlan                         a saved plan the source or the server moved past
     ├── ApiError                     exit 1   the Prefect API said no, or could not be reached
     │   ├── ApiUnreachable                    connection refused / timed out after bounded retries
+    │   │   ├── ApiHostUnknown                the host does not resolve (not retried)
+    │   │   └── ApiCertificateError           its TLS certificate is not trusted (not retried)
     │   ├── ApiUnauthorized                   HTTP 401
     │   ├── ApiForbidden                      HTTP 403
     │   ├── ApiNotFound                       HTTP 404
@@ -175,6 +177,18 @@ class ApiError(DeployError):
 
 class ApiUnreachable(ApiError):
     hint = "is the server running? check api_url in settings or DEPLOY_API_URL"
+
+
+class ApiHostUnknown(ApiUnreachable):
+    """The API's host name does not resolve; not retried."""
+
+    hint = "check api_url (settings or DEPLOY_API_URL)"
+
+
+class ApiCertificateError(ApiUnreachable):
+    """The server's TLS certificate is not trusted; not retried."""
+
+    hint = "set SSL_CERT_FILE to the bundle of the CA that signed it"
 
 
 class ApiUnauthorized(ApiError):

@@ -21,6 +21,7 @@ import copy
 import datetime as _dt
 import inspect
 import json
+import math
 import re
 from collections.abc import Iterator, Mapping
 from functools import lru_cache
@@ -357,12 +358,25 @@ def _json_default(param: Parameter) -> Any:
     """The default as pydantic encodes it in JSON mode; _NO_DEFAULT when the default is an
     expression we cannot evaluate without running the module (the flow then uses its
     own default at run time)."""
-    if param.default_is_literal:
-        return _jsonable(param.default)
     try:
-        return _jsonable(_evaluate(_parse(str(param.default))))
+        value = param.default if param.default_is_literal else _evaluate(_parse(str(param.default)))
+        value = _jsonable(value)
     except (_Unsupported, ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
         return _NO_DEFAULT
+    if not _finite(value):
+        # inf / nan are no JSON numbers: sent as Infinity, every plan would show a change.
+        return _NO_DEFAULT
+    return value
+
+
+def _finite(value: Any) -> bool:
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if isinstance(value, dict):
+        return all(_finite(v) for v in value.values())
+    if isinstance(value, list):
+        return all(_finite(v) for v in value)
+    return True
 
 
 # Constructors whose call on literals we evaluate, and how pydantic writes the result.

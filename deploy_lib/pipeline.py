@@ -58,6 +58,7 @@ from deploy_lib import (
     settings as config,
 )
 from deploy_lib.errors import (
+    ApiError,
     Declined,
     DeployError,
     DiscoveryError,
@@ -314,19 +315,25 @@ def local_server(root: Path | str, **options: Any) -> server.LocalServer:
     return server.LocalServer(root, probe=api.Probe(), **options)
 
 
-def api_url(settings: Settings, *, start: bool = True) -> str:
+def api_url(settings: Settings, *, start: bool = True, notify: LineSink | None = None) -> str:
     """The API URL of the environment: ``api_url``, else the local server (started when
     ``start``)."""
-    return server.resolve_api_url(settings, probe=api.Probe(), start=start)
+    return server.resolve_api_url(settings, probe=api.Probe(), start=start, on_start=notify)
 
 
-def connect(settings: Settings, *, start: bool = True, **options: Any) -> api.PrefectApi:
+def connect(
+    settings: Settings,
+    *,
+    start: bool = True,
+    notify: LineSink | None = None,
+    **options: Any,
+) -> api.PrefectApi:
     """A PrefectApi for an environment's settings (``api_url``, ``api_key``).
 
     An empty ``api_url`` means the embedded local server of the project, started when
     ``start`` is true.  ``options`` go to PrefectApi (timeout, retries, ...).  Use the
     result as an async context manager."""
-    url = api_url(settings, start=start)
+    url = api_url(settings, start=start, notify=notify)
     if not settings.api_url:
         options.setdefault("max_writes", 1)  # the embedded server is SQLite
     return api.PrefectApi(url, settings.api_key, **options)
@@ -343,6 +350,11 @@ async def check_server(client: Any, specs: Sequence[DeploymentSpec]) -> list[str
     pool_names = sorted({str(s.body["work_pool_name"]) for s in specs})
     found = await asyncio.gather(*map(client.read_work_pool, pool_names))
     pools = dict(zip(pool_names, found, strict=True))
+    if found and all(pool is None for pool in found) and not await client.health():
+        # No pool at all, and no health either: api_url is not a Prefect API.
+        url = str(getattr(client, "url", ""))
+        hint = "" if url.rstrip("/").endswith("/api") else f" (did you mean {url.rstrip('/')}/api?)"
+        raise ApiError(f"no Prefect API at {url}{hint}", url=url)
     problems: list[Problem] = []
     queues: set[tuple[str, str]] = set()
     for spec in specs:
@@ -465,7 +477,11 @@ def _prepared(
 
 
 def plan(
-    target: Prepared | Settings, *, flow_names: Sequence[str] = (), types: Sequence[str] = ()
+    target: Prepared | Settings,
+    *,
+    flow_names: Sequence[str] = (),
+    types: Sequence[str] = (),
+    notify: LineSink | None = None,
 ) -> tuple[Plan, list[str]]:
     """Connect to the environment's API, check its work pools and compute the plan of
     ``target`` (``prepare``d first when it is the settings, for ``flow_names``/``types``).
@@ -475,7 +491,7 @@ def plan(
     prepared = _prepared(target, flow_names, types)
 
     async def go() -> tuple[Plan, list[str]]:
-        async with connect(prepared.settings) as client:
+        async with connect(prepared.settings, notify=notify) as client:
             warnings = [*prepared.warnings, *await check_server(client, prepared.specs)]
             return await compute_plan(client, prepared), warnings
 
@@ -488,11 +504,12 @@ def plan_and_save(
     flow_names: Sequence[str] = (),
     types: Sequence[str] = (),
     out: str | os.PathLike[str] | None = None,
+    notify: LineSink | None = None,
 ) -> tuple[Plan, list[str], Path | None]:
     """``plan``; with ``out``, also save it there for ``deploy --plan`` (the path is
     returned)."""
     prepared = prepare(settings, flow_names=flow_names, types=types)
-    result, warnings = plan(prepared)
+    result, warnings = plan(prepared, notify=notify)
     saved = write_saved_plan(saved_plan(result, prepared), out) if out else None
     return result, warnings, saved
 
@@ -515,6 +532,7 @@ def deploy(
     progress: Progress | None = None,
     on_line: LineSink | None = None,
     on_images: Callable[[Sequence[ImageResult]], None] | None = None,
+    notify: LineSink | None = None,
 ) -> DeployOutcome:
     """Hold the environment's lock; with ``build``, build and push the docker images
     first (then deploy exactly those; ``on_images`` hears of them at once); check the
@@ -529,7 +547,7 @@ def deploy(
             on_images(images)
 
         async def go() -> DeployOutcome:
-            async with connect(prepared.settings) as client:
+            async with connect(prepared.settings, notify=notify) as client:
                 return await deploy_prepared(
                     client,
                     prepared,
@@ -828,7 +846,9 @@ def build_images(
 # -- pools, runs, workers, the local server -----------------------------------------------
 
 
-def pools(settings: Settings, *, create: bool = False) -> list[dict[str, Any]]:
+def pools(
+    settings: Settings, *, create: bool = False, notify: LineSink | None = None
+) -> list[dict[str, Any]]:
     """``api.work_pools_report`` for the environment's ``work_pool.python`` and
     ``work_pool.docker`` pools (only the types in ``deployment_types``); with ``create``,
     the missing ones are made."""
@@ -845,7 +865,7 @@ def pools(settings: Settings, *, create: bool = False) -> list[dict[str, Any]]:
         wanted[deployment_type] = name
 
     async def go() -> list[dict[str, Any]]:
-        async with connect(settings) as client:
+        async with connect(settings, notify=notify) as client:
             return await api.work_pools_report(client, wanted, create=create)
 
     return _run(go())
@@ -859,6 +879,7 @@ def run_flow(
     wait: bool = True,
     timeout: float = 600.0,
     with_worker: bool = False,
+    notify: LineSink | None = None,
 ) -> dict[str, Any]:
     """Run the deployment ``target`` names and (with ``wait``) wait for its final state.
 
@@ -866,13 +887,13 @@ def run_flow(
     the duration.  Raises ``RunFailed`` unless the run ends Completed."""
 
     async def go() -> dict[str, Any]:
-        async with connect(settings) as client:
+        async with connect(settings, notify=notify) as client:
             return await runs.run_deployment(
                 client, settings, target, parameters, wait=wait, timeout=timeout
             )
 
     worker: AbstractContextManager[Any] = (
-        server.background_worker(settings, api_url(settings))
+        server.background_worker(settings, api_url(settings, notify=notify))
         if with_worker
         else contextlib.nullcontext()
     )
@@ -885,9 +906,11 @@ def parse_params(items: Sequence[str]) -> dict[str, Any]:
     return runs.parse_params(items)
 
 
-def run_worker(settings: Settings, *, run_once: bool = False) -> int:
+def run_worker(
+    settings: Settings, *, run_once: bool = False, notify: LineSink | None = None
+) -> int:
     """A process worker for the env's python pool in the foreground; its exit code."""
-    return server.run_worker(settings, api_url(settings), run_once=run_once)
+    return server.run_worker(settings, api_url(settings, notify=notify), run_once=run_once)
 
 
 def server_start(root: Path | str, *, timeout: float = 60.0) -> str:

@@ -29,7 +29,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -119,8 +119,11 @@ class LocalServer:
         record = self._live_record()
         return record["url"] if record else None
 
-    def start(self, timeout: float = 60.0) -> str:
-        """Start the server unless it already runs; return its API URL.
+    def start(
+        self, timeout: float = 60.0, *, on_start: Callable[[str], None] | None = None
+    ) -> str:
+        """Start the server unless it already runs; return its API URL.  ``on_start``
+        hears, before the wait, that a server is being started (it can take a while).
 
         Waits up to ``timeout`` seconds for ``/api/health`` (a fresh database takes the
         longest: its migrations run first).  ServerError, quoting the end of the log, when
@@ -138,7 +141,13 @@ class LocalServer:
                     self._terminate(record["pid"], grace=5.0)
                     self._remove_state()
             try:
-                return self._launch(_free_port(self.preferred_port), timeout)
+                port = _free_port(self.preferred_port)
+                if on_start is not None:
+                    on_start(
+                        f"starting the local Prefect server at http://{HOST}:{port}/api "
+                        f"(state under {self.home}); it keeps running: invoke server.stop"
+                    )
+                return self._launch(port, timeout)
             except _PortTaken:
                 pass  # taken between the check and the bind: once more on another port
             try:
@@ -376,7 +385,12 @@ class _PortTaken(Exception):
 
 
 def resolve_api_url(
-    settings: Settings, *, probe: Probe, start: bool = True, timeout: float = 60.0
+    settings: Settings,
+    *,
+    probe: Probe,
+    start: bool = True,
+    timeout: float = 60.0,
+    on_start: Callable[[str], None] | None = None,
 ) -> str:
     """The Prefect API URL an environment talks to.
 
@@ -387,7 +401,7 @@ def resolve_api_url(
         return url.rstrip("/")
     server = LocalServer(Path(settings.root), probe=probe)
     if start:
-        return server.start(timeout=timeout)
+        return server.start(timeout=timeout, on_start=on_start)
     status = server.status()
     if status is None or not status.healthy:
         raise ServerError(

@@ -11,6 +11,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
@@ -24,9 +25,11 @@ from deploy_lib.api import (
     work_pools_report,
 )
 from deploy_lib.errors import (
+    ApiCertificateError,
     ApiConflict,
     ApiError,
     ApiForbidden,
+    ApiHostUnknown,
     ApiNotFound,
     ApiServerError,
     ApiUnauthorized,
@@ -775,3 +778,53 @@ async def test_a_redirect_is_an_error_naming_where_it_leads_and_is_never_followe
     assert f"answered HTTP {status}, redirecting to https://login.example.com/sso" in message
     assert "redirects are not followed" in message
     assert [r.url.host for r in recorder.requests] == ["prefect.test"]  # one request, no follow
+
+
+@pytest.mark.parametrize(
+    ("failure", "error", "says"),
+    [
+        (
+            httpx.ConnectError("[Errno -2] Name or service not known"),
+            ApiHostUnknown,
+            "the host 'prefect.test' of api_url does not resolve",
+        ),
+        (
+            httpx.ConnectError("[SSL: CERTIFICATE_VERIFY_FAILED] certificate verify failed"),
+            ApiCertificateError,
+            "the TLS certificate of 'prefect.test' is not trusted",
+        ),
+    ],
+    ids=["an unknown host", "an untrusted certificate"],
+)
+async def test_what_retrying_cannot_fix_fails_at_once_with_its_own_advice(
+    failure: Exception, error: type[ApiError], says: str
+) -> None:
+    recorder = Recorder(failure)
+    async with recorder.api(retries=5) as api:
+        with pytest.raises(error) as caught:
+            await api.read_deployment("d1")
+
+    assert says in str(caught.value)
+    assert "is the server running" not in str(caught.value)
+    assert len(recorder.requests) == 1, "not retried"
+
+
+def test_a_ca_bundle_from_the_environment_verifies_https(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import ssl
+
+    import certifi
+
+    from deploy_lib.api import _tls_verify
+
+    bundle = tmp_path / "corp-ca.pem"
+    bundle.write_bytes(Path(certifi.where()).read_bytes())  # any real bundle will do
+    monkeypatch.delenv("SSL_CERT_FILE", raising=False)
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(bundle))
+
+    context = _tls_verify("https://prefect.corp/api")
+    assert isinstance(context, ssl.SSLContext) and context.cert_store_stats()["x509_ca"] > 0
+    assert _tls_verify("http://127.0.0.1:4200/api") is False
+    monkeypatch.delenv("REQUESTS_CA_BUNDLE")
+    assert _tls_verify("https://prefect.corp/api") is True

@@ -945,3 +945,14 @@ def test_the_whole_docstring_is_kept_so_parameter_descriptions_can_be_read(tmp_p
     (found,) = discover_flows(tmp_path).flows
     assert found.description == "Load rows."
     assert found.docstring is not None and "rows: how many rows to load" in found.docstring
+
+
+@pytest.mark.parametrize("name", ["evil\\n2026-12-01T00:00:00Z deleted prod", "clear\\x1b[2J"])
+def test_a_flow_name_with_control_characters_is_a_problem(tmp_path: Path, name: str) -> None:
+    source = f'from prefect import flow\n\n\n@flow(name="{name}")\ndef f() -> None: ...\n'
+
+    result = discover(tmp_path, {"flows": {"f.py": source}})
+
+    (flow,) = result.flows
+    assert not flow.is_valid
+    assert any("holds control characters" in p for p in flow.problems)

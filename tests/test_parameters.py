@@ -460,3 +460,21 @@ def test_schema_of_every_example_flow_equals_prefects(monkeypatch: pytest.Monkey
         module = importlib.import_module(flow.module_path)
         theirs = prefect_parameter_schema(getattr(module, flow.function))
         assert parameter_schema(flow) == theirs.model_dump(exclude_unset=True), flow.entrypoint
+
+
+def test_a_default_that_is_no_json_number_is_left_out_of_the_schema() -> None:
+    flow = FlowMetadata(
+        name="f",
+        function="f",
+        path="f.py",
+        parameters=(
+            Parameter("limit", annotation="float", default=float("inf"), required=False),
+            Parameter("rows", annotation="int", default=3, required=False),
+        ),
+    )
+
+    properties = parameter_schema(flow)["properties"]
+
+    assert "default" not in properties["limit"]
+    assert properties["rows"]["default"] == 3
+    assert json.dumps(parameter_schema(flow), allow_nan=False)  # valid JSON, no Infinity

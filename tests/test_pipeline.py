@@ -951,3 +951,16 @@ def test_deploy_takes_a_whole_number_of_concurrency_and_a_dry_run_says_what_is_p
     bad = cli(root, "deploy", "--env", ENV, "--concurrency", "-1", server=prefect_server)
     assert bad.returncode == 3 and "Traceback" not in bad.stderr
     assert "--concurrency must be a whole number of at least 1, got -1" in bad.stderr
+
+
+def test_an_api_url_without_api_says_so_instead_of_asking_for_pools(
+    prefect_server: str, tmp_path: Path
+) -> None:
+    root = shared_project(tmp_path / "no-api", one_flow("no-api"))
+    base = prefect_server.removesuffix("/api")
+
+    done = cli(root, "plan", "--env", ENV, server=base)
+
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert f"no Prefect API at {base} (did you mean {base}/api?)" in done.stderr
+    assert "invoke pools" not in done.stderr and "Traceback" not in done.stderr

@@ -140,7 +140,10 @@ def test_worker_command_targets_the_python_pool_on_the_environments_api(
 @pytest.mark.e2e
 @pytest.mark.slow
 def test_full_lifecycle_start_status_stop_on_a_second_project(
-    tmp_path: Path, prefect_server_root: Path, bystander: subprocess.Popen[bytes]
+    tmp_path: Path,
+    prefect_server: str,  # started, so its database exists to be copied
+    prefect_server_root: Path,
+    bystander: subprocess.Popen[bytes],
 ) -> None:
     # Seed the database from the session's server so the migrations need not run again.
     (tmp_path / ".prefect").mkdir()
@@ -152,11 +155,20 @@ def test_full_lifecycle_start_status_stop_on_a_second_project(
     target.close()
     server = LocalServer(tmp_path, probe=PROBE, preferred_port=0)
 
-    url = server.start(timeout=180)
+    said: list[str] = []
+    url = server.start(timeout=180, on_start=said.append)
     status = server.status()
     assert status is not None and status.healthy and status.url == url
+    assert said == [
+        f"starting the local Prefect server at {url} (state under {tmp_path / '.prefect'}); "
+        "it keeps running: invoke server.stop"
+    ]
     assert server_home(url) == str(tmp_path / ".prefect")
-    assert LocalServer(tmp_path, probe=PROBE).start() == url, "a second start finds the running server"
+    again: list[str] = []
+    assert LocalServer(tmp_path, probe=PROBE).start(on_start=again.append) == url, (
+        "a second start finds the running server"
+    )
+    assert again == [], "nothing is started, so nothing is said"
 
     assert server.stop() is True
     assert pid_gone(status.pid)
