@@ -202,7 +202,7 @@ def validate(
             raise
         out.echo(report.report_json(settings.env, problems=exc.problems))
         raise Exit(code=exc.exit_code) from None
-    out.warn_all(prepared.warnings)
+    out.warn_all([*prepared.warnings, *prepared.notes])  # told here, not in every deploy
     specs = prepared.specs
     out.echo(report.report_json(settings.env, specs) if json else report.summarize(settings.env, specs))
 

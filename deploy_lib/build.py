@@ -75,8 +75,13 @@ SchemaOf = Callable[[FlowMetadata], Mapping[str, Any]]
 
 @dataclass(frozen=True)
 class BuildResult:
+    """The deployments, the warnings (worth a look), and the notes: what is expected of
+    ordinary settings (environment parameters some flows do not take), told once by
+    ``validate`` rather than in every cron mail."""
+
     contexts: tuple[BuildContext, ...]
     warnings: tuple[str, ...]
+    notes: tuple[str, ...] = ()
 
 
 def build_deployments(
@@ -135,8 +140,8 @@ def build_deployments(
         raise SettingsError(
             f"{len(problems)} settings problem(s) stop the build:\n" + "\n".join(lines)
         )
-    warnings += _skipped_parameter_warnings(skipped_params)
-    return BuildResult(tuple(contexts), tuple(warnings))
+    notes = _skipped_parameter_warnings(skipped_params)
+    return BuildResult(tuple(contexts), tuple(warnings), tuple(notes))
 
 
 def flow_version(flow: FlowMetadata, root: str | Path) -> str:

@@ -134,6 +134,8 @@ class Prepared:
     types: tuple[str, ...] = ()
     # The git state the specs were built from (their docker image tags come from it).
     git: GitInfo | None = None
+    # What is expected of ordinary settings (see build.BuildResult.notes).
+    notes: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -211,14 +213,27 @@ def build_specs(
 ) -> tuple[list[DeploymentSpec], list[str]]:
     """Build every deployment of ``flows`` for ``settings.env`` and overlay its templates.
 
-    Returns the specs, sorted by flow then type, and the warnings."""
+    Returns the specs, sorted by flow then type, and the warnings (the notes of
+    ``build.BuildResult`` last)."""
+    specs, warnings, notes = _build(flows, settings, git=git, now=now, templates_dir=templates_dir)
+    return specs, [*warnings, *notes]
+
+
+def _build(
+    flows: Sequence[FlowMetadata],
+    settings: Settings,
+    *,
+    git: GitInfo,
+    now: datetime,
+    templates_dir: str | os.PathLike[str] | None = None,
+) -> tuple[list[DeploymentSpec], list[str], list[str]]:
     built = build.build_deployments(
         flows, settings, git=git, schema_of=parameters.parameter_schema
     )
     specs = templates.render_specs(
         built.contexts, settings, git=git, now=now, templates_dir=templates_dir
     )
-    return specs, list(built.warnings)
+    return specs, list(built.warnings), list(built.notes)
 
 
 def check(specs: Sequence[DeploymentSpec], found: Discovery) -> list[Problem]:
@@ -270,13 +285,20 @@ def prepare(
         lines += [f"  - {p}" for p in found.problems]
         raise DiscoveryError("\n".join(lines))
     git = git if git is not None else gitinfo.git_info(Path(settings.root))
-    specs, warnings = build_specs(
+    specs, warnings, notes = _build(
         found.flows, settings, git=git, now=now if now is not None else datetime.now(timezone.utc)
     )
     selected = templates.select_specs(specs, flow_names=flow_names, types=types)
     ensure_valid(selected, found)
     return Prepared(
-        settings, found, tuple(selected), tuple(warnings), tuple(flow_names), tuple(types), git
+        settings,
+        found,
+        tuple(selected),
+        tuple(warnings),
+        tuple(flow_names),
+        tuple(types),
+        git,
+        tuple(notes),
     )
 
 

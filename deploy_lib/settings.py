@@ -33,13 +33,14 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import difflib
 import io
 import logging
 import os
 import re
 import stat
 import sys
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -136,7 +137,9 @@ def load_settings(env: str | None, root: Path) -> Settings:
         sources=sources,
         secret_keys=frozenset(secret_keys),
         secret_values=frozenset(_secret_values(data, secret_keys, secrets)),
-        warnings=tuple(_warnings(secrets_path, secrets, valid)),
+        warnings=tuple(
+            [*_warnings(secrets_path, secrets, valid), *_unknown_keys(data, sources)[1]]
+        ),
     )
 
 
@@ -224,7 +227,14 @@ def _environment_names(raw: Mapping[str, Any], path: Path) -> list[str]:
         for key in raw
         if key.lower() not in _NOT_ENVIRONMENTS and not key.lower().startswith("dynaconf")
     ]
+    settings_keys = _known_keys()
     for name in names:
+        if name.lower() in settings_keys:
+            raise SettingsError(
+                f"[{name}] is a settings table outside any environment; put it under "
+                f"[default.{name}] or [<env>.{name}]",
+                path=str(path),
+            )
         if not _ENV_NAME.match(name):
             raise SettingsError(
                 f"environment [{name!r}] is not a safe name: use letters, digits, '_' and "
@@ -597,14 +607,63 @@ def _validate(
             line = f"  - {masker.text(message)}{_from(key, sources)}"
             if line not in lines:
                 lines.append(line)
-        lines = [*lines, *_flow_problems(data, sources, masker)]
+        lines = [*lines, *_flow_problems(data, sources, masker), *_unknown_keys(data, sources)[0]]
         raise SettingsError(
             f"{len(lines)} problem(s) in the settings of environment {env!r}:\n" + "\n".join(lines)
         ) from exc
-    if lines := _flow_problems(data, sources, masker):
+    if lines := [*_flow_problems(data, sources, masker), *_unknown_keys(data, sources)[0]]:
         raise SettingsError(
             f"{len(lines)} problem(s) in the settings of environment {env!r}:\n" + "\n".join(lines)
         )
+
+
+# Keys that are settings without a rule of their own (read where they are used), and the
+# tables whose keys a user names (parameters, job variables, flows).
+_UNRULED = ("git_access_token", "registry_username", "registry_password", "pull.repository")
+_FREE_TABLES = frozenset({"parameters", "env_vars", "flows"})
+
+
+def _known_keys() -> dict[str, set[str]]:
+    """Top-level key -> the keys its table may hold (empty: not a table)."""
+    known: dict[str, set[str]] = {}
+    for dotted in [*(rule[0] for rule in _RULES), *_UNRULED]:
+        head, _, rest = dotted.partition(".")
+        known.setdefault(head, set())
+        if rest:
+            known[head].add(rest.split(".", 1)[0])
+    return known
+
+
+def _unknown_keys(data: Mapping[str, Any], sources: Mapping[str, str]) -> tuple[list[str], list[str]]:
+    """A key no rule knows (a typo such as ``apply_concurency``, ``[env_var]``), naming
+    where it came from and, when close, the key that was meant: an error when a file
+    holds it, a warning when a DEPLOY_ variable does (another tool may share the
+    prefix).  Returns (error lines, warnings)."""
+    known = _known_keys()
+    lines: list[str] = []
+    warnings: list[str] = []
+
+    def unknown(dotted: str, candidates: Iterable[str]) -> None:
+        close = difflib.get_close_matches(dotted.rsplit(".", 1)[-1], list(candidates), n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        origin = sources.get(dotted) or next(
+            (s for k, s in sources.items() if k.startswith(f"{dotted}.")), ""
+        )
+        if origin.startswith("env var "):
+            warnings.append(f"{dotted}: unknown setting{hint} ({origin}); it is ignored")
+        else:
+            lines.append(f"  - {dotted}: unknown setting{hint}{_from(dotted, sources)}")
+
+    for key, value in data.items():
+        if key not in known:
+            unknown(key, known)
+            continue
+        if key in _FREE_TABLES or not known[key] or not isinstance(value, Mapping):
+            continue
+        for sub in value:
+            if sub not in known[key]:
+                unknown(f"{key}.{sub}", known[key])
+    return lines, warnings
 
 
 def _flow_problems(data: Mapping[str, Any], sources: Mapping[str, str], masker: Masker) -> list[str]:

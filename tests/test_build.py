@@ -290,7 +290,7 @@ def test_environment_parameters_reach_only_flows_that_accept_them_with_one_warni
     assert by_name["env-report"]["parameters"] == {"cleanup": True, "debug": True}
     assert by_name["hello"]["parameters"] == {}
     # One warning per set of flows, naming every parameter they do not accept.
-    assert result.warnings == (
+    assert result.notes == (
         "environment parameter(s) 'cleanup', 'debug' (settings parameters.cleanup, "
         "parameters.debug) skipped for 1 flow(s) whose signature does not accept them: hello",
         "environment parameter(s) 'use_distributed' (settings parameters.use_distributed) "

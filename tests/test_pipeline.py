@@ -947,6 +947,10 @@ def test_deploy_takes_a_whole_number_of_concurrency_and_a_dry_run_says_what_is_p
     assert dry.returncode == 2, dry.stdout + dry.stderr  # as plan: changes pending
     done = cli(root, "deploy", "--env", ENV, "--concurrency", "2", server=prefect_server)
     assert done.returncode == 0, done.stdout + done.stderr
+    # The environment's parameters that this flow does not take: told by validate only.
+    assert "skipped for" not in done.stderr
+    validated = cli(root, "validate", "--env", ENV, server=prefect_server)
+    assert validated.stderr.count("skipped for 1 flow(s)") == 1, validated.stderr
     assert cli(root, "deploy", "--env", ENV, "--dry-run", server=prefect_server).returncode == 0
     bad = cli(root, "deploy", "--env", ENV, "--concurrency", "-1", server=prefect_server)
     assert bad.returncode == 3 and "Traceback" not in bad.stderr

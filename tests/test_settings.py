@@ -860,3 +860,53 @@ def test_an_environment_name_must_be_a_safe_slug(tmp_path: Path, name: str) -> N
         load_settings("staging", root)
 
     assert "settings.toml" in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("extra", "expected"),
+    [
+        ("\n[staging.env_var]\nX = 1\n", "env_var: unknown setting; did you mean 'env_vars'?"),
+        ("\n[staging.retries]\nretry = 7\n", "retries.retry: unknown setting; did you mean 'retries'?"),
+        ('\n[staging.x]\n', None),
+    ],
+    ids=["a table name with a typo", "a key of a table with a typo", "an empty unknown table"],
+)
+def test_an_unknown_setting_is_named_with_its_file_and_what_was_meant(
+    tmp_path: Path, extra: str, expected: str | None
+) -> None:
+    root = project(tmp_path, extra)
+
+    with pytest.raises(SettingsError) as caught:
+        load_settings("staging", root)
+
+    message = str(caught.value)
+    if expected is None:
+        expected = "x: unknown setting"
+    assert f"  - {expected}" in message
+    assert "(from settings.toml [staging])" in message or expected.startswith("x:")
+
+
+def test_a_misspelt_key_from_a_variable_is_a_warning_naming_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A warning, not an error: another tool may use the DEPLOY_ prefix too.
+    monkeypatch.setenv("DEPLOY_APPLY_CONCURENCY", "8")
+
+    settings = load_settings("staging", project(tmp_path))
+
+    assert (
+        "apply_concurency: unknown setting; did you mean 'apply_concurrency'? "
+        "(env var DEPLOY_APPLY_CONCURENCY); it is ignored"
+    ) in settings.warnings
+
+
+def test_a_misspelt_key_in_a_file_is_an_error(tmp_path: Path) -> None:
+    root = project(tmp_path, staging="apply_concurency = 8\n")
+
+    with pytest.raises(SettingsError, match=r"apply_concurency: unknown setting; did you mean 'apply_concurrency'\? \(from settings.toml \[staging\]\)"):
+        load_settings("staging", root)
+
+
+def test_a_settings_table_outside_any_environment_is_named(tmp_path: Path) -> None:
+    with pytest.raises(SettingsError, match=r"\[work_pool\] is a settings table outside any environment"):
+        load_settings("staging", project(tmp_path, '\n[work_pool]\npython = "x"\n'))
