@@ -170,7 +170,7 @@ class PrefectApi:
         async with lock:
             if name not in self._flow_ids:
                 response = await self._request("POST", "flows/", body={"name": name})
-                self._flow_ids[name] = str(response.json()["id"])
+                self._flow_ids[name] = _id_of(response)
         return self._flow_ids[name]
 
     # -- deployments -----------------------------------------------------------------
@@ -192,7 +192,7 @@ class PrefectApi:
         if flow_name is not None:
             payload["flow_id"] = await self.ensure_flow(str(flow_name))
         response = await self._request("POST", "deployments/", body=payload, deployment=who)
-        return str(response.json()["id"]), response.status_code == 201
+        return _id_of(response), response.status_code == 201
 
     async def update_deployment(
         self, deployment_id: str, patch: Mapping[str, Any], *, deployment: str | None = None
@@ -487,6 +487,19 @@ class PrefectApi:
                 raise error(
                     self._scrub(_detail(response)), url=url, status=status, deployment=deployment
                 )
+            kind = response.headers.get("content-type", "")
+            if response.content and "json" not in kind.lower():
+                # A login page, a proxy's welcome page, a web server at the wrong path.
+                raise ApiError(
+                    self._scrub(
+                        f"the server at {self.url} did not answer with Prefect API JSON "
+                        f"(got {kind or 'no content type'}: "
+                        f"{response.text[:60].strip()!r}); check api_url"
+                    ),
+                    url=url,
+                    status=status,
+                    deployment=deployment,
+                )
             return response
 
     async def _attempt(
@@ -634,6 +647,22 @@ def _is_write(method: str, path: str) -> bool:
     if method in ("GET", "HEAD", "OPTIONS"):
         return False
     return not (method == "POST" and path.rstrip("/").endswith(_READ_SUFFIXES))
+
+
+def _id_of(response: httpx.Response) -> str:
+    """The ``id`` of the object a write answered with; ApiError when there is none."""
+    try:
+        data = response.json()
+    except ValueError:
+        data = None
+    if not isinstance(data, dict) or not data.get("id"):
+        raise ApiError(
+            f"the server answered {response.request.method} {response.request.url} with no "
+            "object id: is api_url a Prefect API?",
+            url=str(response.request.url),
+            status=response.status_code,
+        )
+    return str(data["id"])
 
 
 def _as_dict(data: Any) -> dict[str, Any]:

@@ -408,6 +408,10 @@ def is_secret_name(name: str) -> bool:
     return last not in _NOT_SECRET and bool(_SECRET_NAME.search(last))
 
 
+# The user:password part of a URL: a git token in a clone URL, a password in a DSN.
+_URL_CREDENTIALS = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)[^/\s@:]+:[^/\s@]+@")
+
+
 class Masker:
     """Replaces every known secret value with ``****``; add values as they become known."""
 
@@ -424,8 +428,12 @@ class Masker:
         return frozenset(self._values)
 
     def text(self, text: str) -> str:
+        """``text`` with every known secret, and the credentials of every URL
+        (``https://user:token@host`` -> ``https://****@host``), replaced by ``****``."""
         for value in sorted(self._values, key=len, reverse=True):
             text = text.replace(value, MASK)
+        if "@" in text:
+            text = _URL_CREDENTIALS.sub(rf"\g<scheme>{MASK}@", text)
         return text
 
     def data(self, data: Any, secret_keys: Iterable[str] = (), _prefix: str = "") -> Any:

@@ -776,7 +776,9 @@ def _read_env_file(path: Path) -> dict[str, str]:
     logger = logging.getLogger("dotenv.main")
     logger.addHandler(unparsed)
     try:
-        values = dotenv_values(stream=io.StringIO(text))
+        # ${VAR} is taken from the file's own earlier lines only: interpolating this
+        # process's environment would copy a cloud key, say, into the runs' settings.
+        values = _interpolate(dotenv_values(stream=io.StringIO(text), interpolate=False))
     finally:
         logger.removeHandler(unparsed)
     lines = text.splitlines()
@@ -794,6 +796,23 @@ def _read_env_file(path: Path) -> dict[str, str]:
                 path=f"{path}:{number}",
             )
     return {name: value for name, value in values.items() if value is not None}
+
+
+_REFERENCE = re.compile(r"\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?::-(?P<default>[^}]*))?\}")
+
+
+def _interpolate(values: Mapping[str, str | None]) -> dict[str, str | None]:
+    """``${NAME}`` / ``${NAME:-default}`` replaced by the value of an earlier line of the
+    same file (else the default, else nothing), as python-dotenv does, but never from
+    the process's environment."""
+    seen: dict[str, str | None] = {}
+    for name, value in values.items():
+        if value is not None:
+            value = _REFERENCE.sub(
+                lambda m: seen.get(m.group("name")) or (m.group("default") or ""), value
+            )
+        seen[name] = value
+    return seen
 
 
 class _UnparsedLines(logging.Handler):

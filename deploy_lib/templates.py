@@ -536,7 +536,8 @@ def write_rendered(
             data, "yaml", header=f"prefect.yaml for environment {settings.env}"
         )
     target = Path(out_dir) if out_dir is not None else root / "build" / settings.env
-    removed = _write_all(target, outputs)
+    # With the secrets shown, only the owner may read the files.
+    removed = _write_all(target, outputs, mode=0o600 if show_secrets else 0o644)
     return RenderResult(target, tuple(outputs), removed)
 
 
@@ -578,7 +579,7 @@ def _has_placeholder(value: Any) -> bool:
     return False
 
 
-def _write_all(target: Path, outputs: Mapping[str, str]) -> tuple[str, ...]:
+def _write_all(target: Path, outputs: Mapping[str, str], *, mode: int = 0o644) -> tuple[str, ...]:
     manifest = target / MANIFEST
     try:
         target.mkdir(parents=True, exist_ok=True)
@@ -589,7 +590,7 @@ def _write_all(target: Path, outputs: Mapping[str, str]) -> tuple[str, ...]:
             except (ValueError, AttributeError):
                 previous = []
         for name, text in outputs.items():
-            _atomic_write(target / name, text)
+            _atomic_write(target / name, text, mode=mode)
         removed = []
         for name in previous:
             stale = target / Path(name).name
@@ -602,9 +603,14 @@ def _write_all(target: Path, outputs: Mapping[str, str]) -> tuple[str, ...]:
     return tuple(removed)
 
 
-def _atomic_write(path: Path, text: str) -> None:
+def _atomic_write(path: Path, text: str, *, mode: int = 0o644) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
+    with contextlib.suppress(FileNotFoundError):
+        tmp.unlink()
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(text)
+    os.chmod(tmp, mode)  # whatever the umask said
     os.replace(tmp, path)
 
 

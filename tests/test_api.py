@@ -828,3 +828,22 @@ def test_a_ca_bundle_from_the_environment_verifies_https(
     assert _tls_verify("http://127.0.0.1:4200/api") is False
     monkeypatch.delenv("REQUESTS_CA_BUNDLE")
     assert _tls_verify("https://prefect.corp/api") is True
+
+
+async def test_a_web_page_instead_of_the_api_is_named_not_a_traceback() -> None:
+    page = httpx.Response(200, text="<html><body>Please sign in</body></html>",
+                          headers={"content-type": "text/html; charset=utf-8"})
+    recorder = Recorder(page)
+    async with recorder.api() as api:
+        with pytest.raises(ApiError) as caught:
+            await api.list_work_pools()
+    message = str(caught.value)
+    assert "did not answer with Prefect API JSON (got text/html; charset=utf-8:" in message
+    assert "Please sign in" in message
+
+
+async def test_json_of_the_wrong_shape_from_a_write_is_named() -> None:
+    recorder = Recorder(reply(200, {"not": "a deployment"}))
+    async with recorder.api() as api:
+        with pytest.raises(ApiError, match=r"with no object id: is api_url a Prefect API\?"):
+            await api.ensure_flow("f")

@@ -96,3 +96,17 @@ def test_data_leaves_empty_secret_values_visible_so_missing_ones_show() -> None:
 def test_data_descends_into_a_table_named_like_a_secret() -> None:
     masked = Masker().data({"secrets": {"registry": "r.example", "password": "pw-1234"}})
     assert masked == {"secrets": {"registry": "r.example", "password": MASK}}
+
+
+def test_the_credentials_of_every_url_are_masked() -> None:
+    masker = Masker()
+
+    text = masker.text(
+        "clone https://x-access-token:ghp_abc123@github.com/o/r.git and "
+        "postgres://svc:hunter2@db:5432/x, not mail a@b.c or https://host/path"
+    )
+
+    assert text == (
+        "clone https://****@github.com/o/r.git and postgres://****@db:5432/x, "
+        "not mail a@b.c or https://host/path"
+    )

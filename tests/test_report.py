@@ -153,7 +153,7 @@ def test_a_secret_in_a_diff_is_masked_by_key_name_and_by_value() -> None:
         assert SECRET not in output
         assert "new-token-1234" not in output and "old-token-1234" not in output
     assert 'job_variables.env.GIT_TOKEN: "****" -> "****"' in text
-    assert 'job_variables.env.URL: (none) -> "https://x:****@host"' in text
+    assert 'job_variables.env.URL: (none) -> "https://****@host"' in text
     diff = json.loads(data)["changes"][0]["diff"]
     assert {"path": "job_variables.env.GIT_TOKEN", "old": "****", "new": "****", "drift": False} in diff
 

@@ -910,3 +910,15 @@ def test_a_misspelt_key_in_a_file_is_an_error(tmp_path: Path) -> None:
 def test_a_settings_table_outside_any_environment_is_named(tmp_path: Path) -> None:
     with pytest.raises(SettingsError, match=r"\[work_pool\] is a settings table outside any environment"):
         load_settings("staging", project(tmp_path, '\n[work_pool]\npython = "x"\n'))
+
+
+def test_an_env_file_never_brings_in_the_callers_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "wJalrXUtnFEMI-from-the-shell")
+    root = project(tmp_path, env="LEAK=${AWS_SECRET_ACCESS_KEY}\nSAFE=${MISSING:-fallback}\n")
+
+    env_vars = load_settings("staging", root).env_vars
+
+    assert env_vars["LEAK"] == ""
+    assert env_vars["SAFE"] == "fallback"

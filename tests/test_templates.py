@@ -644,6 +644,8 @@ def test_the_render_task_writes_files_and_masks_secrets(project: Path, tmp_path:
         load_settings("staging", project), out_dir=tmp_path / "shown", show_secrets=True
     )
     assert "Sup3rSecretPw" in (shown.out_dir / "hello.yaml").read_text()
+    assert (shown.out_dir / "hello.yaml").stat().st_mode & 0o777 == 0o600  # secrets: owner only
+    assert (out / "hello.yaml").stat().st_mode & 0o777 == 0o644
 
 
 def test_a_wrong_type_after_rendering_is_reported_with_the_template_as_source(
