@@ -25,6 +25,7 @@ library it owns), so a change to one stage touches one file::
     runs        run a deployment and wait for its final state
     docker      docker build / tag / push through the docker CLI
     lock        one flock per environment
+    migrate     an existing prefect.yaml -> the per-flow settings that reproduce it
     gitinfo     commit, branch, dirty
     report      everything shown: tables, JSON, progress, Output (stdout, log, masking)
     models      the values the stages hand each other, and the Masker of secrets

@@ -70,6 +70,7 @@ from deploy_lib.errors import (
 )
 from deploy_lib.models import (
     CONFLICT,
+    CONFLICT_STATUS,
     DELETE,
     POOL_TYPES,
     RENAME,
@@ -763,6 +764,8 @@ async def write_one(client: Any, spec: DeploymentSpec, *, project: str | None = 
         if isinstance(result.exception, DeployError):
             raise result.exception
         outcome.raise_if_failed()
+    if result.status == CONFLICT_STATUS:
+        outcome.raise_if_failed()  # not ours: left alone, and never passed off as ours
     return result
 
 

@@ -570,3 +570,13 @@ def test_a_name_taken_by_another_owner_after_the_plan_is_left_alone_not_overwrit
     assert "owned by project 'mine', env 'staging'" in (only.error or "")
     assert api.names("upsert_deployment") == []
     assert api.deployments["id-theirs"]["tags"] == theirs["tags"]
+
+
+def test_writing_one_deployment_refuses_one_that_is_not_this_projects() -> None:
+    api = FakeApi()
+    api.add_live({**body("solo"), "tags": ["team:x"]}, "id-by-hand")  # made in the UI
+
+    with pytest.raises(PartialFailure, match=r"solo/solo-python: not managed by this project"):
+        asyncio.run(pipeline.write_one(api, spec(body("solo")), project="mine"))
+
+    assert api.names("upsert_deployment") == []
