@@ -137,7 +137,9 @@ class TemplateRenderer:
         except (OSError, UnicodeDecodeError) as exc:
             raise TemplateError(f"cannot read the template: {exc}", path=name) from exc
         try:
-            data = yaml.safe_load(text)
+            data = yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader: no code runs
+        except _DuplicateKey as exc:
+            raise TemplateError(str(exc), path=f"{name}:{exc.line}") from None
         except yaml.MarkedYAMLError as exc:
             mark = exc.problem_mark or exc.context_mark
             where = f"{name}:{mark.line + 1}" if mark is not None else name
@@ -292,7 +294,7 @@ class TemplateRenderer:
         return None
 
     def _check_resolved(self, text: str, key: str, source: str) -> None:
-        if "{{" not in text:
+        if "{{" not in text or key in _DATA_KEYS:
             return
         for match in _PLACEHOLDER.finditer(text):
             if not RUNTIME_PLACEHOLDER.fullmatch(match.group(0)):
@@ -306,6 +308,33 @@ class TemplateRenderer:
                 )
 
 
+class _DuplicateKey(yaml.YAMLError):
+    def __init__(self, key: Any, line: int) -> None:
+        super().__init__(
+            f"key {key!r} is given twice in one mapping (line {line}); YAML would keep the "
+            "last one silently"
+        )
+        self.line = line
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """yaml.SafeLoader that refuses a key given twice in one mapping."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            if not isinstance(key_node, yaml.ScalarNode):
+                continue  # a complex key: the mapping's own construction judges it
+            key = self.construct_object(key_node, deep=deep)  # type: ignore[no-untyped-call]
+            if key in seen:
+                raise _DuplicateKey(key, key_node.start_mark.line + 1)
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+# Keys whose text comes from a flow's own source (its description or docstring): data,
+# never a template, so braces in them are kept as written.
+_DATA_KEYS = frozenset({"description"})
 _RUNTIME = "\0runtime"
 _TEXT = "\0text"
 
@@ -377,12 +406,21 @@ def render_specs(
         sources = dict(context.deployment.get("sources", {}))
         for path in paths:
             sources = _overlay_sources(renderer.load(path), sources)
+        try:
+            body = renderer.overlay(built, paths, variables)
+        except TemplateError as exc:
+            # Name the flow too: a value of its own may be what the template tripped on.
+            named = TemplateError(
+                f"{exc.message} (rendering flow {context.flow.name!r}, {context.flow.path})"
+            )
+            named.path, named.key, named.variable = exc.path, exc.key, exc.variable
+            raise named from exc
         specs.append(
             DeploymentSpec(
                 type=context.type,
                 env=settings.env,
                 flow=context.flow,
-                body=renderer.overlay(built, paths, variables),
+                body=body,
                 source=renderer.display(paths[-1]),
                 sources=sources,
             )

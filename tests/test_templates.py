@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 import yaml
 
+from deploy_lib.discovery import discover_flows
 from deploy_lib.errors import DiscoveryError, InputError, TemplateError, ValidationFailed
 from deploy_lib.models import FlowMetadata, GitInfo, Parameter, Settings
 from deploy_lib.pipeline import build_specs
@@ -152,12 +153,15 @@ def test_an_undefined_top_level_name_is_an_unknown_variable(tmp_path: Path) -> N
 
 def test_a_placeholder_left_in_a_value_is_an_unresolved_placeholder(tmp_path: Path) -> None:
     with pytest.raises(TemplateError) as caught:
-        render_one(
-            tmp_path, 'description: "{{ settings.text }}"', {"settings": {"text": "{{ x }}"}}
-        )
+        render_one(tmp_path, 'version: "{{ settings.text }}"', {"settings": {"text": "{{ x }}"}})
 
     assert "unresolved placeholder" in str(caught.value)
-    assert (caught.value.key, caught.value.variable) == ("description", "x")
+    assert (caught.value.key, caught.value.variable) == ("version", "x")
+    # A description is text of the flow's own: data, kept as written.
+    kept = render_one(
+        tmp_path, 'description: "{{ settings.text }}"', {"settings": {"text": "{{ x }}"}}
+    )
+    assert kept == {"description": "{{ x }}"}
 
 
 def test_bad_placeholder_syntax_names_the_key(tmp_path: Path) -> None:
@@ -227,6 +231,18 @@ def test_a_yaml_syntax_error_names_the_file_and_line(tmp_path: Path) -> None:
     assert message.startswith("templates/python_deployment.yaml:")
     assert "YAML syntax error" in message
     assert "line 3" in message
+
+
+def test_a_key_given_twice_is_named_with_its_line_not_silently_the_last(tmp_path: Path) -> None:
+    template = "job_variables:\n  stream_output: true\n  stream_output: false\n"
+
+    with pytest.raises(TemplateError) as caught:
+        render_one(tmp_path, template, {})
+
+    assert str(caught.value) == (
+        "templates/python_deployment.yaml:3: key 'stream_output' is given twice in one "
+        "mapping (line 3); YAML would keep the last one silently"
+    )
 
 
 def test_an_unquoted_placeholder_is_a_yaml_error_not_a_silent_mapping(tmp_path: Path) -> None:
@@ -709,3 +725,22 @@ async def test_prefect_deploy_accepts_the_rendered_prefect_yaml(
     assert live["job_variables"] == ours["job_variables"]
     # The server reports a deployment's limit as its global concurrency limit.
     assert live["global_concurrency_limit"]["limit"] == ours["concurrency_limit"]
+
+
+def test_braces_in_a_flows_docstring_are_data_and_a_failing_template_names_the_flow(
+    tmp_path: Path,
+) -> None:
+    write(tmp_path, {
+        "flows/greet.py": (
+            'from prefect import flow\n\n\n@flow\ndef greet(name: str = "x") -> None:\n'
+            '    """Says {{ user.name }} hello."""\n'
+        ),
+        "templates/python_deployment.yaml": 'description: "[dev] {{ deployment.description }}"\n',
+    })
+    flows = discover_flows(tmp_path, ["flows"]).flows
+    specs, _ = build_specs(flows, _settings(tmp_path, "staging"), git=GIT, now=NOW)
+    assert specs[0].body["description"] == "[dev] Says {{ user.name }} hello."
+
+    (tmp_path / "templates/python_deployment.yaml").write_text('version: "{{ nope }}"\n')
+    with pytest.raises(TemplateError, match=r"rendering flow 'greet', flows/greet.py\)"):
+        build_specs(flows, _settings(tmp_path, "staging"), git=GIT, now=NOW)
