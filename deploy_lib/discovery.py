@@ -23,6 +23,7 @@ import errno
 import fnmatch
 import os
 import re
+import stat
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -45,6 +46,8 @@ _FLOW_DECORATORS = frozenset({"prefect.flow", "prefect.flows.flow"})
 # Prefect refuses these in flow names (prefect/types/names.py BANNED_CHARACTERS).
 _BANNED_NAME_CHARACTERS = ("/", "%", "&", ">", "<")
 _DOCKERFILE = "Dockerfile"
+# A source file larger than this is not read (generated data, a device linked in).
+MAX_FILE_BYTES = 8 * 2**20
 _REQUIREMENTS = "requirements.txt"
 _JSON_SCALARS = (str, int, float, bool, type(None))
 _TOP_LEVEL_DEF = re.compile(r"^(?:async[ \t]+)?def[ \t]+(\w+)", re.MULTILINE)
@@ -277,10 +280,19 @@ class _Walker:
             return
         self.files[rel] = None
         try:
+            if not stat.S_ISREG(os.stat(absolute).st_mode):
+                # A FIFO would block the read forever, a device (/dev/zero) never end.
+                self._problem(rel, "not a regular file (a FIFO, device or socket); not read")
+                return
             with open(absolute, "rb") as handle:
-                data = handle.read()
+                data = handle.read(MAX_FILE_BYTES + 1)
         except OSError as exc:
             self._problem(rel, f"cannot read file: {exc.strerror or exc}")
+            return
+        if len(data) > MAX_FILE_BYTES:
+            self._problem(
+                rel, f"larger than {MAX_FILE_BYTES // 2**20} MiB: not a flow file; not read"
+            )
             return
         text = _decode(data)
         if isinstance(text, Problem):

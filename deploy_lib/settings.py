@@ -178,6 +178,8 @@ def _refuse_unsupported_files(root: Path) -> None:
 
 def _read_toml(path: Path) -> dict[str, Any]:
     try:
+        if path.exists() and not path.is_file():
+            raise SettingsError("is not a regular file (a FIFO, device or folder)", path=str(path))
         text = path.read_bytes().decode("utf-8")
     except FileNotFoundError as exc:
         raise SettingsError(

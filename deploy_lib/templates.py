@@ -567,6 +567,12 @@ def write_rendered(
         header = f"{spec.full_name} ({spec.type}, env {spec.env}), rendered from {spec.source}"
         outputs[filename] = dump(body, fmt, header=header)
     if write_prefect_yaml:
+        if "prefect.yaml" in outputs:
+            raise InputError(
+                "a deployment named 'prefect' would be written to prefect.yaml, which "
+                "--prefect-yaml writes too: rename the deployment (naming or flows.<flow>.names) "
+                "or render without --prefect-yaml; nothing was written"
+            )
         data = prefect_yaml(specs, name=root.name)
         if not show_secrets:
             data = mask_body(data, settings)

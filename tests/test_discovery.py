@@ -956,3 +956,30 @@ def test_a_flow_name_with_control_characters_is_a_problem(tmp_path: Path, name: 
     (flow,) = result.flows
     assert not flow.is_valid
     assert any("holds control characters" in p for p in flow.problems)
+
+
+def test_a_fifo_or_a_device_in_the_flows_never_blocks_discovery(tmp_path: Path) -> None:
+    flows = tmp_path / "flows"
+    flows.mkdir()
+    (flows / "ok.py").write_text('from prefect import flow\n\n\n@flow\ndef ok() -> None: ...\n')
+    os.mkfifo(flows / "pipe.py")
+    (flows / "zero.py").symlink_to("/dev/zero")
+
+    result = discover_flows(tmp_path, ["flows"])  # returns: nothing waits on the FIFO
+
+    assert [f.name for f in result.flows] == ["ok"]
+    problems = {p.path: p.message for p in result.problems}
+    assert problems["flows/pipe.py"].startswith("not a regular file")
+    assert problems["flows/zero.py"].startswith("not a regular file")
+
+
+def test_a_huge_source_file_is_not_read_whole(tmp_path: Path) -> None:
+    from deploy_lib.discovery import MAX_FILE_BYTES
+
+    flows = tmp_path / "flows"
+    flows.mkdir()
+    (flows / "big.py").write_bytes(b"# flow prefect\n" + b"x" * MAX_FILE_BYTES)
+
+    problems = {p.path: p.message for p in discover_flows(tmp_path, ["flows"]).problems}
+
+    assert problems["flows/big.py"] == "larger than 8 MiB: not a flow file; not read"

@@ -922,3 +922,11 @@ def test_an_env_file_never_brings_in_the_callers_environment(
 
     assert env_vars["LEAK"] == ""
     assert env_vars["SAFE"] == "fallback"
+
+
+def test_a_settings_file_that_is_a_fifo_is_named_not_waited_on(tmp_path: Path) -> None:
+    tmp_path.mkdir(exist_ok=True)
+    os.mkfifo(tmp_path / "settings.toml")
+
+    with pytest.raises(SettingsError, match=r"settings.toml: is not a regular file"):
+        load_settings("staging", tmp_path)

@@ -744,3 +744,16 @@ def test_braces_in_a_flows_docstring_are_data_and_a_failing_template_names_the_f
     (tmp_path / "templates/python_deployment.yaml").write_text('version: "{{ nope }}"\n')
     with pytest.raises(TemplateError, match=r"rendering flow 'greet', flows/greet.py\)"):
         build_specs(flows, _settings(tmp_path, "staging"), git=GIT, now=NOW)
+
+
+def test_a_deployment_named_prefect_and_the_prefect_yaml_export_do_not_overwrite_each_other(
+    project: Path, tmp_path: Path
+) -> None:
+    with (project / "settings.toml").open("a") as handle:
+        handle.write('\n[staging.flows.hello.names]\npython = "prefect"\n')
+    out = tmp_path / "out"
+
+    with pytest.raises(InputError, match=r"a deployment named 'prefect' would be written to prefect.yaml"):
+        render_to_files(load_settings("staging", project), out_dir=out, write_prefect_yaml=True)
+
+    assert not out.exists()  # nothing was written
