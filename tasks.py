@@ -554,6 +554,19 @@ def run(
     out.echo(report.format_run(outcome))
 
 
+@task(help={"env": _ENV_HELP, "json": "print one JSON object", "debug": _DEBUG_HELP})
+@boundary
+def version(c: Any, out: Output, env: str | None = None, json: bool = False, debug: bool = False) -> None:
+    """Show this tool's version, Prefect's, and the environment's Prefect server's."""
+    from deploy_lib import pipeline, report
+
+    found = pipeline.versions(_settings(out, env))
+    if json:
+        out.echo(report.to_json(found))
+    else:
+        out.echo("\n".join(f"{name:<10} {value}" for name, value in found.items()))
+
+
 @task(help={"debug": _DEBUG_HELP})
 @boundary
 def quickstart(c: Any, out: Output, debug: bool = False) -> None:

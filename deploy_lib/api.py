@@ -160,6 +160,14 @@ class PrefectApi:
         except (ApiError, ValueError):  # unreachable, refused, or not JSON (a web page)
             return False
 
+    async def server_version(self) -> str:
+        """The Prefect version the server runs (``GET /admin/version``)."""
+        response = await self._request("GET", "admin/version", retry=False)
+        try:
+            return str(response.json())
+        except ValueError as exc:
+            raise ApiError("the server's version is not JSON", url=self.url) from exc
+
     async def ensure_flow(self, name: str) -> str:
         """The id of the flow called ``name``, creating it when missing (an upsert).
 

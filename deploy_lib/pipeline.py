@@ -33,6 +33,7 @@ from collections.abc import (
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -929,6 +930,28 @@ def run_flow(
 def parse_params(items: Sequence[str]) -> dict[str, Any]:
     """``--param KEY=VALUE`` items as a dict (values read as JSON when they parse)."""
     return runs.parse_params(items)
+
+
+def versions(settings: Settings) -> dict[str, str]:
+    """This tool's version, Prefect's installed here, and the environment's server's
+    (the local server is not started for it: "not running" then)."""
+    def installed(name: str) -> str:
+        try:
+            return version(name)
+        except PackageNotFoundError:
+            return "not installed"
+
+    found = {"deploy-lib": installed("deploy-lib"), "prefect": installed("prefect")}
+
+    async def go() -> str:
+        async with connect(settings, start=False, retries=0) as client:
+            return await client.server_version()
+
+    try:
+        found["server"] = f"{_run(go())} at {api_url(settings, start=False)}"
+    except DeployError as exc:
+        found["server"] = f"unknown ({exc})"
+    return found
 
 
 def run_worker(

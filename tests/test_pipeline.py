@@ -968,3 +968,18 @@ def test_an_api_url_without_api_says_so_instead_of_asking_for_pools(
     assert done.returncode == 1, done.stdout + done.stderr
     assert f"no Prefect API at {base} (did you mean {base}/api?)" in done.stderr
     assert "invoke pools" not in done.stderr and "Traceback" not in done.stderr
+
+
+def test_version_names_this_tool_prefect_and_the_server(prefect_server: str, tmp_path: Path) -> None:
+    from importlib.metadata import version
+
+    root = shared_project(tmp_path / "versions", one_flow("versioned"))
+
+    done = cli(root, "version", "--json", server=prefect_server)
+
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert json.loads(done.stdout) == {
+        "deploy-lib": version("deploy-lib"),
+        "prefect": version("prefect"),
+        "server": f"{version('prefect')} at {prefect_server}",
+    }
