@@ -4,11 +4,12 @@
              -> [lock] -> [docker images] -> check pools -> plan -> apply   (deploy)
 
 Every use case is one function here: ``load``, ``discover``, ``prepare``, ``render``,
-``plan``, ``deploy``, ``build_images``, ``pools``, ``run_flow``, ``run_worker`` and the
-local server's ``server_start`` / ``server_stop`` / ``server_status``, plus what the
-Python API (``creators``) needs.  Each stage module is a leaf: it imports only
-``models`` and ``errors`` (and the one outside library it owns), never another stage,
-so what one stage hands the next is visible here.  The event loop runs in one place
+``plan`` / ``plan_and_save``, ``deploy`` (a saved plan too), ``adopt``, ``destroy``,
+``migrate_prefect_yaml``, ``build_images``, ``pools``, ``run_flow``, ``run_worker``,
+``versions`` and the local server's ``server_start`` / ``server_stop`` /
+``server_status``, plus what the Python API (``creators``) needs.  Each stage module is
+a leaf: it imports only ``models`` and ``errors`` (and the one outside library it
+owns), never another stage, so what one stage hands the next is visible here.  The event loop runs in one place
 (``_run``), the environment lock is taken in one place (``_locked``), and the network
 is reached through one ``api.PrefectApi`` made by ``connect``.
 
