@@ -242,9 +242,22 @@ class PrefectApi:
         the sort order and concurrent writes never skip or repeat a deployment.  Flow
         names come from one ``/flows/filter`` call per 200 distinct flows.  Sorted by
         flow name, then deployment name."""
-        base: dict[str, Any] = {}
-        if tags_all:
-            base["tags"] = {"all_": list(tags_all)}
+        base: dict[str, Any] = {"tags": {"all_": list(tags_all)}} if tags_all else {}
+        return await self._with_flow_names(await self._filtered(base))
+
+    async def list_deployments_named(self, names: Iterable[str]) -> list[dict[str, Any]]:
+        """Every deployment with one of ``names`` (of any flow and any owner), each with
+        its ``flow_name``; the names are asked for 200 at a time."""
+        wanted = sorted(set(names))
+        found: list[dict[str, Any]] = []
+        for start in range(0, len(wanted), PAGE_SIZE):
+            found += await self._filtered({"name": {"any_": wanted[start : start + PAGE_SIZE]}})
+        return await self._with_flow_names(found)
+
+    async def _filtered(self, base: Mapping[str, Any]) -> list[dict[str, Any]]:
+        """Every deployment matching the filter ``base``, in pages that exclude the ids
+        already seen (rather than an offset: ties and concurrent writes neither skip nor
+        repeat one)."""
         found: dict[str, dict[str, Any]] = {}
         while True:
             flt = dict(base)
@@ -255,29 +268,7 @@ class PrefectApi:
             for item in page:
                 found[str(item["id"])] = item
             if len(page) < PAGE_SIZE:
-                break
-        return await self._with_flow_names(found.values())
-
-    async def list_deployments_named(self, names: Iterable[str]) -> list[dict[str, Any]]:
-        """Every deployment with one of ``names`` (of any flow and any owner), each with
-        its ``flow_name``; the names are asked for 200 at a time."""
-        wanted = sorted(set(names))
-        found: dict[str, dict[str, Any]] = {}
-        for start in range(0, len(wanted), PAGE_SIZE):
-            chunk = wanted[start : start + PAGE_SIZE]
-            seen: set[str] = set()
-            while True:
-                flt: dict[str, Any] = {"name": {"any_": chunk}}
-                if seen:
-                    flt["id"] = {"not_any_": sorted(seen)}
-                body = {"deployments": flt, "limit": PAGE_SIZE, "sort": "NAME_ASC"}
-                page = _as_list(await self._post_json("deployments/filter", body))
-                for item in page:
-                    seen.add(str(item["id"]))
-                    found[str(item["id"])] = item
-                if len(page) < PAGE_SIZE:
-                    break
-        return await self._with_flow_names(found.values())
+                return list(found.values())
 
     async def _with_flow_names(self, items: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
         """``items`` with their ``flow_name``, sorted by flow name then name."""

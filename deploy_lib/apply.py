@@ -92,21 +92,13 @@ async def apply_plan(
     pending: dict[int, Change] = {}
     for index, change in enumerate(plan.changes):
         if change.action == UNCHANGED:
-            results[index] = runner.report(
-                Result(
-                    change.action, change.deployment, change.type, UNCHANGED_STATUS, change.live_id
-                )
-            )
+            results[index] = runner.report(_result(change, UNCHANGED_STATUS, change.live_id))
         elif change.action == DELETE and not prune:
-            results[index] = runner.report(
-                Result(change.action, change.deployment, change.type, SKIPPED, change.live_id)
-            )
+            results[index] = runner.report(_result(change, SKIPPED, change.live_id))
         elif change.action == CONFLICT:
             results[index] = runner.report(
-                Result(
-                    change.action,
-                    change.deployment,
-                    change.type,
+                _result(
+                    change,
                     CONFLICT_STATUS,
                     change.live_id,
                     error=change.owner,
@@ -114,10 +106,8 @@ async def apply_plan(
             )
         elif change.action == UPDATE and change.drift and keep_drift:
             results[index] = runner.report(
-                Result(
-                    change.action,
-                    change.deployment,
-                    change.type,
+                _result(
+                    change,
                     SKIPPED,
                     change.live_id,
                     note=f"drift kept: {', '.join(change.drift)} changed on the server",
@@ -185,10 +175,8 @@ class _Runner:
         async with self._slots:
             started = time.perf_counter()
             if self._unreachable is not None:
-                return Result(
-                    change.action,
-                    change.deployment,
-                    change.type,
+                return _result(
+                    change,
                     FAILED,
                     change.live_id,
                     error="not attempted: the Prefect API could not be reached during this "
@@ -197,10 +185,8 @@ class _Runner:
             try:
                 status, deployment_id, note = await self._write(change)
             except _TakenMeanwhile as taken:
-                result = Result(
-                    change.action,
-                    change.deployment,
-                    change.type,
+                result = _result(
+                    change,
                     CONFLICT_STATUS,
                     taken.live_id,
                     error=f"{taken.owner} (it appeared after the plan was made)",
@@ -211,10 +197,8 @@ class _Runner:
                 # is a bug and propagates with its traceback.
                 if isinstance(exc, ApiUnreachable) and self._unreachable is None:
                     self._unreachable = exc
-                result = Result(
-                    change.action,
-                    change.deployment,
-                    change.type,
+                result = _result(
+                    change,
                     FAILED,
                     change.live_id,
                     error=_message(exc),
@@ -222,10 +206,8 @@ class _Runner:
                     exception=exc,
                 )
             else:
-                result = Result(
-                    change.action,
-                    change.deployment,
-                    change.type,
+                result = _result(
+                    change,
                     status,
                     deployment_id,
                     duration=time.perf_counter() - started,
@@ -294,6 +276,11 @@ class _TakenMeanwhile(Exception):
         super().__init__(owner)
         self.owner = owner
         self.live_id = live_id
+
+
+def _result(change: Change, status: str, id_: str | None = None, **details: Any) -> Result:
+    """The ``Result`` of ``change`` with ``status`` (and error, note, duration, ...)."""
+    return Result(change.action, change.deployment, change.type, status, id_, **details)
 
 
 def _busy(result: Result) -> bool:

@@ -40,7 +40,7 @@ import os
 import re
 import stat
 import sys
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -126,7 +126,8 @@ def load_settings(env: str | None, root: Path) -> Settings:
     if "project" not in data:  # the project folder's name, as a slug
         data["project"] = _slug(root.name)
         sources["project"] = "the project folder's name"
-    _validate(name, data, sources, Masker(_secret_values({}, set(), secrets)))
+    unknown, unknown_warnings = _unknown_keys(data, sources)
+    _validate(name, data, sources, Masker(_secret_values({}, set(), secrets)), unknown)
 
     sources.update(_layer_env_vars(data, root, name))
     secret_keys = _secret_keys(data, layering.secret_paths)
@@ -138,7 +139,7 @@ def load_settings(env: str | None, root: Path) -> Settings:
         secret_keys=frozenset(secret_keys),
         secret_values=frozenset(_secret_values(data, secret_keys, secrets)),
         warnings=tuple(
-            [*_warnings(secrets_path, secrets, valid), *_unknown_keys(data, sources)[1]]
+            [*_warnings(secrets_path, secrets, valid), *unknown_warnings]
         ),
     )
 
@@ -581,10 +582,15 @@ def _validators(data: Mapping[str, Any]) -> list[Any]:
 
 
 def _validate(
-    env: str, data: Mapping[str, Any], sources: Mapping[str, str], masker: Masker
+    env: str,
+    data: Mapping[str, Any],
+    sources: Mapping[str, str],
+    masker: Masker,
+    unknown: Sequence[str] = (),
 ) -> None:
     """Run every validator over ``data`` (Dynaconf's ``validate_all``) and raise one
-    SettingsError listing all; ``masker`` hides the values of .secrets.toml that a
+    SettingsError listing all, the per-flow problems and the ``unknown`` keys' lines
+    too; ``masker`` hides the values of .secrets.toml that a
     message would quote."""
     dyn = Dynaconf(
         settings_files=[],
@@ -609,11 +615,11 @@ def _validate(
             line = f"  - {masker.text(message)}{_from(key, sources)}"
             if line not in lines:
                 lines.append(line)
-        lines = [*lines, *_flow_problems(data, sources, masker), *_unknown_keys(data, sources)[0]]
+        lines = [*lines, *_flow_problems(data, sources, masker), *unknown]
         raise SettingsError(
             f"{len(lines)} problem(s) in the settings of environment {env!r}:\n" + "\n".join(lines)
         ) from exc
-    if lines := [*_flow_problems(data, sources, masker), *_unknown_keys(data, sources)[0]]:
+    if lines := [*_flow_problems(data, sources, masker), *unknown]:
         raise SettingsError(
             f"{len(lines)} problem(s) in the settings of environment {env!r}:\n" + "\n".join(lines)
         )
