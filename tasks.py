@@ -70,6 +70,10 @@ def _settings(out: Output, env: str | None) -> Settings:
 
 
 _ENV_HELP = "environment (a section of settings.toml); default $DEPLOY_ENV, else development"
+_STRICT_HELP = (
+    "exit 3 on any problem in the flow files (by default a flow with a problem is left "
+    "out, named, and the others go on)"
+)
 _DEBUG_HELP = "show the traceback of an error"
 
 
@@ -144,6 +148,7 @@ def config(
         "show-secrets": "write secret values instead of ****",
         "flow": "only this flow (repeatable)",
         "type": "only this deployment type: python or docker",
+        "strict": _STRICT_HELP,
         "debug": _DEBUG_HELP,
     },
     iterable=["flow"],
@@ -159,6 +164,7 @@ def render(
     show_secrets: bool = False,
     flow: list[str] | None = None,
     type: str | None = None,
+    strict: bool = False,
     debug: bool = False,
 ) -> None:
     """Render every deployment to one file each; nothing is written if any is invalid."""
@@ -172,6 +178,7 @@ def render(
         show_secrets=show_secrets,
         flow_names=flow or [],
         types=[type] if type else [],
+        strict=strict,
     )
     output.warn_all(result.warnings)
     output.echo(f"wrote {len(result.files)} file(s) to {result.out_dir}")
@@ -182,29 +189,48 @@ def render(
 @task(
     help={
         "env": _ENV_HELP,
-        "json": "print one JSON object: {env, valid, deployments, problems}",
+        "json": "print one JSON object, whatever happens: "
+        "{env, valid, deployments, problems, skipped, warnings[, error]}",
+        "strict": _STRICT_HELP,
         "debug": _DEBUG_HELP,
     }
 )
 @boundary
 def validate(
-    c: Any, out: Output, env: str | None = None, json: bool = False, debug: bool = False
+    c: Any,
+    out: Output,
+    env: str | None = None,
+    json: bool = False,
+    strict: bool = False,
+    debug: bool = False,
 ) -> None:
     """Discover, build, render and validate every deployment; write nothing (exit 3 if invalid)."""
     from deploy_lib import pipeline, report
-    from deploy_lib.errors import ValidationFailed
+    from deploy_lib.errors import DeployError, ValidationFailed
 
-    settings = _settings(out, env)
     try:
-        prepared = pipeline.prepare(settings)
-    except ValidationFailed as exc:
-        if not json:
+        settings = _settings(out, env)
+        prepared = pipeline.prepare(settings, strict=strict)
+    except DeployError as exc:
+        if not json or debug:
             raise
-        out.echo(report.report_json(settings.env, problems=exc.problems))
+        problems = exc.problems if isinstance(exc, ValidationFailed) else ()
+        error = None if problems else out.mask(str(exc))
+        out.echo(report.report_json(pipeline.default_env(env), problems=problems, error=error))
         raise Exit(code=exc.exit_code) from None
     out.warn_all([*prepared.warnings, *prepared.notes])  # told here, not in every deploy
     specs = prepared.specs
-    out.echo(report.report_json(settings.env, specs) if json else report.summarize(settings.env, specs))
+    if json:
+        out.echo(
+            report.report_json(
+                settings.env,
+                specs,
+                skipped=prepared.skipped,
+                warnings=[out.mask(w) for w in (*prepared.warnings, *prepared.notes)],
+            )
+        )
+    else:
+        out.echo(report.summarize(settings.env, specs))
 
 
 _SELECT_HELP = {
@@ -233,6 +259,7 @@ def _confirm(out: Output, yes: bool) -> Any:
         "format": "text (default), json or markdown (a summary and table for a pull request)",
         "out": "also save the plan to this file, for `invoke deploy --plan FILE`",
         "no_color": "no colours, even on a terminal (NO_COLOR does the same)",
+        "strict": _STRICT_HELP,
     },
     iterable=["flow"],
 )
@@ -248,6 +275,7 @@ def plan(
     out: str | None = None,
     no_color: bool = False,
     log_file: str | None = None,
+    strict: bool = False,
     debug: bool = False,
 ) -> None:
     """Show what deploy would change (exit 0: no changes, 2: changes pending)."""
@@ -258,13 +286,14 @@ def plan(
     if fmt not in ("text", "json", "markdown"):
         raise InputError(f"unknown plan format {fmt!r}; choose one of: text, json, markdown")
     settings = _settings(output, env)
-    result, warnings, saved = pipeline.plan_and_save(
+    outcome = pipeline.plan_and_save(
         settings, flow_names=flow or [], types=[type] if type else [], out=out,
-        notify=output.note,
+        notify=output.note, strict=strict,
     )
-    output.warn_all(warnings)
+    result, saved = outcome.plan, outcome.saved
+    output.warn_all(outcome.warnings)
     if fmt == "json":
-        output.echo(report.to_json(report.plan_json(result, output.masker)))
+        output.echo(report.to_json(report.plan_json(result, output.masker, outcome.skipped)))
     elif fmt == "markdown":
         output.echo(report.format_plan_markdown(result, output.masker))
     else:
@@ -289,6 +318,7 @@ def plan(
         "keep_drift": "leave alone deployments changed on the server since the last deploy",
         "yes": "do not ask before deleting or overwriting drift (never asked without a terminal)",
         "no_color": "no colours, even on a terminal (NO_COLOR does the same)",
+        "strict": _STRICT_HELP,
     },
     iterable=["flow"],
 )
@@ -310,6 +340,7 @@ def deploy(
     keep_drift: bool = False,
     yes: bool = False,
     no_color: bool = False,
+    strict: bool = False,
     debug: bool = False,
 ) -> None:
     """Validate, plan and apply the deployments of an environment.
@@ -345,16 +376,17 @@ def deploy(
         on_line=None if json else out.echo,
         on_images=None if json else lambda images: out.echo(report.format_images(images)),
         notify=out.note,
+        strict=strict,
     )
     out.warn_all(outcome.warnings)
     if outcome.result is None:  # a dry run: plan's exit codes
         if json:
-            out.echo(report.to_json(report.plan_json(outcome.plan, out.masker)))
+            out.echo(report.to_json(report.plan_json(outcome.plan, out.masker, outcome.skipped)))
         if outcome.plan.has_changes:
             raise Exit(code=EXIT_CHANGES_PENDING)
         return
     if json:
-        out.echo(report.to_json(report.results_json(outcome.result, out.masker)))
+        out.echo(report.to_json(report.results_json(outcome.result, out.masker, outcome.skipped)))
     else:
         out.echo(report.format_results(outcome.result, out.masker))
     outcome.result.raise_if_failed()

@@ -93,6 +93,10 @@ async def apply_plan(
     for index, change in enumerate(plan.changes):
         if change.action == UNCHANGED:
             results[index] = runner.report(_result(change, UNCHANGED_STATUS, change.live_id))
+        elif change.action == DELETE and change.kept is not None:
+            results[index] = runner.report(
+                _result(change, SKIPPED, change.live_id, note=f"kept: {change.kept}")
+            )
         elif change.action == DELETE and not prune:
             results[index] = runner.report(_result(change, SKIPPED, change.live_id))
         elif change.action == CONFLICT:

@@ -99,19 +99,22 @@ def build_deployments(
     ``settings`` are valid (``settings.load_settings`` checked every key); raises
     ``SettingsError`` only when two types of one flow would share a deployment name.
     """
-    flows = sorted(flows, key=lambda f: (f.name, f.path))
+    flows = sorted(flows, key=lambda f: (f.name, f.path, f.function))
     env = _EnvValues.read(settings, git, schema_of)
     problems: list[tuple[str, str]] = []
     warnings: list[str] = list(env.warnings)
     contexts: list[BuildContext] = []
     skipped_params: dict[str, list[str]] = {}
+    required: list[tuple[bool, str]] = []
+    bases = deployment_bases([f for f in flows if f.is_valid], settings.flow_roots)
 
-    known = {f.name for f in flows}
+    known = {f.name for f in flows} | {e for f in flows for e in (f.entrypoint, f.module_entrypoint)}
     for name in sorted(_all_override_names(settings)):
         if name not in known:
             warnings.append(
                 f"settings key 'flows.{name}' names no discovered flow; its overrides are unused"
             )
+    warnings += _shared_name_notes(flows, bases)
 
     for flow in flows:
         if not flow.is_valid:
@@ -120,16 +123,17 @@ def build_deployments(
                 + "; ".join(flow.problems)
             )
             continue
-        overrides = settings.flow_overrides(flow.name)
+        overrides = settings.flow_overrides(flow.name, (flow.entrypoint, flow.module_entrypoint))
         if not overrides.get("enabled", True):
             continue
         types = _types_for(flow, overrides, env, warnings)
         if not types:
             continue
-        names = _names_for(flow, types, overrides, env, problems)
+        names = _names_for(flow, types, overrides, env, problems, bases.get(flow.entrypoint))
         if problems:
             continue
         shared = _shared_values(flow, overrides, env, skipped_params)
+        required += _required_without_value(flow, shared)
         for type_ in types:
             contexts.append(
                 BuildContext(type_, flow, _deployment(flow, type_, names[type_], shared, env))
@@ -141,7 +145,88 @@ def build_deployments(
             f"{len(problems)} settings problem(s) stop the build:\n" + "\n".join(lines)
         )
     notes = _skipped_parameter_warnings(skipped_params)
+    warnings += [line for is_warning, line in required if is_warning]
+    notes += [line for is_warning, line in required if not is_warning]
     return BuildResult(tuple(contexts), tuple(warnings), tuple(notes))
+
+
+def deployment_bases(flows: Iterable[FlowMetadata], flow_roots: Sequence[str] = ()) -> dict[str, str]:
+    """The default deployment name of each flow whose name another file shares,
+    keyed by entrypoint: its file's path below its flow root, as a slug
+    (``pipelines/dup_a/report.py`` -> ``dup-a-report``), and the function's name too
+    when one file holds both.  Stable: it depends on the flow's own place only."""
+    by_name: dict[str, list[FlowMetadata]] = {}
+    for flow in flows:
+        by_name.setdefault(flow.name, []).append(flow)
+    roots = sorted((r.strip("/").removeprefix("./") for r in flow_roots), key=len, reverse=True)
+    out: dict[str, str] = {}
+    for same in by_name.values():
+        if len(same) < 2:
+            continue
+        per_file: dict[str, int] = {}
+        for flow in same:
+            per_file[flow.path] = per_file.get(flow.path, 0) + 1
+        for flow in same:
+            rel = flow.path
+            for root in roots:
+                if root and root != "." and rel.startswith(root + "/"):
+                    rel = rel[len(root) + 1 :]
+                    break
+            stem = rel[:-3] if rel.endswith(".py") else rel
+            stem = stem.removesuffix("/__init__") or stem
+            base = flow_slug(stem)
+            if per_file[flow.path] > 1:
+                base = f"{base}-{flow_slug(flow.function)}"
+            out[flow.entrypoint] = base
+    return out
+
+
+def _shared_name_notes(flows: Sequence[FlowMetadata], bases: Mapping[str, str]) -> list[str]:
+    """Said once per shared flow name: which deployment name each file gets."""
+    by_name: dict[str, list[FlowMetadata]] = {}
+    for flow in flows:
+        if flow.entrypoint in bases:
+            by_name.setdefault(flow.name, []).append(flow)
+    return [
+        f"flow name {name!r} is defined in {len(same)} places; each gets its own deployment, "
+        "named after its file: "
+        + ", ".join(f"{name}/{bases[f.entrypoint]} ({f.entrypoint})" for f in same)
+        + f"; name them yourself with settings key 'flows.\"{same[0].entrypoint}\".name'"
+        for name, same in sorted(by_name.items())
+    ]
+
+
+def _required_without_value(flow: FlowMetadata, shared: _Shared) -> list[tuple[bool, str]]:
+    """A line for a flow with required parameters no setting gives a value: every run
+    must pass them (a note).  With an active schedule each scheduled run would fail:
+    then it is a warning (the flag is True)."""
+    missing = [
+        p.name
+        for p in flow.parameters
+        if p.required and p.kind not in _VAR_KINDS and p.name not in shared.parameters
+    ]
+    if not missing:
+        return []
+    names = ", ".join(missing)
+    scheduled = isinstance(shared.schedules, list) and any(
+        isinstance(s, Mapping) and s.get("active", True) for s in shared.schedules
+    )
+    if scheduled:
+        return [
+            (
+                True,
+                f"flow {flow.name!r} ({flow.entrypoint}) is scheduled, but has no value for "
+                f"required parameter(s) {names}: each scheduled run would fail; set "
+                f"flows.{flow.name}.parameters",
+            )
+        ]
+    return [
+        (
+            False,
+            f"flow {flow.name!r} ({flow.entrypoint}): every run must pass {names} "
+            "(required, and no value in the settings)",
+        )
+    ]
 
 
 def flow_version(flow: FlowMetadata, root: str | Path) -> str:
@@ -309,8 +394,9 @@ def _names_for(
     overrides: Mapping[str, Any],
     env: _EnvValues,
     problems: list[tuple[str, str]],
+    derived: str | None = None,
 ) -> dict[str, str]:
-    base = str(overrides.get("name") or flow.name)
+    base = str(overrides.get("name") or derived or flow.name)
     explicit = overrides.get("names") or {}
     suffix = len(types) > 1 or bool(env.get("naming.always_suffix", False))
     names: dict[str, str] = {}

@@ -29,7 +29,9 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from deploy_lib.models import Discovery, FlowMetadata, Parameter, Problem
+from deploy_lib import pysource
+from deploy_lib.models import TYPE_REFERENCE, Discovery, FlowMetadata, Parameter, Problem
+from deploy_lib.pysource import NotLiteral, Resolver, Scope, Unresolved
 
 __all__ = [
     "SKIPPED_DIRS",
@@ -118,10 +120,11 @@ def _split_entrypoint(text: str) -> tuple[str | None, str | None, str] | None:
 
 @dataclass
 class _Found:
-    """A flow as parsed, before duplicate names are checked."""
+    """A flow as parsed, and the other project files its parameter types came from."""
 
     meta: dict[str, Any]
     problems: list[str]
+    depends: tuple[str, ...] = ()
 
 
 class _Walker:
@@ -139,6 +142,7 @@ class _Walker:
         self.functions: dict[str, tuple[str, ...]] = {}
         self.walked_real: set[str] = set()
         self.root_reals: list[str] = []
+        self.resolver = Resolver(self._module_tree)
 
     # -- public steps
 
@@ -311,7 +315,7 @@ class _Walker:
         except (ValueError, RecursionError, MemoryError) as exc:
             self._problem(rel, f"cannot parse: {exc}")
             return
-        parsed = _parse_module(tree, rel)
+        parsed = _parse_module(tree, rel, self.resolver)
         self.functions[rel] = parsed.other_functions
         for item in parsed.flows:
             item.meta["dockerfile"] = dockerfile
@@ -319,29 +323,35 @@ class _Walker:
             self.found.append(item)
 
     def _finish_flows(self) -> list[FlowMetadata]:
-        by_name: dict[str, list[_Found]] = {}
+        # One flow name in several files is legal (one flow, several deployments):
+        # build gives each its own deployment name.
         for item in self.found:
             for message in item.problems:
                 self._problem(item.meta["path"], message, item.meta["line"])
-            by_name.setdefault(item.meta["name"], []).append(item)
-        for name, items in by_name.items():
-            if len(items) < 2:
-                continue
-            items.sort(key=lambda i: (i.meta["path"], i.meta["line"]))
-            where = ", ".join(
-                f"{i.meta['path']}:{i.meta['function']} (line {i.meta['line']})" for i in items
-            )
-            message = (
-                f"flow name {name!r} is used by {len(items)} flows: {where}; "
-                "give each a unique name= in its @flow decorator"
-            )
-            first = items[0]
-            self._problem(first.meta["path"], message, first.meta["line"])
-            for item in items:
-                item.problems.append(message)
         flows = [FlowMetadata(**item.meta, problems=tuple(item.problems)) for item in self.found]
         flows.sort(key=lambda f: (f.path, f.line, f.function))
         return flows
+
+    def _module_tree(self, rel: str) -> ast.Module | None:
+        """The parsed project file at ``rel`` (for following imports), else None:
+        outside the root, not a regular file, too large, undecodable or unparsable."""
+        absolute = os.path.normpath(os.path.join(self.root, rel))
+        if not _is_within(os.path.realpath(absolute), os.path.realpath(self.root)):
+            return None
+        try:
+            if not stat.S_ISREG(os.stat(absolute).st_mode):
+                return None
+            with open(absolute, "rb") as handle:
+                data = handle.read(MAX_FILE_BYTES + 1)
+        except OSError:
+            return None
+        text = _decode(data)
+        if len(data) > MAX_FILE_BYTES or isinstance(text, Problem):
+            return None
+        try:
+            return ast.parse(text, filename=rel)
+        except (SyntaxError, ValueError, RecursionError, MemoryError):
+            return None
 
 
 def _parent(rel: str) -> str:
@@ -421,72 +431,20 @@ class _Parsed:
     other_functions: tuple[str, ...]
 
 
-def _module_statements(body: Iterable[ast.stmt]) -> Iterator[ast.stmt]:
-    """Statements that run at import time at module scope, through if/try/with blocks."""
-    for node in body:
-        yield node
-        if isinstance(node, ast.If):
-            if _is_main_guard(node.test):
-                yield from _module_statements(node.orelse)
-                continue
-            yield from _module_statements(node.body)
-            yield from _module_statements(node.orelse)
-        elif isinstance(node, ast.Try) or type(node).__name__ == "TryStar":
-            try_node: Any = node
-            yield from _module_statements(try_node.body)
-            for handler in try_node.handlers:
-                yield from _module_statements(handler.body)
-            yield from _module_statements(try_node.orelse)
-            yield from _module_statements(try_node.finalbody)
-        elif isinstance(node, (ast.With, ast.AsyncWith)):
-            yield from _module_statements(node.body)
-
-
-def _is_main_guard(test: ast.expr) -> bool:
-    return (
-        isinstance(test, ast.Compare)
-        and isinstance(test.left, ast.Name)
-        and test.left.id == "__name__"
-        and len(test.comparators) == 1
-        and isinstance(test.comparators[0], ast.Constant)
-        and test.comparators[0].value == "__main__"
-    )
-
-
-def _parse_module(tree: ast.Module, rel: str) -> _Parsed:
-    bindings: dict[str, str] = {}
-    constants: dict[str, Any] = {}
+def _parse_module(tree: ast.Module, rel: str, resolver: Resolver) -> _Parsed:
+    module_path = _module_path(rel)
+    scope = Scope.of(tree, rel, module_path, is_package=rel.endswith("__init__.py"))
+    resolver.add_scope(scope)
+    bindings = dict(scope.imports)
     functions: list[ast.FunctionDef | ast.AsyncFunctionDef] = []
-    for node in _module_statements(tree.body):
+    for node in pysource.module_statements(tree.body):
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
             functions.append(node)
-        elif isinstance(node, ast.Import):
-            for alias in node.names:
-                if alias.asname:
-                    bindings[alias.asname] = alias.name
-                else:
-                    head = alias.name.split(".", 1)[0]
-                    bindings[head] = head
-        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
-            for alias in node.names:
-                if alias.name == "*":
-                    if node.module == "prefect":
-                        bindings["flow"] = "prefect.flow"
-                    continue
-                bindings[alias.asname or alias.name] = f"{node.module}.{alias.name}"
-        elif isinstance(node, ast.Assign) and len(node.targets) == 1:
-            target = node.targets[0]
-            if isinstance(target, ast.Name) and isinstance(node.value, ast.Constant):
-                constants[target.id] = node.value.value
-        elif (
-            isinstance(node, ast.AnnAssign)
-            and isinstance(node.target, ast.Name)
-            and isinstance(node.value, ast.Constant)
-        ):
-            constants[node.target.id] = node.value.value
+        elif isinstance(node, ast.ImportFrom) and node.module == "prefect" and not node.level:
+            if any(alias.name == "*" for alias in node.names):
+                bindings["flow"] = "prefect.flow"
 
     flows: list[_Found] = []
-    module_path = _module_path(rel)
     others: set[str] = set()
     flow_functions: set[str] = set()
     for func in functions:
@@ -495,7 +453,7 @@ def _parse_module(tree: ast.Module, rel: str) -> _Parsed:
             others.add(func.name)
             continue
         flow_functions.add(func.name)
-        flows.append(_flow_from(func, decorator, rel, module_path, constants))
+        flows.append(_flow_from(func, decorator, rel, module_path, scope, resolver))
     return _Parsed(flows=flows, other_functions=tuple(sorted(others - flow_functions)))
 
 
@@ -507,22 +465,11 @@ def _module_path(rel: str) -> str:
     return dotted
 
 
-def _dotted(node: ast.expr) -> str | None:
-    parts: list[str] = []
-    while isinstance(node, ast.Attribute):
-        parts.append(node.attr)
-        node = node.value
-    if not isinstance(node, ast.Name):
-        return None
-    parts.append(node.id)
-    return ".".join(reversed(parts))
-
-
 def _flow_decorator(decorators: Sequence[ast.expr], bindings: Mapping[str, str]) -> ast.expr | None:
     """The decorator that makes this function a Prefect flow, or None."""
     for decorator in decorators:
         target = decorator.func if isinstance(decorator, ast.Call) else decorator
-        dotted = _dotted(target)
+        dotted = pysource.dotted(target)
         if dotted is None:
             continue
         head, _, rest = dotted.partition(".")
@@ -535,25 +482,30 @@ def _flow_decorator(decorators: Sequence[ast.expr], bindings: Mapping[str, str])
     return None
 
 
+_UNREADABLE = object()
+
+
 def _keyword_value(
-    decorator: ast.expr, keyword: str, constants: Mapping[str, Any]
+    decorator: ast.expr, keyword: str, scope: Scope, resolver: Resolver
 ) -> tuple[bool, Any, str]:
     """(found, value, source) of ``keyword=`` in a decorator call.
 
-    ``value`` is the literal (or a module-level constant it names); ``_UNREADABLE``
-    when the expression cannot be read without running the module.
+    ``value`` is the literal as Python computes it (f-strings, concatenation, module
+    constants and enum values folded); ``_UNREADABLE`` when it cannot be known
+    without running the module.
     """
     if not isinstance(decorator, ast.Call):
         return False, None, ""
     for kw in decorator.keywords:
         if kw.arg == keyword:
             source = ast.unparse(kw.value)
-            if isinstance(kw.value, ast.Name) and kw.value.id in constants:
-                return True, constants[kw.value.id], source
             try:
-                return True, ast.literal_eval(kw.value), source
-            except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
+                value = resolver.fold(kw.value, scope)
+            except (NotLiteral, RecursionError, MemoryError):
                 return True, _UNREADABLE, source
+            if isinstance(value, pysource.EnumMember):
+                return True, _UNREADABLE, source
+            return True, value, source
     if any(kw.arg is None for kw in decorator.keywords):
         return (
             True,
@@ -564,18 +516,16 @@ def _keyword_value(
     return False, None, ""
 
 
-_UNREADABLE = object()
-
-
 def _flow_from(
     func: ast.FunctionDef | ast.AsyncFunctionDef,
     decorator: ast.expr,
     rel: str,
     module_path: str,
-    constants: Mapping[str, Any],
+    scope: Scope,
+    resolver: Resolver,
 ) -> _Found:
     problems: list[str] = []
-    found, value, source = _keyword_value(decorator, "name", constants)
+    found, value, source = _keyword_value(decorator, "name", scope, resolver)
     name = flow_name_for(func.name)
     if found and value is _UNREADABLE:
         problems.append(
@@ -596,14 +546,23 @@ def _flow_from(
         # A newline or an escape sequence would forge log lines or clear the screen.
         problems.append(f"flow name {name!r} holds control characters; use printable text")
 
-    found, value, _ = _keyword_value(decorator, "description", constants)
-    description: str | None = None
+    found, value, _ = _keyword_value(decorator, "description", scope, resolver)
+    # Prefect: `description or inspect.getdoc(fn)`: the whole cleaned docstring.
     doc = ast.get_docstring(func)
+    description: str | None = None
     if found and isinstance(value, str) and value:
         description = value
-    elif (not found or value is None or value == "") and doc:
-        description = next((ln.strip() for ln in doc.splitlines() if ln.strip()), None)
+    elif (not found or not value) and doc:
+        description = doc
 
+    notes = [
+        f"decorated also with @{ast.unparse(d)}, which may change its signature: the "
+        "parameters are read from the function as written"
+        for d in func.decorator_list
+        if d is not decorator
+    ]
+    resolver.used.clear()
+    params = tuple(_parameters(func.args, scope, resolver))
     meta: dict[str, Any] = {
         "name": name,
         "function": func.name,
@@ -612,31 +571,58 @@ def _flow_from(
         "is_async": isinstance(func, ast.AsyncFunctionDef),
         "description": description,
         "docstring": doc,
-        "parameters": tuple(_parameters(func.args)),
+        "parameters": params,
         "line": func.lineno,
+        "types": _closure(params, resolver.definitions),
+        "notes": tuple(notes),
     }
-    return _Found(meta=meta, problems=problems)
+    return _Found(meta=meta, problems=problems, depends=tuple(sorted(resolver.used - {rel})))
 
 
-def _parameters(args: ast.arguments) -> Iterator[Parameter]:
+_REFERENCE = re.compile(re.escape(TYPE_REFERENCE) + r"\.(\w+)")
+
+
+def _closure(params: Sequence[Parameter], definitions: Mapping[str, Any]) -> dict[str, Any]:
+    """The definitions the parameters refer to, and those they refer to in turn."""
+    wanted = [k for p in params if p.resolved for k in _REFERENCE.findall(p.resolved)]
+    out: dict[str, Any] = {}
+    while wanted:
+        key = wanted.pop()
+        if key in out or key not in definitions:
+            continue
+        out[key] = definitions[key]
+        for item in definitions[key].get("fields") or ():
+            wanted += _REFERENCE.findall(str(item.get("annotation") or ""))
+    return dict(sorted(out.items()))
+
+
+def _parameters(args: ast.arguments, scope: Scope, resolver: Resolver) -> Iterator[Parameter]:
     positional = [*args.posonlyargs, *args.args]
     defaults: list[ast.expr | None] = [None] * (len(positional) - len(args.defaults))
     defaults += args.defaults
     for index, (arg, default) in enumerate(zip(positional, defaults, strict=True)):
         kind = "positional_only" if index < len(args.posonlyargs) else "positional_or_keyword"
-        yield _parameter(arg, default, kind)
+        yield _parameter(arg, default, kind, scope, resolver)
     if args.vararg is not None:
-        yield _parameter(args.vararg, None, "var_positional", required=False)
+        yield _parameter(args.vararg, None, "var_positional", scope, resolver, required=False)
     for arg, kw_default in zip(args.kwonlyargs, args.kw_defaults, strict=True):
-        yield _parameter(arg, kw_default, "keyword_only")
+        yield _parameter(arg, kw_default, "keyword_only", scope, resolver)
     if args.kwarg is not None:
-        yield _parameter(args.kwarg, None, "var_keyword", required=False)
+        yield _parameter(args.kwarg, None, "var_keyword", scope, resolver, required=False)
 
 
 def _parameter(
-    arg: ast.arg, default: ast.expr | None, kind: str, *, required: bool = True
+    arg: ast.arg,
+    default: ast.expr | None,
+    kind: str,
+    scope: Scope,
+    resolver: Resolver,
+    *,
+    required: bool = True,
 ) -> Parameter:
     annotation: str | None = None
+    resolved: str | None = None
+    note: str | None = None
     if arg.annotation is not None:
         ann = arg.annotation
         # A quoted annotation ("list[str]") stands for the text inside the quotes.
@@ -644,9 +630,18 @@ def _parameter(
             annotation = ann.value
         else:
             annotation = _source(ann)
+        try:
+            text = ast.unparse(resolver.annotation(ann, scope))
+        except (Unresolved, RecursionError) as exc:
+            note = str(exc) if isinstance(exc, Unresolved) else "the annotation nests too deeply"
+        else:
+            resolved = text if text != annotation else None
     if default is None:
-        return Parameter(name=arg.arg, annotation=annotation, required=required, kind=kind)
-    value, is_literal = _default_value(default)
+        return Parameter(
+            name=arg.arg, annotation=annotation, required=required, kind=kind,
+            resolved=resolved, note=note,
+        )
+    value, is_literal = _default_value(default, scope, resolver)
     return Parameter(
         name=arg.arg,
         annotation=annotation,
@@ -654,6 +649,8 @@ def _parameter(
         required=False,
         default_is_literal=is_literal,
         kind=kind,
+        resolved=resolved,
+        note=note,
     )
 
 
@@ -696,13 +693,15 @@ def _source(node: ast.expr) -> str:
     return ast.unparse(node)
 
 
-def _default_value(node: ast.expr) -> tuple[Any, bool]:
-    """A JSON-able literal and True, else the expression's source text and False."""
+def _default_value(node: ast.expr, scope: Scope, resolver: Resolver) -> tuple[Any, bool]:
+    """A JSON-able literal and True (folded as Python computes it: ``60 * 60``, a
+    module constant, ``Color.RED`` as pydantic writes it), else the expression's source
+    text and False."""
     if isinstance(node, ast.Constant) and isinstance(node.value, (str, int, bool, type(None))):
-        return node.value, True  # the common case, without literal_eval's overhead
+        return node.value, True  # the common case, without folding's overhead
     try:
-        value = ast.literal_eval(node)
-    except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
+        value = pysource.jsonable(resolver.fold(node, scope))
+    except (NotLiteral, RecursionError, MemoryError):
         return ast.unparse(node), False
     if _json_able(value):
         return value, True

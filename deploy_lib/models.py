@@ -42,6 +42,21 @@ class Parameter:
     required: bool = True
     default_is_literal: bool = True
     kind: str = "positional_or_keyword"  # or keyword_only, var_positional, var_keyword
+    # The annotation with every name resolved (``datetime.datetime`` for ``dt``, an
+    # alias replaced by its value, ``__types__.Record`` for a class in ``FlowMetadata
+    # .types``), when discovery could resolve it; and why not, when it could not.
+    resolved: str | None = None
+    note: str | None = None
+
+
+# A resolved annotation names a class discovery described as ``__types__.<key>``.
+TYPE_REFERENCE = "__types__"
+# Annotated[int, __field__(ge=0)]: the Field(...) of an Annotated, as discovery read it.
+FIELD_MARK = "__field__"
+# Field(...) keywords that become JSON schema constraints.
+FIELD_CONSTRAINTS = frozenset(
+    {"gt", "ge", "lt", "le", "multiple_of", "min_length", "max_length", "pattern"}
+)
 
 
 @dataclass(frozen=True)
@@ -66,12 +81,19 @@ class FlowMetadata:
     line: int = 0
     problems: tuple[str, ...] = ()
     docstring: str | None = None
+    # The classes the parameters' annotations name (pydantic models, enums, dataclasses,
+    # TypedDicts), as discovery read them from source: key -> plain description.
+    types: Mapping[str, Any] = field(default_factory=dict, hash=False)
+    # What a reader should know that is no problem (a decorator that may change the
+    # signature, a parameter whose type could not be read).
+    notes: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if not self.module_path:
             object.__setattr__(self, "module_path", module_path_for(self.path))
         object.__setattr__(self, "parameters", tuple(self.parameters))
         object.__setattr__(self, "problems", tuple(self.problems))
+        object.__setattr__(self, "notes", tuple(self.notes))
 
     @property
     def entrypoint(self) -> str:
@@ -282,14 +304,23 @@ class Settings:
             for key, value in dotted_leaves(self.effective(show_secrets))
         ]
 
-    def flow_overrides(self, flow_name: str) -> dict[str, Any]:
+    def flow_overrides(self, flow_name: str, entrypoints: Iterable[str] = ()) -> dict[str, Any]:
         """``[default.flows.<name>]`` merged with ``[<env>.flows.<name>]``; {} if none.
 
+        With ``entrypoints`` (a flow's path and module forms), a table keyed by one of
+        them (``[default.flows."flows/a.py:main"]``) goes over the name's table, key by
+        key: it is how two files that share a flow name get their own settings.
         Looked up directly, not by dotted key, because flow names may contain dots.
         """
         flows = self.get("flows")
-        found = flows.get(flow_name) if isinstance(flows, Mapping) else None
-        return deepcopy(dict(found)) if isinstance(found, Mapping) else {}
+        if not isinstance(flows, Mapping):
+            return {}
+        merged: dict[str, Any] = {}
+        for key in (flow_name, *entrypoints):
+            found = flows.get(key)
+            if isinstance(found, Mapping):
+                merged.update(deepcopy(dict(found)))
+        return merged
 
 
 MANAGED_BY_TAG = "managed-by:deploy-lib"
@@ -516,6 +547,61 @@ class Discovery:
             raise DiscoveryError("\n".join(lines))
 
 
+@dataclass(frozen=True)
+class Skipped:
+    """A flow or file left out of a run, and why: the others go on without it.
+
+    ``flow`` is the flow's name (None for a whole file, a folder or a flow root);
+    ``path`` the project-relative file or folder; ``line`` where it is, when known.
+    """
+
+    path: str
+    reason: str
+    flow: str | None = None
+    line: int | None = None
+
+    def __str__(self) -> str:
+        where = f"{self.path}:{self.line}" if self.line else self.path
+        what = f"flow {self.flow!r} ({where})" if self.flow else where
+        return f"skipped {what}: {self.reason}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"path": self.path, "flow": self.flow, "line": self.line, "reason": self.reason}
+
+
+def skipped_of(discovery: Discovery) -> tuple[Skipped, ...]:
+    """Every flow with problems and every other problem of ``discovery`` (a file that
+    cannot be read or parsed, a missing root) as one ``Skipped`` each."""
+    out: list[Skipped] = []
+    flagged: set[tuple[str, int | None, str]] = set()
+    for flow in discovery.flows:
+        if flow.problems:
+            out.append(Skipped(flow.path, "; ".join(flow.problems), flow.name, flow.line))
+            flagged |= {(flow.path, flow.line, message) for message in flow.problems}
+    for problem in discovery.problems:
+        if (problem.path or "", problem.line, problem.message) not in flagged:
+            out.append(Skipped(problem.path or ".", problem.message, None, problem.line))
+    return tuple(sorted(out, key=lambda s: (s.path, s.line or 0, s.flow or "")))
+
+
+def protected_files(discovery: Discovery) -> dict[str, str]:
+    """Where a prune must not delete: each file with a problem (or a flow with one), in
+    path and module form, and each folder that could not be walked (as ``dir/`` and
+    ``dir.``, for everything under it), with the reason."""
+    out: dict[str, str] = {}
+    for item in skipped_of(discovery):
+        if item.path.endswith(".py"):
+            reason = f"flow file {item.path} has problems"
+            out[item.path] = reason
+            out[module_path_for(item.path)] = reason
+        elif not item.reason.startswith("no flows found"):
+            reason = f"{item.path} could not be read"
+            folder = "" if item.path == "." else item.path.rstrip("/")
+            out[f"{folder}/" if folder else "/"] = reason
+            out[f"{folder.replace('/', '.')}." if folder else "."] = reason
+    return out
+
+
 CREATE = "create"
 UPDATE = "update"
 UNCHANGED = "unchanged"
@@ -571,6 +657,9 @@ class Change:
     live_updated: str | None = None
     # For a rename: the deployment it replaces (``live_id`` is that one's id).
     renamed_from: str | None = None
+    # For a delete that must not happen even with --prune, why (its flow's file could
+    # not be read or has problems: the flow may well still be there).
+    kept: str | None = None
 
     @property
     def flow_name(self) -> str:
@@ -589,6 +678,8 @@ class Change:
             data["owner"] = self.owner
         if self.renamed_from is not None:
             data["renamed_from"] = self.renamed_from
+        if self.kept is not None:
+            data["kept"] = self.kept
         return data
 
 
@@ -600,21 +691,27 @@ class Plan:
     changes: tuple[Change, ...] = field(default_factory=tuple)
 
     def by_action(self, action: str) -> list[Change]:
-        return [c for c in self.changes if c.action == action]
+        """The changes of ``action`` that would happen (a kept delete never does)."""
+        return [c for c in self.changes if c.action == action and c.kept is None]
+
+    @property
+    def kept(self) -> list[Change]:
+        """Deletes that never happen, even with --prune (see ``Change.kept``)."""
+        return [c for c in self.changes if c.kept is not None]
 
     @property
     def counts(self) -> dict[str, int]:
         """``{"create": n, "update": n, "unchanged": n, "delete": n, "conflict": n,
-        "rename": n}``."""
-        counted = Counter(c.action for c in self.changes)
+        "rename": n}`` (kept deletes are not counted: see ``kept``)."""
+        counted = Counter(c.action for c in self.changes if c.kept is None)
         return {action: counted.get(action, 0) for action in ACTIONS}
 
     @property
     def has_changes(self) -> bool:
         """True when anything would be created, updated or deleted, or a conflict stands
         (deletes need --prune to happen, but they are still pending, as in
-        ``terraform plan``)."""
-        return any(c.action != UNCHANGED for c in self.changes)
+        ``terraform plan``).  A kept delete is no change."""
+        return any(c.action != UNCHANGED and c.kept is None for c in self.changes)
 
     @property
     def drifted(self) -> list[Change]:

@@ -28,7 +28,8 @@ from functools import lru_cache
 from pathlib import PurePosixPath
 from typing import Any
 
-from deploy_lib.models import FlowMetadata, Parameter
+from deploy_lib.models import FIELD_CONSTRAINTS, FIELD_MARK, FlowMetadata, Parameter
+from deploy_lib.models import TYPE_REFERENCE as REFERENCE
 
 __all__ = ["parameter_docstrings", "parameter_schema", "python_type_check"]
 
@@ -62,6 +63,7 @@ _CANONICAL: dict[str, str] = {
     **_aliases(("Optional",), _TYPING, "optional"),
     **_aliases(("Union",), _TYPING, "union"),
     **_aliases(("Literal",), _TYPING, "literal"),
+    **_aliases(("Annotated",), _TYPING, "annotated"),
     **_aliases(("List",), ("", "typing."), "list"),
     **_aliases(("Tuple",), ("", "typing."), "tuple"),
     **_aliases(("Set", "FrozenSet"), ("", "typing."), "set"),
@@ -104,28 +106,48 @@ _KIND_ORDER = {
 def parameter_schema(flow: FlowMetadata) -> dict[str, Any]:
     """The OpenAPI schema of ``flow``'s parameters, as Prefect registers it.
 
-    Takes the flow's metadata (annotations and defaults as source text, and the
-    docstring for parameter descriptions); returns a new dict.  No side effects.
+    Takes the flow's metadata (annotations as source text, resolved by discovery where
+    they name the project's classes, defaults, ``flow.types`` and the docstring for
+    parameter descriptions); returns a new dict.  No side effects.
     """
     descriptions = parameter_docstrings(flow.docstring)
     parameters = sorted(flow.parameters, key=lambda p: _KIND_ORDER.get(p.kind, 1))
     properties: dict[str, Any] = {}
     required: list[str] = []
+    definitions: dict[str, Any] = {}
     for position, param in enumerate(parameters):
         if param.name in ("self", "cls"):
             continue  # Prefect leaves these out, but still counts their position
-        properties[param.name] = _property(param, position, descriptions.get(param.name))
+        properties[param.name] = _property(
+            param, position, descriptions.get(param.name), flow.types, definitions
+        )
         if param.required and param.kind not in ("var_positional", "var_keyword"):
             required.append(param.name)
     schema: dict[str, Any] = {"title": "Parameters", "type": "object", "properties": properties}
     if required:
         schema["required"] = required
+    if definitions:
+        schema["definitions"] = definitions
     return schema
 
 
-def _property(param: Parameter, position: int, description: str | None) -> dict[str, Any]:
+def _property(
+    param: Parameter,
+    position: int,
+    description: str | None,
+    types: Mapping[str, Any],
+    definitions: dict[str, Any],
+) -> dict[str, Any]:
+    annotation = param.resolved or param.annotation
     try:
-        type_schema = _annotation_schema(param.annotation)
+        if annotation is not None and REFERENCE in annotation:
+            found: dict[str, Any] = {}
+            type_schema = _schema(_parse(annotation), _Definitions(types, found))
+            # Only a parameter whose whole schema resolved adds its definitions.
+            definitions.update(found)
+        else:
+            type_schema = _annotation_schema(annotation)
+        type_schema = _top_level_metadata(type_schema)
     except _Unsupported:
         type_schema = {}
     if param.kind == "var_positional":
@@ -191,17 +213,22 @@ def _args(node: ast.Subscript) -> list[ast.expr]:
     return list(inner.elts) if isinstance(inner, ast.Tuple) else [inner]
 
 
-def _schema(node: ast.expr) -> dict[str, Any]:
+def _schema(node: ast.expr, ctx: _Definitions | None = None) -> dict[str, Any]:
     if isinstance(node, ast.Constant):
         if node.value is None:
             return dict(_NULL)
         if isinstance(node.value, str):  # a quoted forward reference: "int"
-            return _schema(_parse(node.value))
+            return _schema(_parse(node.value), ctx)
         raise _Unsupported(repr(node.value))
     if isinstance(node, ast.BinOp) and isinstance(node.op, ast.BitOr):
-        return _union_schema(node)
+        return _union_schema(node, ctx)
     if isinstance(node, ast.Subscript):
-        return _generic_schema(_canonical(node.value), node)
+        return _generic_schema(_canonical(node.value), node, ctx)
+    name = _dotted(node)
+    if name is not None and name.startswith(REFERENCE + "."):
+        if ctx is None:
+            raise _Unsupported(name)
+        return ctx.ref(name[len(REFERENCE) + 1 :])
     kind = _canonical(node)
     if kind in _SCALAR_SCHEMA:
         return dict(_SCALAR_SCHEMA[kind])
@@ -216,20 +243,31 @@ def _schema(node: ast.expr) -> dict[str, Any]:
     raise _Unsupported(ast.unparse(node))  # bare Optional, Union, Literal
 
 
-def _generic_schema(kind: str, node: ast.Subscript) -> dict[str, Any]:
+def _generic_schema(kind: str, node: ast.Subscript, ctx: _Definitions | None) -> dict[str, Any]:
     args = _args(node)
     if kind in ("optional", "union"):
-        return _union_schema(node)
+        return _union_schema(node, ctx)
     if kind == "literal":
         return _literal_schema(list(_literal_values(node)))
+    if kind == "annotated":
+        schema = _schema(args[0], ctx)
+        for meta in args[1:]:
+            if isinstance(meta, ast.Constant) and isinstance(meta.value, str):
+                continue  # pydantic ignores metadata it does not know
+            if not (isinstance(meta, ast.Call) and _dotted(meta.func) == FIELD_MARK):
+                raise _Unsupported(ast.unparse(node))
+            info = {k.arg: ast.literal_eval(k.value) for k in meta.keywords if k.arg}
+            schema = _constrained(schema, {k: v for k, v in info.items() if k in FIELD_CONSTRAINTS})
+            schema.update({f"__{k}": v for k, v in info.items() if k not in FIELD_CONSTRAINTS})
+        return schema
     if kind == "list" and len(args) == 1:
-        return {"items": _schema(args[0]), "type": "array"}
+        return {"items": _schema(args[0], ctx), "type": "array"}
     if kind == "set" and len(args) == 1:
-        return {"items": _schema(args[0]), "type": "array", "uniqueItems": True}
+        return {"items": _schema(args[0], ctx), "type": "array", "uniqueItems": True}
     if kind == "tuple":
         if len(args) == 2 and isinstance(args[1], ast.Constant) and args[1].value is Ellipsis:
-            return {"items": _schema(args[0]), "type": "array"}
-        items = [] if _is_empty_tuple(node.slice) else [_schema(a) for a in args]
+            return {"items": _schema(args[0], ctx), "type": "array"}
+        items = [] if _is_empty_tuple(node.slice) else [_schema(a, ctx) for a in args]
         schema: dict[str, Any] = {"type": "array"}
         if items:
             schema["prefixItems"] = items
@@ -237,7 +275,7 @@ def _generic_schema(kind: str, node: ast.Subscript) -> dict[str, Any]:
         schema["maxItems"] = len(items)
         return schema
     if kind == "dict" and len(args) == 2:
-        return _dict_schema(_schema(args[0]), _schema(args[1]))
+        return _dict_schema(_schema(args[0], ctx), _schema(args[1], ctx))
     raise _Unsupported(ast.unparse(node))
 
 
@@ -280,12 +318,14 @@ def _union_members(node: ast.expr) -> Iterator[ast.expr]:
     yield node
 
 
-def _union_schema(node: ast.expr) -> dict[str, Any]:
+def _union_schema(node: ast.expr, ctx: _Definitions | None = None) -> dict[str, Any]:
     """pydantic: ``None`` becomes a trailing ``{"type": "null"}``; members' anyOf lists are
     flattened and duplicates dropped; a single member stands alone."""
     members = list(_union_members(node))
     nullable = any(isinstance(m, ast.Constant) and m.value is None for m in members)
-    schemas = [_schema(m) for m in members if not (isinstance(m, ast.Constant) and m.value is None)]
+    schemas = [
+        _schema(m, ctx) for m in members if not (isinstance(m, ast.Constant) and m.value is None)
+    ]
     if not schemas:
         return dict(_NULL)
     base = schemas[0] if len(schemas) == 1 else _flattened_any_of(schemas)
@@ -349,6 +389,135 @@ def _literal_schema(values: list[Any]) -> dict[str, Any]:
     if len(types) == 1 and next(iter(types)) in names:
         schema["type"] = names[next(iter(types))]
     return schema
+
+
+# ------------------------------------------------------------------- definitions
+
+
+class _Definitions:
+    """The classes a schema refers to, written as pydantic writes them under
+    ``definitions`` (``$ref: #/definitions/<Name>``).  ``types`` holds what discovery
+    read of each class (see ``pysource.Resolver``); ``found`` collects the written ones."""
+
+    def __init__(self, types: Mapping[str, Any], found: dict[str, Any]) -> None:
+        self.types = types
+        self.found = found
+        self.titles: dict[str, str] = {}
+
+    def ref(self, key: str) -> dict[str, Any]:
+        definition = self.types.get(key)
+        if not isinstance(definition, Mapping):
+            raise _Unsupported(key)
+        title = str(definition.get("title") or key)
+        if self.titles.setdefault(title, key) != key:
+            # Two classes of one name: pydantic names them by module; not mapped here.
+            raise _Unsupported(f"two classes named {title}")
+        if title not in self.found:
+            self.found[title] = {}  # placeholder first: a model may refer to itself
+            self.found[title] = self._write(definition, title)
+        return {"$ref": f"#/definitions/{title}"}
+
+    def _write(self, definition: Mapping[str, Any], title: str) -> dict[str, Any]:
+        schema: dict[str, Any] = {}
+        description = definition.get("description")
+        if description:
+            schema["description"] = description
+        if definition.get("kind") == "enum":
+            values = list(definition.get("values") or [])
+            schema["enum"] = values
+            schema["title"] = title
+            json_type = _single_json_type(values)
+            if json_type:
+                schema["type"] = json_type
+            return schema
+        properties: dict[str, Any] = {}
+        required: list[str] = []
+        for item in definition.get("fields") or ():
+            key = str(item.get("alias") or item["name"])
+            properties[key] = self._field(item, key)
+            if item.get("required"):
+                required.append(key)
+        schema["properties"] = properties
+        if required:
+            schema["required"] = required
+        schema["title"] = title
+        schema["type"] = "object"
+        if definition.get("extra") == "forbid":
+            schema["additionalProperties"] = False
+        elif definition.get("extra") == "allow":
+            schema["additionalProperties"] = True
+        return schema
+
+    def _field(self, item: Mapping[str, Any], key: str) -> dict[str, Any]:
+        if item.get("opaque_default") is not None:
+            raise _Unsupported(f"default {item['opaque_default']}")
+        schema = _schema(_parse(str(item["annotation"])), self)
+        constraints = {k: item[k] for k in FIELD_CONSTRAINTS if k in item}
+        schema = _constrained(schema, constraints)
+        extra = {k[2:]: schema.pop(k) for k in list(schema) if k.startswith("__")}
+        info = {**extra, **{k: item[k] for k in ("title", "description", "examples") if k in item}}
+        if "title" not in info and _titled(schema):
+            info["title"] = key.title().replace("_", " ").strip()
+        if "default" in item:
+            schema["default"] = item["default"]
+        for name in ("title", "description", "examples"):
+            if name in info:
+                schema[name] = info[name]
+        return schema
+
+
+def _titled(schema: Mapping[str, Any]) -> bool:
+    """pydantic gives a field a title unless its schema refers to a class (itself, or
+    as the one member of ``X | None``)."""
+    if "$ref" in schema:
+        return False
+    members = schema.get("anyOf")
+    if isinstance(members, list):
+        others = [m for m in members if m != _NULL]
+        if len(members) == 2 and len(others) == 1 and "$ref" in others[0]:
+            return False
+    return True
+
+
+# JSON schema keywords of Field(...) constraints, by the JSON type they apply to.
+_CONSTRAINT_KEYWORDS: dict[str, dict[str, str]] = {
+    "string": {"min_length": "minLength", "max_length": "maxLength", "pattern": "pattern"},
+    "array": {"min_length": "minItems", "max_length": "maxItems"},
+    "object": {"min_length": "minProperties", "max_length": "maxProperties"},
+    "integer": {
+        "gt": "exclusiveMinimum",
+        "ge": "minimum",
+        "lt": "exclusiveMaximum",
+        "le": "maximum",
+        "multiple_of": "multipleOf",
+    },
+}
+_CONSTRAINT_KEYWORDS["number"] = _CONSTRAINT_KEYWORDS["integer"]
+
+
+def _constrained(schema: dict[str, Any], constraints: Mapping[str, Any]) -> dict[str, Any]:
+    if not constraints:
+        return schema
+    keywords = _CONSTRAINT_KEYWORDS.get(str(schema.get("type")))
+    if keywords is None or "format" in schema or any(k not in keywords for k in constraints):
+        raise _Unsupported(f"constraints {sorted(constraints)} on {schema}")
+    return {**schema, **{keywords[k]: v for k, v in constraints.items()}}
+
+
+def _top_level_metadata(schema: dict[str, Any]) -> dict[str, Any]:
+    """A flow parameter's ``Annotated[..., Field(title=/description=)]`` meets the title
+    and description Prefect sets itself: not mapped here."""
+    if any(k.startswith("__") for k in schema):
+        raise _Unsupported("Annotated field information on a flow parameter")
+    return schema
+
+
+def _single_json_type(values: list[Any]) -> str | None:
+    names = {str: "string", int: "integer", float: "number", bool: "boolean", type(None): "null"}
+    types = {type(v) for v in values}
+    if len(types) == 1 and next(iter(types)) in names:
+        return names[next(iter(types))]
+    return None
 
 
 # ---------------------------------------------------------------------------- defaults

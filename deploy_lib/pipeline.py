@@ -87,7 +87,10 @@ from deploy_lib.models import (
     Problem,
     Result,
     Settings,
+    Skipped,
     ownership_tags,
+    protected_files,
+    skipped_of,
 )
 
 T = TypeVar("T")
@@ -139,6 +142,8 @@ class Prepared:
     git: GitInfo | None = None
     # What is expected of ordinary settings (see build.BuildResult.notes).
     notes: tuple[str, ...] = ()
+    # The flows and files left out, with why (their warnings lead ``warnings``).
+    skipped: tuple[Skipped, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -150,6 +155,10 @@ class DeployOutcome:
     result: ApplyResult | None
     warnings: tuple[str, ...] = field(default_factory=tuple)
     images: tuple[ImageResult, ...] = ()
+    # The flows and files the deploy left out, with why (see ``prepare``).
+    skipped: tuple[Skipped, ...] = ()
+    # Where ``plan_and_save`` saved the plan.
+    saved: Path | None = None
 
 
 def _run(coro: Coroutine[Any, Any, T]) -> T:
@@ -274,22 +283,36 @@ def prepare(
     types: Sequence[str] = (),
     git: GitInfo | None = None,
     now: datetime | None = None,
+    strict: bool = False,
 ) -> Prepared:
     """Discover, build, render, select and validate the deployments of ``settings.env``.
 
-    Raises ``DiscoveryError`` when a flow file has a problem (a deploy must not run on a
-    partial view of the flows: ``--prune`` would delete what it cannot see), and
-    ``ValidationFailed`` / ``TemplateError`` / ``SettingsError`` for bad input: all
-    exit 3 before anything is written.
+    A flow with a problem (or a file that cannot be read) is left out, and the others
+    go on: each one left out is a ``Skipped`` (and a warning).  With ``strict`` any
+    such problem raises ``DiscoveryError`` instead.  A ``--flow`` that names a flow
+    left out raises ``DiscoveryError`` with the reason.  ``ValidationFailed`` /
+    ``TemplateError`` / ``SettingsError`` for bad input of the deployments that are
+    built: all exit 3 before anything is written.
     """
     found = discover(settings)
-    if found.problems:
-        lines = [f"{len(found.problems)} problem(s) in the flow files; nothing was written:"]
+    if found.problems and not found.flows:
+        # Nothing readable at all: a wrong flow_roots or checkout, not a repository to
+        # deploy part of (a prune would delete every deployment).
+        lines = [f"{len(found.problems)} problem(s) and no flow in the flow files; nothing was written:"]
         lines += [f"  - {p}" for p in found.problems]
         raise DiscoveryError("\n".join(lines))
+    if strict and found.problems:
+        lines = [f"{len(found.problems)} problem(s) in the flow files (--strict); nothing was written:"]
+        lines += [f"  - {p}" for p in found.problems]
+        raise DiscoveryError("\n".join(lines))
+    skipped = skipped_of(found)
+    _check_selected(flow_names, found, skipped)
     git = git if git is not None else gitinfo.git_info(Path(settings.root))
     specs, warnings, notes = _build(
-        found.flows, settings, git=git, now=now if now is not None else datetime.now(timezone.utc)
+        [f for f in found.flows if f.is_valid],
+        settings,
+        git=git,
+        now=now if now is not None else datetime.now(timezone.utc),
     )
     selected = templates.select_specs(specs, flow_names=flow_names, types=types)
     ensure_valid(selected, found)
@@ -297,12 +320,23 @@ def prepare(
         settings,
         found,
         tuple(selected),
-        tuple(warnings),
+        (*map(str, skipped), *warnings),
         tuple(flow_names),
         tuple(types),
         git,
         tuple(notes),
+        skipped,
     )
+
+
+def _check_selected(flow_names: Sequence[str], found: Discovery, skipped: Sequence[Skipped]) -> None:
+    """A ``--flow`` that names only flows left out is an error that says why."""
+    for name in flow_names:
+        target = name.strip().removeprefix("./")
+        hits = [f for f in found.flows if target in (f.name, f.entrypoint, f.module_entrypoint)]
+        if hits and all(not f.is_valid for f in hits):
+            reasons = "; ".join(str(s) for s in skipped if s.flow == hits[0].name)
+            raise DiscoveryError(f"flow {name!r} has problems and gets no deployment: {reasons}")
 
 
 def render(
@@ -316,11 +350,14 @@ def render(
     types: Sequence[str] = (),
     git: GitInfo | None = None,
     now: datetime | None = None,
+    strict: bool = False,
 ) -> templates.RenderResult:
     """``prepare``, then write one file per deployment (and prefect.yaml when asked):
     on any error nothing is written."""
     templates.check_format(fmt)
-    prepared = prepare(settings, flow_names=flow_names, types=types, git=git, now=now)
+    prepared = prepare(
+        settings, flow_names=flow_names, types=types, git=git, now=now, strict=strict
+    )
     result = templates.write_rendered(
         prepared.specs,
         settings,
@@ -433,11 +470,30 @@ async def compute_plan(client: Any, prepared: Prepared) -> Plan:
     settings = prepared.settings
     live = await live_deployments(client, settings, prepared.specs)
     if prepared.flow_names:
-        live = [d for d in live if d.get("flow_name") in prepared.flow_names]
+        names = {n for n in prepared.flow_names if ":" not in n}
+        chosen = {n.removeprefix("./") for n in prepared.flow_names if ":" in n}
+        # A flow chosen by entrypoint: its live deployments in either entrypoint form.
+        entrypoints = {
+            form
+            for s in prepared.specs
+            if chosen & {s.flow.entrypoint, s.flow.module_entrypoint}
+            for form in (s.flow.entrypoint, s.flow.module_entrypoint)
+        }
+        live = [
+            d
+            for d in live
+            if d.get("flow_name") in names or str(d.get("entrypoint") or "") in entrypoints
+        ]
     if prepared.types:
         wanted = {f"runtime:{t}" for t in prepared.types}
         live = [d for d in live if wanted & set(d.get("tags") or ())]
-    return planning.make_plan(prepared.specs, live, settings.env, project=settings.project)
+    return planning.make_plan(
+        prepared.specs,
+        live,
+        settings.env,
+        project=settings.project,
+        protected=protected_files(prepared.discovery),
+    )
 
 
 async def deploy_prepared(
@@ -473,7 +529,7 @@ async def deploy_prepared(
     if on_plan is not None:
         on_plan(plan)
     if dry_run:
-        return DeployOutcome(plan, None, tuple(warnings))
+        return DeployOutcome(plan, None, tuple(warnings), skipped=prepared.skipped)
     risks = risky(plan, prune=prune, keep_drift=keep_drift)
     if confirm is not None and risks and not confirm(risks):
         raise Declined("not confirmed at the prompt; nothing was written")
@@ -490,15 +546,18 @@ async def deploy_prepared(
             f"({', '.join(c.drift)}); --keep-drift leaves such deployments alone"
             for c in plan.drifted
         ]
-    return DeployOutcome(plan, result, tuple(warnings))
+    return DeployOutcome(plan, result, tuple(warnings), skipped=prepared.skipped)
 
 
 def _prepared(
-    target: Prepared | Settings, flow_names: Sequence[str], types: Sequence[str]
+    target: Prepared | Settings,
+    flow_names: Sequence[str],
+    types: Sequence[str],
+    strict: bool = False,
 ) -> Prepared:
     if isinstance(target, Prepared):
         return target
-    return prepare(target, flow_names=flow_names, types=types)
+    return prepare(target, flow_names=flow_names, types=types, strict=strict)
 
 
 def plan(
@@ -530,13 +589,14 @@ def plan_and_save(
     types: Sequence[str] = (),
     out: str | os.PathLike[str] | None = None,
     notify: LineSink | None = None,
-) -> tuple[Plan, list[str], Path | None]:
+    strict: bool = False,
+) -> DeployOutcome:
     """``plan``; with ``out``, also save it there for ``deploy --plan`` (the path is
-    returned)."""
-    prepared = prepare(settings, flow_names=flow_names, types=types)
+    in ``saved``).  The outcome has no apply result."""
+    prepared = prepare(settings, flow_names=flow_names, types=types, strict=strict)
     result, warnings = plan(prepared, notify=notify)
     saved = write_saved_plan(saved_plan(result, prepared), out) if out else None
-    return result, warnings, saved
+    return DeployOutcome(result, None, tuple(warnings), skipped=prepared.skipped, saved=saved)
 
 
 def deploy(
@@ -558,12 +618,14 @@ def deploy(
     on_line: LineSink | None = None,
     on_images: Callable[[Sequence[ImageResult]], None] | None = None,
     notify: LineSink | None = None,
+    strict: bool = False,
 ) -> DeployOutcome:
     """Hold the environment's lock; with ``build``, build and push the docker images
     first (then deploy exactly those; ``on_images`` hears of them at once); check the
     pools, plan (``on_plan``) and (unless ``dry_run``) apply (``progress``).  ``target``
-    is ``prepare``d first when it is the settings (for ``flow_names`` / ``types``)."""
-    prepared = _prepared(target, flow_names, types)
+    is ``prepare``d first when it is the settings (for ``flow_names`` / ``types``, and
+    ``strict``: any problem in a flow file stops it)."""
+    prepared = _prepared(target, flow_names, types, strict)
     if build and dry_run:
         raise InputError("--build pushes images, so it cannot be combined with --dry-run")
     with _locked(prepared.settings, timeout=lock_timeout, command=command):

@@ -82,6 +82,7 @@ def make_plan(
     env: str,
     *,
     project: str | None = None,
+    protected: Mapping[str, str] | None = None,
 ) -> Plan:
     """Compare ``desired`` specs with ``live`` DeploymentResponse dicts for ``env``.
 
@@ -93,6 +94,8 @@ def make_plan(
     recorded, which is claimed; and only this project's deployments in ``env`` that are
     not desired are deletes.  Without ``project`` every same-name deployment is ours and
     a delete is any ``managed-by:deploy-lib`` + ``env:<env>`` deployment.
+    ``protected`` maps flow files (path or module form) to a reason: a delete whose
+    live entrypoint is in one of them is ``kept`` with that reason, never deleted.
 
     Every create and update carries, as labels, the fingerprint of the body it writes;
     an update names the fields changed on the server since (``Change.drift``).  Raises
@@ -166,6 +169,7 @@ def make_plan(
                 _runtime_from_tags(tags),
                 live_id=str(item.get("id")),
                 live_updated=str(item["updated"]) if item.get("updated") is not None else None,
+                kept=_protected(item, protected or {}),
             )
         )
 
@@ -175,11 +179,30 @@ def make_plan(
     return Plan(env=env, changes=tuple(changes))
 
 
+def _protected(item: Mapping[str, Any], protected: Mapping[str, str]) -> str | None:
+    """Why the live deployment ``item`` must be kept, when its entrypoint's file is one
+    of ``protected`` (``flows/a.py:f`` and ``flows.a:f`` name the same file)."""
+    entrypoint = item.get("entrypoint")
+    if not isinstance(entrypoint, str) or ":" not in entrypoint:
+        return None
+    where = entrypoint.rsplit(":", 1)[0].removeprefix("./")
+    if where in protected:
+        return protected[where]
+    for prefix, reason in protected.items():
+        if prefix in ("/", ".") or (prefix[-1] in "/." and where.startswith(prefix)):
+            return reason
+    return None
+
+
 def _renames(changes: list[Change], live: Mapping[str, Mapping[str, Any]]) -> list[Change]:
     """A create and a delete of ours with the same entrypoint and type are one rename."""
     deletes: dict[tuple[str, str | None], Change] = {}
     for change in changes:
-        entrypoint = live[change.deployment].get("entrypoint") if change.action == DELETE else None
+        entrypoint = (
+            live[change.deployment].get("entrypoint")
+            if change.action == DELETE and change.kept is None
+            else None
+        )
         if isinstance(entrypoint, str):
             deletes.setdefault((entrypoint, change.type), change)
     out: list[Change] = []

@@ -48,6 +48,7 @@ from deploy_lib.models import (
     Problem,
     Result,
     Settings,
+    Skipped,
     is_secret_name,
 )
 
@@ -85,6 +86,8 @@ def plan_summary(plan: Plan) -> str:
         summary += f", {counts[RENAME]} to rename"
     if counts[CONFLICT]:
         summary += f", {counts[CONFLICT]} in conflict"
+    if kept := len(plan.kept):
+        summary += f", {kept} kept (flow file has problems)"
     if drifted := len(plan.drifted):
         summary += f", {drifted} with drift"
     return summary
@@ -120,7 +123,9 @@ def format_plan(
     width = max((len(c.deployment) for c in shown), default=0)
     for change in shown:
         line = f"  {_MARK[change.action]} {change.action:<10} {change.deployment:<{width}}  {change.type or '-'}"
-        if change.action == DELETE and prune is False:
+        if change.kept is not None:
+            line = f"  = {'kept':<10} {change.deployment:<{width}}  {change.type or '-'}  ({change.kept})"
+        elif change.action == DELETE and prune is False:
             line += f"  ({_PRUNE_HINT})"
         if change.action == CONFLICT:
             line += f"  ({change.owner}; left alone: `invoke adopt` takes it over)"
@@ -161,6 +166,8 @@ def format_plan_markdown(plan: Plan, masker: Masker | None = None, *, prune: boo
             what += f"{'; ' if what else ''}drift: {', '.join(change.drift)}"
         if change.action == DELETE and not prune:
             what = "kept unless deployed with --prune"
+        if change.kept is not None:
+            what = f"kept: {change.kept}"
         if change.action == CONFLICT:
             what = str(change.owner)
         if change.action == RENAME:
@@ -203,10 +210,13 @@ def format_results(result: ApplyResult, masker: Masker | None = None) -> str:
     for status in STATUSES:
         line = f"  {status:<10} {counts[status]:>5}"
         if status == SKIPPED and counts[status]:
-            kept_drift = sum(1 for r in result.results if r.status == SKIPPED and r.note)
-            deletes = counts[status] - kept_drift
+            notes = [r.note or "" for r in result.results if r.status == SKIPPED]
+            kept_drift = sum(1 for n in notes if n.startswith("drift kept"))
+            kept_files = sum(1 for n in notes if n.startswith("kept:"))
+            deletes = counts[status] - kept_drift - kept_files
             why = ["deletes kept: deploy with --prune to delete them"] if deletes else []
             why += [f"{kept_drift} with drift kept (--keep-drift)"] if kept_drift else []
+            why += [f"{kept_files} kept: their flow files have problems"] if kept_files else []
             line += f"  ({'; '.join(why)})"
         lines.append(line)
     for item in result.conflicts:
@@ -220,21 +230,28 @@ def format_results(result: ApplyResult, masker: Masker | None = None) -> str:
     return masker.text("\n".join(lines))
 
 
-def plan_json(plan: Plan, masker: Masker | None = None) -> dict[str, Any]:
-    """``{"env": ..., "changes": [{action, deployment, type, id, diff}], "summary": {...}}``
-    with secrets masked."""
+def plan_json(
+    plan: Plan, masker: Masker | None = None, skipped: Sequence[Skipped] = ()
+) -> dict[str, Any]:
+    """``{"env": ..., "changes": [{action, deployment, type, id, diff}], "summary": {...},
+    "skipped": [{path, flow, line, reason}]}`` with secrets masked."""
     masker = masker or Masker()
     data = plan.to_dict()
     data["changes"] = [_change_json(c, masker) for c in plan.changes]
+    data["skipped"] = [item.to_dict() for item in skipped]
     masked: dict[str, Any] = masker.data(data)
     return masked
 
 
-def results_json(result: ApplyResult, masker: Masker | None = None) -> dict[str, Any]:
-    """``{"env": ..., "results": [one record per deployment], "summary": {...}}`` with
-    secrets masked."""
+def results_json(
+    result: ApplyResult, masker: Masker | None = None, skipped: Sequence[Skipped] = ()
+) -> dict[str, Any]:
+    """``{"env": ..., "results": [one record per deployment], "summary": {...},
+    "skipped": [{path, flow, line, reason}]}`` with secrets masked."""
     masker = masker or Masker()
-    masked: dict[str, Any] = masker.data(result.to_dict())
+    data = result.to_dict()
+    data["skipped"] = [item.to_dict() for item in skipped]
+    masked: dict[str, Any] = masker.data(data)
     return masked
 
 
@@ -629,16 +646,29 @@ def summarize(env: str, specs: Sequence[DeploymentSpec]) -> str:
 
 
 def report_json(
-    env: str, specs: Sequence[DeploymentSpec] = (), problems: Sequence[Problem] = ()
+    env: str,
+    specs: Sequence[DeploymentSpec] = (),
+    problems: Sequence[Problem] = (),
+    *,
+    skipped: Sequence[Skipped] = (),
+    warnings: Sequence[str] = (),
+    error: str | None = None,
 ) -> str:
-    """``{"env", "valid", "deployments", "problems"}`` as indented JSON."""
-    report = {
+    """``{"env", "valid", "deployments", "full_names", "problems", "skipped",
+    "warnings"}`` (and ``error`` when something else than the deployments stopped the
+    run: the settings, a flow file under --strict) as indented JSON."""
+    report: dict[str, Any] = {
         "env": env,
-        "valid": not problems,
+        "valid": not problems and error is None,
         "deployments": [spec.name for spec in specs],
+        "full_names": [spec.full_name for spec in specs],
         "problems": [problem.to_dict() for problem in problems],
+        "skipped": [item.to_dict() for item in skipped],
+        "warnings": list(warnings),
     }
-    return json.dumps(report, indent=2)
+    if error is not None:
+        report["error"] = error
+    return json.dumps(report, indent=2, default=str)
 
 
 def format_discovery(discovery: Discovery, *, as_json: bool = False) -> str:

@@ -447,9 +447,10 @@ def select_specs(
     flow_names: Sequence[str] = (),
     types: Sequence[str] = (),
 ) -> list[DeploymentSpec]:
-    """Keep the specs of the named flows and types (all when empty). Raises
-    ``InputError`` for an unknown type and ``DiscoveryError`` for a flow name that has
-    no deployment."""
+    """Keep the specs of the named flows and types (all when empty).  A flow is named
+    by its name (every file that defines it) or by an entrypoint (that one function,
+    ``path.py:fn`` or ``module:fn``).  Raises ``InputError`` for an unknown type and
+    ``DiscoveryError`` for a flow that has no deployment."""
     unknown_types = [t for t in types if t not in DEPLOYMENT_TYPES]
     if unknown_types:
         raise InputError(
@@ -457,7 +458,7 @@ def select_specs(
             f"known: {', '.join(DEPLOYMENT_TYPES)}"
         )
     known = sorted({s.flow.name for s in specs})
-    missing = [n for n in flow_names if n not in known]
+    missing = [n for n in flow_names if not any(_selects(n, s) for s in specs)]
     if missing:
         raise DiscoveryError(
             f"no deployment for flow(s) {', '.join(map(repr, missing))}; "
@@ -466,8 +467,17 @@ def select_specs(
     return [
         s
         for s in specs
-        if (not flow_names or s.flow.name in flow_names) and (not types or s.type in types)
+        if (not flow_names or any(_selects(n, s) for n in flow_names))
+        and (not types or s.type in types)
     ]
+
+
+def _selects(selector: str, spec: DeploymentSpec) -> bool:
+    """``--flow`` value ``selector`` names ``spec``'s flow (by name or entrypoint)."""
+    if selector == spec.flow.name:
+        return True
+    target = selector.strip().removeprefix("./")
+    return ":" in target and target in (spec.flow.entrypoint, spec.flow.module_entrypoint)
 
 
 def mask_body(body: Any, settings: Settings) -> Any:

@@ -568,15 +568,8 @@ def _parameter_problems(
                 f"got {_kind(value)} {_shown(value)}",
                 source=source,
             )
-    for param in named:
-        if param.required and param.name not in parameters:
-            yield _problem(
-                spec,
-                ("parameters", param.name),
-                f"missing required parameter {param.name!r}: flow {flow.name!r} has no "
-                "default for it, so every run would fail",
-                source=_parameter_source(spec, flow, param.name),
-            )
+    # A required parameter without a value is no problem: each run passes it (build
+    # notes it, and warns when a schedule would start runs without it).
 
 
 def _parameter_source(spec: DeploymentSpec, flow: FlowMetadata, name: str) -> str:
@@ -587,12 +580,13 @@ def _parameter_source(spec: DeploymentSpec, flow: FlowMetadata, name: str) -> st
 
 
 def _duplicate_names(specs: Sequence[DeploymentSpec]) -> Iterator[Problem]:
+    """Two deployments of one flow with one name: Prefect would keep only one."""
     users: dict[str, list[DeploymentSpec]] = defaultdict(list)
     for spec in specs:
         name = spec.body.get("name") if isinstance(spec.body, Mapping) else None
         if isinstance(name, str) and name:
-            users[name].append(spec)
-    for name, same in users.items():
+            users[f"{spec.body.get('flow_name')}/{name}"].append(spec)
+    for full_name, same in users.items():
         if len(same) < 2:
             continue
         who = "; ".join(
@@ -602,10 +596,11 @@ def _duplicate_names(specs: Sequence[DeploymentSpec]) -> Iterator[Problem]:
         )
         yield Problem(
             message=(
-                f"deployment name {name!r} is used by {len(same)} deployments: {who}; "
-                "each deployment needs its own name (see the naming settings)"
+                f"deployment {full_name!r} is used by {len(same)} deployments: {who}; "
+                "each deployment of a flow needs its own name (see the naming settings, "
+                "or name one per file with settings key 'flows.\"<entrypoint>\".name')"
             ),
-            deployment=name,
+            deployment=full_name,
             key="name",
             source=", ".join(sorted({s.source for s in same if s.source})) or None,
         )

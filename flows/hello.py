@@ -33,7 +33,7 @@ def hello(
 ) -> str:
     """Say hello a few times and report the parameters it was given.
 
-    The remaining lines of the docstring are not part of the flow's description.
+    The whole docstring is the deployment's description, as Prefect sends it.
     """
     logger = get_run_logger()
     message = make_greeting(greeting, name, nickname, shout)

@@ -533,6 +533,7 @@ PACKAGE = REPO / "deploy_lib"
 STAGES = {
     "settings": {"dynaconf", "dotenv"},
     "discovery": set(),
+    "pysource": set(),
     "parameters": set(),
     "build": set(),
     "templates": {"yaml", "jinja2"},
@@ -551,8 +552,9 @@ STAGES = {
 # The values and errors every stage shares.
 SHARED = {"models", "errors"}
 # validate reads two pure helpers of its own: the Cerberus tables (schema) and the
-# annotation type check (parameters.python_type_check).
-STAGE_HELPERS = {"validate": {"schema", "parameters"}}
+# annotation type check (parameters.python_type_check); discovery reads source through
+# pysource (literal folding, scopes and the types annotations name).
+STAGE_HELPERS = {"validate": {"schema", "parameters"}, "discovery": {"pysource"}}
 THIRD_PARTY = {"dynaconf", "dotenv", "yaml", "jinja2", "cerberus", "pydantic", "prefect", "httpx", "rich", "invoke"}
 
 

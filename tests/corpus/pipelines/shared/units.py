@@ -1,0 +1,6 @@
+from enum import IntEnum, auto
+
+
+class Unit(IntEnum):
+    ROWS = auto()
+    BYTES = auto()
