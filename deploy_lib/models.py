@@ -128,15 +128,7 @@ class FlowMetadata:
             "module_entrypoint": self.module_entrypoint,
             "is_async": self.is_async,
             "description": self.description,
-            "parameters": [
-                {
-                    "name": p.name,
-                    "annotation": p.annotation,
-                    "default": p.default,
-                    "required": p.required,
-                }
-                for p in self.parameters
-            ],
+            "parameters": [_parameter_dict(p) for p in self.parameters],
             "dockerfile": self.dockerfile,
             "requirements": self.requirements,
             "line": self.line,
@@ -144,7 +136,27 @@ class FlowMetadata:
             "problems": list(self.problems),
             "supports_python_deployment": self.supports_python_deployment,
             "supports_docker_deployment": self.supports_docker_deployment,
+            "notes": list(self.notes),
         }
+
+
+def _parameter_dict(param: Parameter) -> dict[str, Any]:
+    """A parameter for ``discover --json``: a default is either ``literal`` (its value)
+    or ``expression`` (its source text, never under ``default``)."""
+    data: dict[str, Any] = {
+        "name": param.name,
+        "annotation": param.annotation,
+        "required": param.required,
+    }
+    if param.required or param.kind in ("var_positional", "var_keyword"):
+        data["default_kind"] = None
+    elif param.default_is_literal:
+        data["default_kind"] = "literal"
+        data["default"] = param.default
+    else:
+        data["default_kind"] = "expression"
+        data["default_source"] = param.default
+    return data
 
 
 def module_path_for(path: str) -> str:

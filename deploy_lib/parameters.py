@@ -31,7 +31,7 @@ from typing import Any
 from deploy_lib.models import FIELD_CONSTRAINTS, FIELD_MARK, FlowMetadata, Parameter
 from deploy_lib.models import TYPE_REFERENCE as REFERENCE
 
-__all__ = ["parameter_docstrings", "parameter_schema", "python_type_check"]
+__all__ = ["parameter_docstrings", "parameter_schema", "python_type_check", "schema_notes"]
 
 
 class _Unsupported(Exception):
@@ -129,6 +129,31 @@ def parameter_schema(flow: FlowMetadata) -> dict[str, Any]:
     if definitions:
         schema["definitions"] = definitions
     return schema
+
+
+def schema_notes(flow: FlowMetadata) -> list[tuple[str, str]]:
+    """``(parameter, why)`` for each annotated parameter whose schema accepts any value
+    because its type could not be read from source (a plain class, a type from outside
+    the project, an expression): the server then checks nothing about it."""
+    notes: list[tuple[str, str]] = []
+    for param in flow.parameters:
+        if param.annotation is None or param.kind in ("var_positional", "var_keyword"):
+            continue
+        annotation = param.resolved or param.annotation
+        if param.note is not None:
+            notes.append((param.name, f"{param.note}; any value is accepted"))
+            continue
+        try:
+            if REFERENCE in annotation:
+                _schema(_parse(annotation), _Definitions(flow.types, {}))
+            else:
+                _annotation_schema(annotation)
+        except _Unsupported as exc:
+            what = str(exc) or annotation
+            notes.append(
+                (param.name, f"type {what} is not one read from source; any value is accepted")
+            )
+    return notes
 
 
 def _property(

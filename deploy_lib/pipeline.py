@@ -199,7 +199,16 @@ def discover(settings: Settings, paths: Sequence[str] = (), *, strict: bool = Fa
     )
     if strict:
         found.raise_for_problems()
-    return found
+    flows = tuple(
+        replace(
+            flow,
+            notes=(*flow.notes, *(f"parameter {n!r}: {why}" for n, why in notes)),
+        )
+        if (notes := parameters.schema_notes(flow))
+        else flow
+        for flow in found.flows
+    )
+    return replace(found, flows=flows)
 
 
 def find_flow(found: Discovery, name_or_entrypoint: str) -> FlowMetadata | None:

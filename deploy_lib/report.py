@@ -709,6 +709,9 @@ def format_discovery(discovery: Discovery, *, as_json: bool = False) -> str:
     lines.append("")
     lines.append(f"{len(discovery.flows)} flow(s), {len(discovery.problems)} problem(s)")
     lines += [f"  - {p}" for p in discovery.problems]
+    notes = [f"  - {flow.entrypoint}: {note}" for flow in discovery.flows for note in flow.notes]
+    if notes:
+        lines += ["", f"{len(notes)} note(s):", *notes]
     return "\n".join(lines)
 
 

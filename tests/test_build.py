@@ -697,3 +697,94 @@ def test_contexts_are_sorted_by_flow_name_then_type(tmp_path: Path) -> None:
         ("table-report", "docker"),
     ]
     assert all(isinstance(c, BuildContext) for c in result.contexts)
+
+
+# -- one flow name in several files ---------------------------------------------------------
+
+
+def _report_in(root: Path, path: str, function: str) -> FlowMetadata:
+    write(root, {path: f"from prefect import flow\n\n@flow(name='report')\ndef {function}(): ...\n"})
+    return FlowMetadata(name="report", function=function, path=path)
+
+
+def test_one_flow_name_in_two_files_gets_one_deployment_per_file_named_after_it(
+    tmp_path: Path,
+) -> None:
+    flows = [
+        _report_in(tmp_path, "flows/sales/report.py", "sales"),
+        _report_in(tmp_path, "flows/stock/report.py", "stock"),
+    ]
+    result = build_deployments(flows, settings(tmp_path, deployment_types=["python"]), git=GIT)
+
+    names = sorted((c.flow.entrypoint, c.name) for c in result.contexts)
+    assert names == [
+        ("flows/sales/report.py:sales", "sales-report"),
+        ("flows/stock/report.py:stock", "stock-report"),
+    ]
+    (note,) = [w for w in result.warnings if "defined in 2 places" in w]
+    assert "report/sales-report (flows/sales/report.py:sales)" in note
+    assert "flows.\"flows/sales/report.py:sales\".name" in note
+
+
+def test_two_flows_of_one_name_in_one_file_are_told_apart_by_function(tmp_path: Path) -> None:
+    write(tmp_path, {"flows/both.py": "x = 1\n"})
+    flows = [
+        FlowMetadata(name="main", function="first", path="flows/both.py"),
+        FlowMetadata(name="main", function="second", path="flows/both.py"),
+    ]
+    result = build_deployments(flows, settings(tmp_path, deployment_types=["python"]), git=GIT)
+    assert sorted(c.name for c in result.contexts) == ["both-first", "both-second"]
+
+
+def test_a_per_flow_table_keyed_by_entrypoint_names_and_configures_one_file(
+    tmp_path: Path,
+) -> None:
+    flows = [
+        _report_in(tmp_path, "flows/sales/report.py", "sales"),
+        _report_in(tmp_path, "flows/stock/report.py", "stock"),
+    ]
+    overrides = {
+        "report": {"tags": ["shared"]},
+        "flows/sales/report.py:sales": {"name": "sales", "paused": True},
+    }
+    result = build_deployments(
+        flows, settings(tmp_path, deployment_types=["python"], flows=overrides), git=GIT
+    )
+    by_entrypoint = {c.flow.entrypoint: c.deployment for c in result.contexts}
+    sales, stock = by_entrypoint["flows/sales/report.py:sales"], by_entrypoint["flows/stock/report.py:stock"]
+    assert (sales["name"], sales["paused"]) == ("sales", True)
+    assert (stock["name"], stock["paused"]) == ("stock-report", False)
+    assert "shared" in sales["tags"] and "shared" in stock["tags"]
+    assert not [w for w in result.warnings if "names no discovered flow" in w]
+
+
+# -- required parameters ----------------------------------------------------------------------
+
+
+def test_a_required_parameter_without_a_value_is_a_note_and_a_warning_when_scheduled(
+    tmp_path: Path,
+) -> None:
+    needs = hello_flow(tmp_path, parameters=(Parameter("day", "str"),))
+    result = build_deployments([needs], settings(tmp_path, deployment_types=["python"]), git=GIT)
+    assert result.notes[-1] == (
+        "flow 'hello' (flows/hello.py:hello): every run must pass day (required, and no "
+        "value in the settings)"
+    )
+    assert not [w for w in result.warnings if "day" in w]
+
+    scheduled = settings(
+        tmp_path,
+        deployment_types=["python"],
+        flows={"hello": {"schedules": [{"cron": "0 6 * * *"}]}},
+    )
+    result = build_deployments([needs], scheduled, git=GIT)
+    assert [w for w in result.warnings if "day" in w] == [
+        "flow 'hello' (flows/hello.py:hello) is scheduled, but has no value for required "
+        "parameter(s) day: each scheduled run would fail; set flows.hello.parameters"
+    ]
+
+    given = settings(
+        tmp_path, deployment_types=["python"], flows={"hello": {"parameters": {"day": "mon"}}}
+    )
+    result = build_deployments([needs], given, git=GIT)
+    assert not [line for line in (*result.notes, *result.warnings) if "day" in line]

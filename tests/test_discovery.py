@@ -983,3 +983,61 @@ def test_a_huge_source_file_is_not_read_whole(tmp_path: Path) -> None:
     problems = {p.path: p.message for p in discover_flows(tmp_path, ["flows"]).problems}
 
     assert problems["flows/big.py"] == "larger than 8 MiB: not a flow file; not read"
+
+
+# --------------------------------------------------------------- a repository as real ones are
+
+CORPUS = REPO / "tests" / "corpus"
+
+
+@pytest.fixture(scope="module")
+def corpus() -> Discovery:
+    return discover_flows(CORPUS, ["pipelines"])
+
+
+def test_a_cookiecutter_template_in_the_tree_is_one_problem_and_every_flow_is_found(
+    corpus: Discovery,
+) -> None:
+    assert messages(corpus) == [
+        "pipelines/{{ cookiecutter.project_slug }}/flow.py:5: syntax error: invalid syntax"
+    ]
+    assert all(f.is_valid for f in corpus.flows)
+    assert len(corpus.flows) == 14
+
+
+def test_names_and_descriptions_are_folded_as_python_computes_them(corpus: Discovery) -> None:
+    by_function = {f.function: f for f in corpus.flows}
+    assert by_function["bond_reporting"].name == "Bond Reporting Data Scripts"
+    assert by_function["bond_daily"].name == "bond-daily"
+    assert by_function["bond_daily"].description == "bond figures, every 1440 minutes"
+    assert by_function["fetch"].description == "data loader"
+
+
+def test_defaults_naming_constants_are_folded_and_expressions_are_marked(
+    corpus: Discovery,
+) -> None:
+    (fetch,) = [f for f in corpus.flows if f.function == "fetch"]
+    defaults = {p.name: (p.default, p.default_is_literal) for p in fetch.parameters}
+    assert defaults == {
+        "url": ("https://example.com/api", True),
+        "timeout": (3600, True),
+        "path": ("data/in", True),
+        "mode": ("safe", True),
+        "rows": (1000, True),
+        "ratio": (0.25, True),
+        "label": ("data-3600", True),
+        "since": ("datetime.today()", False),
+    }
+    shown = {p["name"]: p for p in fetch.to_dict()["parameters"]}
+    assert shown["url"]["default_kind"] == "literal"
+    assert shown["since"]["default_kind"] == "expression"
+    assert "default" not in shown["since"]  # never a string that looks like a literal
+    assert shown["since"]["default_source"] == "datetime.today()"
+
+
+def test_a_second_decorator_gets_a_note(corpus: Discovery) -> None:
+    (audited,) = [f for f in corpus.flows if f.function == "audited"]
+    assert audited.notes == (
+        "decorated also with @logged, which may change its signature: the parameters "
+        "are read from the function as written",
+    )

@@ -14,7 +14,12 @@ from typing import Any
 import pytest
 
 from deploy_lib.models import FlowMetadata, Parameter
-from deploy_lib.parameters import parameter_docstrings, parameter_schema, python_type_check
+from deploy_lib.parameters import (
+    parameter_docstrings,
+    parameter_schema,
+    python_type_check,
+    schema_notes,
+)
 
 # Every annotation parameter_schema promises to map exactly as Prefect does.
 SUPPORTED_FLOWS = '''
@@ -478,3 +483,109 @@ def test_a_default_that_is_no_json_number_is_left_out_of_the_schema() -> None:
     assert "default" not in properties["limit"]
     assert properties["rows"]["default"] == 3
     assert json.dumps(parameter_schema(flow), allow_nan=False)  # valid JSON, no Infinity
+
+
+# -- a repository as real ones are: every corpus flow against Prefect's own schema -------
+
+CORPUS = Path(__file__).resolve().parent / "corpus"
+# Defaults Prefect computes by running code at import time (datetime.today()): left out
+# of our schema on purpose, so the flow's own default applies at run time.
+EXPRESSION_DEFAULTS = {("fetch", "since")}
+
+
+@pytest.fixture(scope="module")
+def corpus_flows() -> list[FlowMetadata]:
+    from deploy_lib.discovery import discover_flows
+
+    return list(discover_flows(CORPUS, ["pipelines"]).flows)
+
+
+def _corpus_ids() -> list[str]:
+    from deploy_lib.discovery import discover_flows
+
+    return [f.entrypoint for f in discover_flows(CORPUS, ["pipelines"]).flows]
+
+
+@pytest.mark.parametrize("entrypoint", _corpus_ids())
+def test_every_corpus_flow_that_imports_has_prefects_own_schema(
+    entrypoint: str, corpus_flows: list[FlowMetadata], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from prefect.utilities.callables import parameter_schema as prefect_parameter_schema
+
+    flow = next(f for f in corpus_flows if f.entrypoint == entrypoint)
+    monkeypatch.syspath_prepend(str(CORPUS))
+    for name in [m for m in sys.modules if m == "pipelines" or m.startswith("pipelines.")]:
+        monkeypatch.delitem(sys.modules, name)
+    module = importlib.import_module(flow.module_path)
+    theirs = prefect_parameter_schema(getattr(module, flow.function)).model_dump(
+        exclude_unset=True
+    )
+    for function, name in EXPRESSION_DEFAULTS:
+        if function == flow.function:
+            theirs["properties"][name].pop("default")
+    assert parameter_schema(flow) == theirs
+
+
+def test_the_corpus_covers_models_enums_dataclasses_typeddicts_and_aliases(
+    corpus_flows: list[FlowMetadata],
+) -> None:
+    schemas = {f.function: parameter_schema(f) for f in corpus_flows}
+    definitions = {
+        name: schema.get("definitions", {}) for name, schema in schemas.items()
+    }
+    assert set(definitions["load_records"]) == {"Address", "Record"}
+    assert set(definitions["run_pipeline"]) == {"PipelineConfig", "Priority", "Target", "Unit"}
+    assert set(definitions["export"]) == {"PipelineConfig", "Priority", "Target", "Unit"}
+    assert set(definitions["paint"]) == {"Color", "Level", "Size", "Step"}
+    assert set(definitions["shapes"]) == {"Options", "Partial", "Point", "Window"}
+    convert = schemas["convert"]["properties"]
+    assert convert["start"]["format"] == "date-time"  # `from datetime import datetime as dt`
+    assert convert["currency"]["enum"] == ["USD", "EUR"]  # Currency = Literal[...]
+
+
+def test_a_model_parameter_refuses_what_the_model_refuses() -> None:
+    """The point of the definitions: the server checks values against them."""
+    import jsonschema
+
+    from deploy_lib.discovery import discover_flows
+
+    (flow,) = [
+        f for f in discover_flows(CORPUS, ["pipelines"]).flows if f.function == "load_records"
+    ]
+    schema = parameter_schema(flow)
+    good = {"data": [{"id": 1, "kind": "company"}]}
+    jsonschema.validate(good, schema)
+    for bad in ({"data": [{"id": "one"}]}, {"data": [{"kind": "robot", "id": 1}]}, {"data": {}}):
+        with pytest.raises(jsonschema.ValidationError):
+            jsonschema.validate(bad, schema)
+
+
+def test_a_parameter_whose_type_cannot_be_read_stays_permissive_and_says_why(
+    tmp_path: Path,
+) -> None:
+    from deploy_lib.discovery import discover_flows
+
+    (tmp_path / "flows").mkdir()
+    (tmp_path / "flows" / "odd.py").write_text(
+        textwrap.dedent(
+            """
+            from prefect import flow
+            from somewhere_else import Thing
+
+            class Plain:
+                pass
+
+            @flow
+            def odd(a: Plain = None, b: Thing = None, c: int = 1):
+                pass
+            """
+        )
+    )
+    (flow,) = discover_flows(tmp_path).flows
+    props = parameter_schema(flow)["properties"]
+    assert props["a"] == {"title": "a", "position": 0, "default": None}
+    assert props["b"] == {"title": "b", "position": 1, "default": None}
+    notes = dict(schema_notes(flow))
+    assert "Plain (flows/odd.py) is a plain class" in notes["a"]
+    assert "somewhere_else.Thing" in notes["b"]
+    assert "c" not in notes
