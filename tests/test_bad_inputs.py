@@ -587,6 +587,27 @@ CASES = [
         mutate=_broken_flow_file,
     ),
     Case(
+        "validate --json prints JSON naming the file when settings.toml is not TOML",
+        ("validate", "--json"),
+        3,
+        ('"valid": false', '"error": ', 'settings.toml:', "invalid TOML at line"),
+        mutate=lambda root: append(root, "settings.toml", "\nretries = = 3\n"),
+    ),
+    Case(
+        "validate --json --strict prints JSON naming a flow file with a problem",
+        ("validate", "--json", "--strict"),
+        3,
+        ('"valid": false', '"error": ', "flows/broken.py:4: syntax error"),
+        mutate=_broken_flow_file,
+    ),
+    Case(
+        "validate --json lists the skipped file among the skipped, and stays valid",
+        ("validate", "--json"),
+        0,
+        ('"valid": true', '"path": "flows/broken.py"', '"reason": "syntax error: invalid syntax"'),
+        mutate=_broken_flow_file,
+    ),
+    Case(
         "a flow file with a syntax error fails validate --strict",
         ("validate", "--strict"),
         3,

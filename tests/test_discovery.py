@@ -897,7 +897,9 @@ def test_the_example_flows_of_this_repository_are_all_discovered_valid() -> None
 
     assert result.problems == ()
     flows = {f.name: f for f in result.flows}
-    assert set(flows) == {"hello", "async-report", "daily-etl", "table-report", "env-report"}
+    assert set(flows) == {
+        "hello", "async-report", "daily-etl", "table-report", "env-report", "order-totals"
+    }
     assert all(f.is_valid for f in result.flows)
     assert flows["async-report"].is_async
     assert flows["daily-etl"].entrypoint == "flows/etl/daily.py:daily_etl"
@@ -931,6 +933,7 @@ def test_invoke_discover_json_prints_the_flows_of_this_repository() -> None:
         "daily-etl",
         "env-report",
         "hello",
+        "order-totals",
         "table-report",
     ]
     assert data["problems"] == []

@@ -35,7 +35,7 @@ from helpers import invoke as run_invoke
 
 from deploy_lib import pipeline, report
 from deploy_lib.api import PrefectApi
-from deploy_lib.errors import SettingsError
+from deploy_lib.errors import ApiError, SettingsError
 from deploy_lib.models import MANAGED_BY_TAG, Settings
 from deploy_lib.runs import run_deployment
 from deploy_lib.server import background_worker
@@ -50,6 +50,7 @@ PYTHON_DEPLOYMENTS = (
     "daily-etl/daily-etl",
     "env-report/env-report",
     "hello/hello",
+    "order-totals/order-totals",
     "table-report/table-report-python",
 )
 DOCKER_DEPLOYMENT = "table-report/table-report-docker"
@@ -60,6 +61,7 @@ MODULE_ENTRYPOINTS = {
     "daily-etl": "flows.etl.daily:daily_etl",
     "env-report": "flows.env_report:env_report",
     "hello": "flows.hello:hello",
+    "order-totals": "flows.orders:order_totals",
     "table-report": "flows.containerized.table_report:table_report",
 }
 RUN_TIMEOUT = 180.0
@@ -309,6 +311,31 @@ class TestDeployedFlowsRunOnOneWorker:
         assert_env_report(
             env_report(worker, outcomes["env-report/env-report"]["flow_run_id"]), settings, project
         )
+
+
+def test_a_model_parameter_is_checked_by_the_server_and_a_good_value_runs_completed(
+    project: Path, first_deploy: pipeline.DeployOutcome, worker: Worker, prefect_server: str
+) -> None:
+    """The schema holds the pydantic models' definitions (read from source), so with
+    enforce_parameter_schema the server refuses a bad order before any run exists."""
+    settings = load_settings(ENV, project)
+    target = "order-totals/order-totals"
+    live = live_deployments(prefect_server)[target]
+    assert set(live["parameter_openapi_schema"]["definitions"]) == {"Item", "Order"}
+    assert live["enforce_parameter_schema"] is True
+    good = {"orders": [{"id": 1, "items": [{"sku": "a-1", "quantity": 2, "price": 1.5}]}]}
+    bad = {"orders": [{"id": 1, "items": [{"sku": "a-1", "quantity": "two"}]}]}
+
+    async def run(parameters: dict[str, Any]) -> Any:
+        async with PrefectApi(prefect_server, max_writes=1) as api:
+            return await run_deployment(api, settings, target, parameters, timeout=RUN_TIMEOUT)
+
+    with pytest.raises(ApiError) as refused:
+        asyncio.run(run(bad))
+    assert refused.value.status == 409
+    assert "quantity" in str(refused.value)
+    outcome = asyncio.run(run(good))
+    assert outcome["state"] == "Completed", worker.tail()
 
 
 def test_the_docker_deployment_is_registered_to_the_docker_pool_with_its_image(
@@ -985,3 +1012,62 @@ def test_version_names_this_tool_prefect_and_the_server(prefect_server: str, tmp
         "prefect": version("prefect"),
         "server": f"{version('prefect')} at {prefect_server}",
     }
+
+
+CORPUS = REPO / "tests" / "corpus"
+TEMPLATE_FILE = "pipelines/{{ cookiecutter.project_slug }}/flow.py"
+
+
+def corpus_project(root: Path) -> Path:
+    """A project holding tests/corpus/pipelines as its flows (flow_roots = pipelines)."""
+    shared_project(root, {})
+    shutil.copytree(CORPUS / "pipelines", root / "pipelines")
+    settings = root / "settings.toml"
+    settings.write_text(
+        settings.read_text().replace('flow_roots = ["flows"]', 'flow_roots = ["pipelines"]')
+    )
+    return root
+
+
+def test_a_repository_as_real_ones_are_deploys_its_healthy_flows_and_names_what_it_skips(
+    prefect_server: str, shared_pools: None, tmp_path: Path
+) -> None:
+    root = corpus_project(tmp_path / "realrepo")
+
+    checked = cli(root, "validate", "--env", ENV, "--json", server=prefect_server)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    report = json.loads(checked.stdout)
+    assert report["valid"] is True
+    assert report["skipped"] == [
+        {"path": TEMPLATE_FILE, "flow": None, "line": 5, "reason": "syntax error: invalid syntax"}
+    ]
+    wanted = set(report["full_names"])
+    assert {
+        "report/dup-a-report",
+        "report/dup-b-report",
+        "Bond Reporting Data Scripts/Bond Reporting Data Scripts",
+        "load-table/load-table",
+        "run-pipeline/run-pipeline",
+    } <= wanted
+    assert any("every run must pass source, rows" in w for w in report["warnings"])
+
+    done = cli(root, "deploy", "--env", ENV, server=prefect_server)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert f"skipped {TEMPLATE_FILE}:5: syntax error" in done.stderr
+    live = on_server(prefect_server, "project:realrepo")
+    assert set(live) == wanted
+    assert live["report/dup-a-report"]["entrypoint"] == "pipelines/dup_a/report.py:sales_report"
+
+    # A flow file that breaks keeps its deployment through a prune: the flow may well
+    # still be there, the file just cannot be read now.
+    enums = root / "pipelines" / "enums.py"
+    enums.write_text(enums.read_text() + "\ndef half_typed(:\n")
+    pruned = cli(root, "deploy", "--env", ENV, "--prune", "--yes", server=prefect_server)
+    assert pruned.returncode == 0, pruned.stdout + pruned.stderr
+    assert "kept" in pruned.stdout and "pipelines/enums.py has problems" in pruned.stdout
+    assert set(on_server(prefect_server, "project:realrepo")) == wanted
+
+    strict = cli(root, "deploy", "--env", ENV, "--prune", "--strict", server=prefect_server)
+    assert strict.returncode == 3, strict.stdout + strict.stderr
+    assert "pipelines/enums.py:36: syntax error" in strict.stderr and "nothing was written" in strict.stderr
+    assert set(on_server(prefect_server, "project:realrepo")) == wanted
