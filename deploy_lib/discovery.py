@@ -19,13 +19,18 @@ thousand files takes a fraction of a second, where importing them takes many.
 from __future__ import annotations
 
 import ast
+import contextlib
 import errno
 import fnmatch
+import hashlib
+import json
 import os
 import re
 import stat
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+import sys
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -64,15 +69,25 @@ def discover_flows(
     root: Path,
     roots: Sequence[str] = ("flows",),
     exclude: Sequence[str] = (),
+    *,
+    cache_dir: Path | None = None,
 ) -> Discovery:
     """Parse every ``.py`` file under ``roots`` (relative to ``root``) and collect flows.
 
     ``exclude`` holds fnmatch patterns matched against each file's and folder's
     project-relative POSIX path (``flows/scratch/*``) and against its bare name
     (``scratch``, ``*_old.py``).  Reads files only; never imports or runs them.
+
+    With ``cache_dir``, what each file held is kept there (``discovery.json``, keyed by
+    the file's content; its size and mtime spare the read when they are unchanged and
+    older than the cache), so an unchanged tree is discovered without parsing.  A
+    corrupt, foreign or unwritable cache is ignored and rebuilt.
     """
-    walker = _Walker(Path(root), exclude)
+    cache = _Cache.load(Path(cache_dir)) if cache_dir is not None else None
+    walker = _Walker(Path(root), exclude, cache)
     walker.walk([str(entry) for entry in roots])
+    if cache is not None:
+        cache.save(set(walker.files))
     return walker.result()
 
 
@@ -130,7 +145,7 @@ class _Found:
 class _Walker:
     """Walks the flow roots once; collects flows, non-flow functions and problems."""
 
-    def __init__(self, root: Path, exclude: Sequence[str]) -> None:
+    def __init__(self, root: Path, exclude: Sequence[str], cache: _Cache | None = None) -> None:
         self.root = os.path.abspath(root)
         patterns = [p.strip().removeprefix("./").rstrip("/") for p in exclude if p.strip()]
         self.exclude = (
@@ -143,6 +158,8 @@ class _Walker:
         self.walked_real: set[str] = set()
         self.root_reals: list[str] = []
         self.resolver = Resolver(self._module_tree)
+        self.cache = cache
+        self.digests: dict[str, str] = {}
 
     # -- public steps
 
@@ -284,43 +301,80 @@ class _Walker:
             return
         self.files[rel] = None
         try:
-            if not stat.S_ISREG(os.stat(absolute).st_mode):
+            info = os.stat(absolute)
+            if not stat.S_ISREG(info.st_mode):
                 # A FIFO would block the read forever, a device (/dev/zero) never end.
                 self._problem(rel, "not a regular file (a FIFO, device or socket); not read")
                 return
-            with open(absolute, "rb") as handle:
-                data = handle.read(MAX_FILE_BYTES + 1)
+            outcome = self.cache.by_stat(rel, info) if self.cache else None
+            if outcome is None:
+                with open(absolute, "rb") as handle:
+                    data = handle.read(MAX_FILE_BYTES + 1)
+                digest = _digest(data)
+                outcome = self.cache.by_content(rel, info, digest) if self.cache else None
+                if outcome is None or not self._dependencies_hold(outcome):
+                    outcome = self._analyse(rel, data)
+                    if self.cache is not None:
+                        self.cache.store(rel, info, digest, outcome, self._digests(outcome))
+            elif not self._dependencies_hold(outcome):
+                with open(absolute, "rb") as handle:
+                    data = handle.read(MAX_FILE_BYTES + 1)
+                outcome = self._analyse(rel, data)
+                if self.cache is not None:
+                    self.cache.store(rel, info, _digest(data), outcome, self._digests(outcome))
         except OSError as exc:
             self._problem(rel, f"cannot read file: {exc.strerror or exc}")
             return
+        self.functions[rel] = outcome.functions
+        for message, line in outcome.problems:
+            self._problem(rel, message, line)
+        for item in outcome.flows:
+            meta = {**item.meta, "dockerfile": dockerfile, "requirements": requirements}
+            self.found.append(_Found(meta, list(item.problems), item.depends))
+
+    def _analyse(self, rel: str, data: bytes) -> _FileOutcome:
+        """What one file's bytes hold: its flows, its other functions, its problems."""
         if len(data) > MAX_FILE_BYTES:
-            self._problem(
-                rel, f"larger than {MAX_FILE_BYTES // 2**20} MiB: not a flow file; not read"
-            )
-            return
+            message = f"larger than {MAX_FILE_BYTES // 2**20} MiB: not a flow file; not read"
+            return _FileOutcome(problems=((message, None),))
         text = _decode(data)
         if isinstance(text, Problem):
-            self._problem(rel, text.message, text.line)
-            return
-        if "flow" not in text or "prefect" not in text:
-            # Cannot define a flow (no prefect import, no flow decorator): skip the parse,
+            return _FileOutcome(problems=((text.message, text.line),))
+        if not _could_define_flow(text):
+            # No prefect import or no decorator that could be a flow's: skip the parse,
             # but keep its function names so an entrypoint into it gets a precise message.
-            self.functions[rel] = tuple(sorted(set(_TOP_LEVEL_DEF.findall(text))))
-            return
+            return _FileOutcome(functions=tuple(sorted(set(_TOP_LEVEL_DEF.findall(text)))))
         try:
             tree = ast.parse(text, filename=rel)
         except SyntaxError as exc:
-            self._problem(rel, f"syntax error: {exc.msg}", exc.lineno)
-            return
+            return _FileOutcome(problems=((f"syntax error: {exc.msg}", exc.lineno),))
         except (ValueError, RecursionError, MemoryError) as exc:
-            self._problem(rel, f"cannot parse: {exc}")
-            return
+            return _FileOutcome(problems=((f"cannot parse: {exc}", None),))
         parsed = _parse_module(tree, rel, self.resolver)
-        self.functions[rel] = parsed.other_functions
-        for item in parsed.flows:
-            item.meta["dockerfile"] = dockerfile
-            item.meta["requirements"] = requirements
-            self.found.append(item)
+        return _FileOutcome(functions=parsed.other_functions, flows=tuple(parsed.flows))
+
+    def _digests(self, outcome: _FileOutcome) -> dict[str, str]:
+        """The content digest of every other file the outcome's flows were read from."""
+        out: dict[str, str] = {}
+        for item in outcome.flows:
+            for rel in item.depends:
+                out[rel] = self._current_digest(rel)
+        return out
+
+    def _current_digest(self, rel: str) -> str:
+        if rel not in self.digests:
+            try:
+                with open(os.path.join(self.root, rel), "rb") as handle:
+                    self.digests[rel] = _digest(handle.read(MAX_FILE_BYTES + 1))
+            except OSError:
+                self.digests[rel] = ""
+        return self.digests[rel]
+
+    def _dependencies_hold(self, outcome: _FileOutcome) -> bool:
+        """A cached outcome is good only while the files its types came from are as then."""
+        return all(
+            self._current_digest(rel) == digest for rel, digest in outcome.depends.items()
+        )
 
     def _finish_flows(self) -> list[FlowMetadata]:
         # One flow name in several files is legal (one flow, several deployments):
@@ -352,6 +406,187 @@ class _Walker:
             return ast.parse(text, filename=rel)
         except (SyntaxError, ValueError, RecursionError, MemoryError):
             return None
+
+
+@dataclass(frozen=True)
+class _FileOutcome:
+    """What one file held; ``depends`` (for a cached outcome) maps each other file its
+    flows' types were read from to that file's digest then."""
+
+    functions: tuple[str, ...] = ()
+    problems: tuple[tuple[str, int | None], ...] = ()
+    flows: tuple[_Found, ...] = ()
+    depends: Mapping[str, str] = field(default_factory=dict)
+
+
+# A flow decorator: @flow, @prefect.flow(...), @pf.flow, @my_flow ... (what is parsed).
+_DECORATOR = re.compile(r"^[ \t]*@[ \t]*[\w.]*flow\b", re.MULTILINE)
+# ``from prefect import flow as step``: then @step is a flow decorator too.
+_FLOW_ALIAS = re.compile(r"\bflow[ \t]+as[ \t]+(\w+)")
+# ``from prefect import flow`` (one line or a parenthesised list): a file that imports
+# the decorator is read even without a decorator in sight (a half-typed flow file).
+_FLOW_IMPORT = re.compile(
+    r"^[ \t]*from[ \t]+prefect(?:\.flows)?[ \t]+import[ \t]+"
+    r"(?:\([^)]*\bflow\b[^)]*\)|[^\n(]*\bflow\b)",
+    re.MULTILINE,
+)
+
+
+def _could_define_flow(text: str) -> bool:
+    """Whether ``text`` may define a flow: it names prefect and imports prefect's flow
+    or has a decorator that could be it (parsing decides); most library files that
+    mention both words have neither."""
+    if "prefect" not in text or "flow" not in text:
+        return False
+    if _DECORATOR.search(text) or _FLOW_IMPORT.search(text):
+        return True
+    return any(
+        re.search(rf"^[ \t]*@[ \t]*{re.escape(alias)}\b", text, re.MULTILINE)
+        for alias in _FLOW_ALIAS.findall(text)
+    )
+
+
+def _digest(data: bytes) -> str:
+    return hashlib.sha1(data, usedforsecurity=False).hexdigest()
+
+
+CACHE_FILE = "discovery.json"
+# Anything that changes what a file's outcome holds bumps this: older caches are ignored.
+_CACHE_VERSION = 1
+# A file whose mtime is this close to the cache's own write may have changed within the
+# clock's resolution after it was read: its size and mtime are not trusted.
+_RACY_SECONDS = 2.0
+
+
+class _Cache:
+    """Each file's outcome, keyed by its project-relative path and its content digest.
+
+    Read once, written once (atomically, mode 0600) when anything changed; a cache that
+    cannot be read, is of another version or Python, or holds an entry of the wrong
+    shape, counts as empty: it is never trusted, only rebuilt."""
+
+    def __init__(self, folder: Path, entries: dict[str, dict[str, Any]], written: float) -> None:
+        self.folder = folder
+        self.entries = entries
+        self.written = written
+        self.changed = False
+
+    @classmethod
+    def load(cls, folder: Path) -> _Cache:
+        try:
+            with open(folder / CACHE_FILE, encoding="utf-8") as handle:
+                data = json.load(handle)
+            if data.get("key") != _cache_key() or not isinstance(data.get("files"), dict):
+                raise ValueError("another version's cache")
+            return cls(folder, data["files"], float(data["written"]))
+        except (OSError, ValueError, TypeError, AttributeError, KeyError, RecursionError):
+            return cls(folder, {}, 0.0)
+
+    def by_stat(self, rel: str, info: os.stat_result) -> _FileOutcome | None:
+        """The outcome when size and mtime are those recorded, and older than the cache."""
+        entry = self.entries.get(rel)
+        if not isinstance(entry, dict) or entry.get("stat") != [info.st_size, info.st_mtime_ns]:
+            return None
+        if info.st_mtime_ns / 1e9 >= self.written - _RACY_SECONDS:
+            return None
+        return self._outcome(rel, entry)
+
+    def by_content(self, rel: str, info: os.stat_result, digest: str) -> _FileOutcome | None:
+        entry = self.entries.get(rel)
+        if not isinstance(entry, dict) or entry.get("digest") != digest:
+            return None
+        outcome = self._outcome(rel, entry)
+        if outcome is not None and entry.get("stat") != [info.st_size, info.st_mtime_ns]:
+            entry["stat"] = [info.st_size, info.st_mtime_ns]  # touched, not changed
+            self.changed = True
+        return outcome
+
+    def _outcome(self, rel: str, entry: dict[str, Any]) -> _FileOutcome | None:
+        try:
+            return _outcome_from(entry["outcome"], dict(entry.get("depends") or {}))
+        except (KeyError, TypeError, ValueError, AttributeError):
+            del self.entries[rel]
+            self.changed = True
+            return None
+
+    def store(
+        self,
+        rel: str,
+        info: os.stat_result,
+        digest: str,
+        outcome: _FileOutcome,
+        depends: Mapping[str, str],
+    ) -> None:
+        self.entries[rel] = {
+            "stat": [info.st_size, info.st_mtime_ns],
+            "digest": digest,
+            "outcome": _outcome_to(outcome),
+            "depends": dict(depends),
+        }
+        self.changed = True
+
+    def save(self, seen: set[str]) -> None:
+        """Write the cache (dropping files no longer seen); a failure is ignored: the
+        cache only saves time."""
+        gone = set(self.entries) - seen
+        if not self.changed and not gone:
+            return
+        for rel in gone:
+            del self.entries[rel]
+        document = {"key": _cache_key(), "written": time.time(), "files": self.entries}
+        tmp = self.folder / f".{CACHE_FILE}.{os.getpid()}.tmp"
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            ignore = self.folder / ".gitignore"
+            if not ignore.exists():
+                ignore.write_text("# made by deploy-lib: its discovery cache\n*\n")
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                json.dump(document, handle, separators=(",", ":"))
+            os.replace(tmp, self.folder / CACHE_FILE)
+        except (OSError, TypeError, ValueError):
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+
+
+def _cache_key() -> list[Any]:
+    return [_CACHE_VERSION, list(sys.version_info[:2])]
+
+
+def _outcome_to(outcome: _FileOutcome) -> dict[str, Any]:
+    return {
+        "functions": list(outcome.functions),
+        "problems": [list(p) for p in outcome.problems],
+        "flows": [
+            {
+                "meta": {
+                    **item.meta,
+                    "parameters": [asdict(p) for p in item.meta["parameters"]],
+                    "notes": list(item.meta.get("notes") or ()),
+                },
+                "problems": list(item.problems),
+                "depends": list(item.depends),
+            }
+            for item in outcome.flows
+        ],
+    }
+
+
+def _outcome_from(data: Mapping[str, Any], depends: dict[str, str]) -> _FileOutcome:
+    flows = []
+    for item in data["flows"]:
+        meta = dict(item["meta"])
+        meta["parameters"] = tuple(Parameter(**p) for p in meta["parameters"])
+        meta["notes"] = tuple(str(n) for n in meta.get("notes") or ())
+        FlowMetadata(**meta, problems=tuple(item["problems"]))  # the shape must hold
+        flows.append(_Found(meta, [str(p) for p in item["problems"]], tuple(item["depends"])))
+    problems = tuple((str(m), None if line is None else int(line)) for m, line in data["problems"])
+    return _FileOutcome(
+        functions=tuple(str(f) for f in data["functions"]),
+        problems=problems,
+        flows=tuple(flows),
+        depends={str(k): str(v) for k, v in depends.items()},
+    )
 
 
 def _parent(rel: str) -> str:
@@ -631,7 +866,7 @@ def _parameter(
         else:
             annotation = _source(ann)
         try:
-            text = ast.unparse(resolver.annotation(ann, scope))
+            text = _source(resolver.annotation(ann, scope))
         except (Unresolved, RecursionError) as exc:
             note = str(exc) if isinstance(exc, Unresolved) else "the annotation nests too deeply"
         else:

@@ -94,6 +94,8 @@ from deploy_lib.models import (
 )
 
 T = TypeVar("T")
+# Where discovery keeps what each file held (gitignored; safe to delete at any time).
+CACHE_DIR = ".deploy-cache"
 LineSink = Callable[[str], None]
 # Called with the plan before the apply; the context manager it returns is held open for
 # the apply and yields the per-deployment callback (report.Output.progress).
@@ -195,7 +197,10 @@ def discover(settings: Settings, paths: Sequence[str] = (), *, strict: bool = Fa
     """Discovery over ``paths`` (default: the settings' ``flow_roots``). Reads files only.
     With ``strict``, raises ``DiscoveryError`` (exit 3) when any problem was found."""
     found = discovery.discover_flows(
-        Path(settings.root), tuple(paths) or tuple(settings.flow_roots), tuple(settings.exclude)
+        Path(settings.root),
+        tuple(paths) or tuple(settings.flow_roots),
+        tuple(settings.exclude),
+        cache_dir=Path(settings.root) / CACHE_DIR,
     )
     if strict:
         found.raise_for_problems()

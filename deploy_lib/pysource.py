@@ -313,6 +313,8 @@ class Resolver:
         self.definitions: dict[str, dict[str, Any]] = {}
         self._keys: dict[tuple[str, str], str] = {}
         self._failed: dict[tuple[str, str], str] = {}
+        # The files each definition was read from (its own and those it refers to).
+        self._deps: dict[str, set[str]] = {}
         # Files a result depended on (beyond the flow's own), for the discovery cache.
         self.used: set[str] = set()
 
@@ -717,7 +719,9 @@ class Resolver:
         if ident in self._failed:
             raise Unresolved(self._failed[ident])
         if ident in self._keys:
-            return self._keys[ident]
+            key = self._keys[ident]
+            self.used |= self._deps.get(key, {found.scope.path} - {""})
+            return key
         key = found.name
         taken = {k for i, k in self._keys.items() if i != ident}
         n = 2
@@ -725,8 +729,7 @@ class Resolver:
             key = f"{found.name}__{n}"
             n += 1
         self._keys[ident] = key
-        if found.scope.path:
-            self.used.add(found.scope.path)
+        outer, self.used = self.used, set()
         try:
             self.definitions[key] = self._describe(found)
         except (Unresolved, RecursionError) as exc:
@@ -735,6 +738,10 @@ class Resolver:
             self._keys.pop(ident, None)
             self.definitions.pop(key, None)
             raise Unresolved(reason) from None
+        finally:
+            deps = self.used | ({found.scope.path} - {""})
+            self.used = outer | deps
+        self._deps[key] = deps
         return key
 
     def _describe(self, found: _Found) -> dict[str, Any]:

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 from typing import Any
 
@@ -1044,3 +1046,152 @@ def test_a_second_decorator_gets_a_note(corpus: Discovery) -> None:
         "decorated also with @logged, which may change its signature: the parameters "
         "are read from the function as written",
     )
+
+
+# --------------------------------------------------------------------------- the cache
+
+CACHED_TREE: Tree = {
+    "flows": {
+        "a.py": """
+            from prefect import flow
+            from flows.models import Order
+
+            @flow
+            def a(order: Order | None = None, n: int = 1): ...
+        """,
+        "b.py": "from prefect import flow\n\n@flow\ndef b(): ...\n",
+        "models.py": """
+            from pydantic import BaseModel
+
+            class Order(BaseModel):
+                id: int
+        """,
+        "helpers.py": "def helper():\n    return 1\n",
+    }
+}
+
+
+@pytest.fixture
+def parses(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The files discovery parses for flows (each call of _parse_module)."""
+    import deploy_lib.discovery as module
+
+    seen: list[str] = []
+    real = module._parse_module
+
+    def spy(tree: Any, rel: str, resolver: Any) -> Any:
+        seen.append(rel)
+        return real(tree, rel, resolver)
+
+    monkeypatch.setattr(module, "_parse_module", spy)
+    return seen
+
+
+def _age(root: Path, seconds: float = 60) -> None:
+    """Make every file look written a while ago (as a checkout is, by the next run)."""
+    past = time.time() - seconds
+    for path in root.rglob("*.py"):
+        os.utime(path, (past, past))
+
+
+def test_an_unchanged_tree_is_discovered_from_the_cache_without_parsing(
+    tmp_path: Path, parses: list[str]
+) -> None:
+    write_tree(tmp_path, CACHED_TREE)
+    _age(tmp_path)
+    cache = tmp_path / ".deploy-cache"
+    cold = discover_flows(tmp_path, cache_dir=cache)
+    assert sorted(parses) == ["flows/a.py", "flows/b.py"]
+    parses.clear()
+
+    warm = discover_flows(tmp_path, cache_dir=cache)
+
+    assert parses == []
+    assert warm == cold == discover_flows(tmp_path)
+    assert (cache / ".gitignore").read_text().endswith("*\n")
+    assert stat.S_IMODE((cache / "discovery.json").stat().st_mode) == 0o600
+
+
+def test_a_changed_file_is_read_again_and_only_it(tmp_path: Path, parses: list[str]) -> None:
+    write_tree(tmp_path, CACHED_TREE)
+    _age(tmp_path)
+    cache = tmp_path / ".deploy-cache"
+    discover_flows(tmp_path, cache_dir=cache)
+    parses.clear()
+
+    (tmp_path / "flows" / "b.py").write_text(
+        "from prefect import flow\n\n@flow(name='renamed')\ndef b(): ...\n"
+    )
+    found = discover_flows(tmp_path, cache_dir=cache)
+
+    assert parses == ["flows/b.py"]
+    assert [f.name for f in found.flows] == ["a", "renamed"]
+
+
+def test_a_flow_is_read_again_when_a_module_its_types_come_from_changes(
+    tmp_path: Path, parses: list[str]
+) -> None:
+    from deploy_lib.parameters import parameter_schema
+
+    write_tree(tmp_path, CACHED_TREE)
+    _age(tmp_path)
+    cache = tmp_path / ".deploy-cache"
+    discover_flows(tmp_path, cache_dir=cache)
+    parses.clear()
+
+    (tmp_path / "flows" / "models.py").write_text(
+        "from pydantic import BaseModel\n\nclass Order(BaseModel):\n    id: int\n    note: str = ''\n"
+    )
+    (flow, _) = discover_flows(tmp_path, cache_dir=cache).flows
+
+    assert parses == ["flows/a.py"]
+    order = parameter_schema(flow)["definitions"]["Order"]
+    assert set(order["properties"]) == {"id", "note"}
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        b"not json at all",
+        b'{"key": [1, [3, 11]], "written": 1e18, "files": {"flows/b.py": {"stat": 1}}}',
+        b'{"key": "someone else", "files": {}}',
+        b"[]",
+        json.dumps(
+            {"key": [1, list(sys.version_info[:2])], "written": 1e18,
+             "files": {"flows/b.py": {"stat": None, "digest": "x", "outcome": {"flows": 5}}}}
+        ).encode(),
+    ],
+    ids=["garbage", "entry of the wrong shape", "foreign key", "a list", "bad outcome"],
+)
+def test_a_corrupt_or_foreign_cache_is_ignored_and_rebuilt(tmp_path: Path, content: bytes) -> None:
+    write_tree(tmp_path, CACHED_TREE)
+    cache = tmp_path / ".deploy-cache"
+    cache.mkdir()
+    (cache / "discovery.json").write_bytes(content)
+
+    found = discover_flows(tmp_path, cache_dir=cache)
+
+    assert found == discover_flows(tmp_path)
+    assert json.loads((cache / "discovery.json").read_text())["files"]
+
+
+def test_a_cache_entry_that_lies_about_the_content_is_not_trusted(tmp_path: Path) -> None:
+    write_tree(tmp_path, CACHED_TREE)
+    cache = tmp_path / ".deploy-cache"
+    discover_flows(tmp_path, cache_dir=cache)
+    data = json.loads((cache / "discovery.json").read_text())
+    entry = data["files"]["flows/b.py"]
+    entry["outcome"]["flows"][0]["meta"]["name"] = "forged"
+    entry["stat"] = [0, 0]  # the stat no longer matches: the content decides
+    entry["digest"] = "0" * 40
+    (cache / "discovery.json").write_text(json.dumps(data))
+
+    assert "forged" not in [f.name for f in discover_flows(tmp_path, cache_dir=cache).flows]
+
+
+def test_an_unwritable_cache_folder_only_costs_time(tmp_path: Path) -> None:
+    write_tree(tmp_path, CACHED_TREE)
+    blocked = tmp_path / "blocked"
+    blocked.write_text("a file where the cache folder would be")
+
+    assert discover_flows(tmp_path, cache_dir=blocked / "cache") == discover_flows(tmp_path)
