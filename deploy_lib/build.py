@@ -136,7 +136,11 @@ def build_deployments(
         required += _required_without_value(flow, shared)
         for type_ in types:
             contexts.append(
-                BuildContext(type_, flow, _deployment(flow, type_, names[type_], shared, env))
+                BuildContext(
+                    type_,
+                    flow,
+                    _deployment(flow, type_, names[type_], shared, env, image_name(flow, bases)),
+                )
             )
 
     if problems:
@@ -179,6 +183,13 @@ def deployment_bases(flows: Iterable[FlowMetadata], flow_roots: Sequence[str] = 
                 base = f"{base}-{flow_slug(flow.function)}"
             out[flow.entrypoint] = base
     return out
+
+
+def image_name(flow: FlowMetadata, bases: Mapping[str, str]) -> str:
+    """What a flow's docker image is named after: its flow name, and its file's too when
+    another file shares the name (each builds from its own folder)."""
+    base = bases.get(flow.entrypoint)
+    return f"{flow.name}-{base}" if base else flow.name
 
 
 def _shared_name_notes(flows: Sequence[FlowMetadata], bases: Mapping[str, str]) -> list[str]:
@@ -498,7 +509,12 @@ def _shared_values(
 
 
 def _deployment(
-    flow: FlowMetadata, type_: str, name: str, shared: _Shared, env: _EnvValues
+    flow: FlowMetadata,
+    type_: str,
+    name: str,
+    shared: _Shared,
+    env: _EnvValues,
+    image_of: str,
 ) -> dict[str, Any]:
     fkey = f"flows.{flow.name}"
     ov = shared.overrides
@@ -511,7 +527,7 @@ def _deployment(
     run_env = dict(shared.env)
     image: str | None = None
     if type_ == "docker":
-        image = image_reference(flow.name, env.settings, env.git)
+        image = image_reference(image_of, env.settings, env.git)
         extra = env.get("docker.extra_pip_packages", [])
         if extra:
             run_env["EXTRA_PIP_PACKAGES"] = " ".join(str(p) for p in _listed(extra))

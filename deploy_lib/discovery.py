@@ -675,9 +675,13 @@ def _parse_module(tree: ast.Module, rel: str, resolver: Resolver) -> _Parsed:
     for node in pysource.module_statements(tree.body):
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
             functions.append(node)
-        elif isinstance(node, ast.ImportFrom) and node.module == "prefect" and not node.level:
-            if any(alias.name == "*" for alias in node.names):
-                bindings["flow"] = "prefect.flow"
+        elif (
+            isinstance(node, ast.ImportFrom)
+            and node.module == "prefect"
+            and not node.level
+            and any(alias.name == "*" for alias in node.names)
+        ):
+            bindings["flow"] = "prefect.flow"
 
     flows: list[_Found] = []
     others: set[str] = set()

@@ -275,16 +275,18 @@ def _generic_schema(kind: str, node: ast.Subscript, ctx: _Definitions | None) ->
     if kind == "literal":
         return _literal_schema(list(_literal_values(node)))
     if kind == "annotated":
-        schema = _schema(args[0], ctx)
+        annotated = _schema(args[0], ctx)
         for meta in args[1:]:
             if isinstance(meta, ast.Constant) and isinstance(meta.value, str):
                 continue  # pydantic ignores metadata it does not know
             if not (isinstance(meta, ast.Call) and _dotted(meta.func) == FIELD_MARK):
                 raise _Unsupported(ast.unparse(node))
             info = {k.arg: ast.literal_eval(k.value) for k in meta.keywords if k.arg}
-            schema = _constrained(schema, {k: v for k, v in info.items() if k in FIELD_CONSTRAINTS})
-            schema.update({f"__{k}": v for k, v in info.items() if k not in FIELD_CONSTRAINTS})
-        return schema
+            constraints = {k: v for k, v in info.items() if k in FIELD_CONSTRAINTS}
+            annotated = _constrained(annotated, constraints)
+            # Field information (title, description) rides along for the field to use.
+            annotated.update({f"__{k}": v for k, v in info.items() if k not in FIELD_CONSTRAINTS})
+        return annotated
     if kind == "list" and len(args) == 1:
         return {"items": _schema(args[0], ctx), "type": "array"}
     if kind == "set" and len(args) == 1:
@@ -480,6 +482,8 @@ class _Definitions:
         constraints = {k: item[k] for k in FIELD_CONSTRAINTS if k in item}
         schema = _constrained(schema, constraints)
         extra = {k[2:]: schema.pop(k) for k in list(schema) if k.startswith("__")}
+        if _marked(schema):
+            raise _Unsupported("Annotated field information nested in a type")
         info = {**extra, **{k: item[k] for k in ("title", "description", "examples") if k in item}}
         if "title" not in info and _titled(schema):
             info["title"] = key.title().replace("_", " ").strip()
@@ -532,9 +536,19 @@ def _constrained(schema: dict[str, Any], constraints: Mapping[str, Any]) -> dict
 def _top_level_metadata(schema: dict[str, Any]) -> dict[str, Any]:
     """A flow parameter's ``Annotated[..., Field(title=/description=)]`` meets the title
     and description Prefect sets itself: not mapped here."""
-    if any(k.startswith("__") for k in schema):
+    if _marked(schema):
         raise _Unsupported("Annotated field information on a flow parameter")
     return schema
+
+
+def _marked(value: Any) -> bool:
+    """Whether Annotated field information is left anywhere in ``value`` (it belongs to
+    a field, and nested deeper pydantic would place it where this module does not)."""
+    if isinstance(value, dict):
+        return any(str(k).startswith("__") or _marked(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_marked(v) for v in value)
+    return False
 
 
 def _single_json_type(values: list[Any]) -> str | None:

@@ -912,10 +912,19 @@ def build_prepared(
             "deployment_types must include docker)"
         )
     git = prepared.git if prepared.git is not None else gitinfo.git_info(Path(settings.root))
-    flows = {s.flow.name: s.flow for s in specs}.values()
-    wanted = {flow.name: build.image_reference(flow.name, settings, git) for flow in flows}
+    bases = build.deployment_bases(
+        [f for f in prepared.discovery.flows if f.is_valid], settings.flow_roots
+    )
+    by_entrypoint = {s.flow.entrypoint: s.flow for s in specs}
+    wanted = {
+        entrypoint: build.image_reference(build.image_name(flow, bases), settings, git)
+        for entrypoint, flow in by_entrypoint.items()
+    }
     results = docker.build_images(
-        settings, [(flow, wanted[flow.name]) for flow in flows], push=push, on_line=on_line
+        settings,
+        [(flow, wanted[entrypoint]) for entrypoint, flow in by_entrypoint.items()],
+        push=push,
+        on_line=on_line,
     )
     built = {ref for result in results for ref in result.references}
     for spec in specs:
@@ -924,7 +933,7 @@ def build_prepared(
             raise DockerError(
                 f"deployment {spec.full_name!r} names image {image!r} (from {spec.source}), "
                 f"but the image built for flow {spec.flow.name!r} is "
-                f"{wanted[spec.flow.name]!r}; remove "
+                f"{wanted[spec.flow.entrypoint]!r}; remove "
                 "job_variables.image from the template so the deployment runs what was built"
             )
     return results

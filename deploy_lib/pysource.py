@@ -354,7 +354,7 @@ class Resolver:
             return None
         head, _, rest = name.partition(".")
         if head in scope.classes:
-            found: _Found | None = _Found("class", scope, scope.classes[head], head)
+            found = _Found("class", scope, scope.classes[head], head)
         elif head in scope.assigned:
             found = _Found("value", scope, scope.assigned[head], head)
         elif head in scope.functions:
@@ -390,25 +390,17 @@ class Resolver:
             return None
         attr, _, more = rest.partition(".")
         for node in found.node.body:
-            if isinstance(node, ast.Assign) and any(
-                isinstance(t, ast.Name) and t.id == attr for t in node.targets
-            ):
-                value = _Found("value", found.scope, node.value, attr)
-            elif (
-                isinstance(node, ast.AnnAssign)
-                and isinstance(node.target, ast.Name)
-                and node.target.id == attr
-                and node.value is not None
-            ):
-                value = _Found("value", found.scope, node.value, attr)
-            else:
+            targets = node.targets if isinstance(node, ast.Assign) else (
+                [node.target] if isinstance(node, ast.AnnAssign) and node.value is not None else []
+            )
+            if not any(isinstance(t, ast.Name) and t.id == attr for t in targets):
                 continue
+            assert isinstance(node, (ast.Assign, ast.AnnAssign)) and node.value is not None
             if self._is_enum(found):
-                member = _Found("member", found.scope, (found, node.value, attr), attr)
-                if not more:
-                    return member
-                return member if more in ("value",) else None
-            return value if not more else None
+                # Color.RED (a member) or Color.RED.value (its value); nothing else.
+                member = _Found("member", found.scope, (found, attr), attr)
+                return member if more in ("", "value") else None
+            return _Found("value", found.scope, node.value, attr) if not more else None
         return None
 
     # -- folding
@@ -464,7 +456,7 @@ class Resolver:
                 if found.kind == "value":
                     return self.fold(found.node, found.scope or scope, depth + 1)
                 if found.kind == "member":
-                    return self._member_value(found, name.endswith(".value"), depth)
+                    return self._member_value(found, name.endswith(".value"))
         raise NotLiteral(ast.unparse(node))
 
     def _instance(self, node: ast.Call, scope: Scope, depth: int) -> dict[str, Any]:
@@ -499,14 +491,15 @@ class Resolver:
                 raise NotLiteral(ast.unparse(node))  # required, or made by a factory
         return out
 
-    def _member_value(self, found: _Found, want_value: bool, depth: int) -> Any:
-        enum, value_node, attr = found.node
-        value = self._enum_values(enum).get(attr)
-        if value is None and not self._enum_values(enum):
+    def _member_value(self, found: _Found, want_value: bool) -> Any:
+        enum, attr = found.node
+        try:
+            values = self._enum_values(enum)
+        except Unresolved as exc:
+            raise NotLiteral(str(exc)) from exc
+        if attr not in values:
             raise NotLiteral(f"{enum.name}.{attr}")
-        if attr not in self._enum_values(enum):
-            raise NotLiteral(f"{enum.name}.{attr}")
-        return value if want_value else EnumMember(enum.name, attr, value)
+        return values[attr] if want_value else EnumMember(enum.name, attr, values[attr])
 
     def _fstring(self, node: ast.JoinedStr, scope: Scope, depth: int) -> str:
         out: list[str] = []
@@ -666,7 +659,7 @@ class Resolver:
         head = dotted(value) or ""
         args = list(node.slice.elts) if isinstance(node.slice, ast.Tuple) else [node.slice]
         if head in _LITERAL or head == "Literal":
-            values = []
+            values: list[ast.expr] = []
             for arg in args:
                 try:
                     folded = self.fold(arg, scope)
@@ -833,7 +826,11 @@ class Resolver:
             return self._config({k.arg: k.value for k in node.keywords if k.arg}, found)
         if isinstance(node, ast.Dict) and all(isinstance(k, ast.Constant) for k in node.keys):
             return self._config(
-                {k.value: v for k, v in zip(node.keys, node.values, strict=True) if isinstance(k, ast.Constant)},
+                {
+                    str(k.value): v
+                    for k, v in zip(node.keys, node.values, strict=True)
+                    if isinstance(k, ast.Constant)
+                },
                 found,
             )
         raise Unresolved(f"{found.name}.model_config cannot be read")
@@ -982,20 +979,19 @@ def _binop(op: ast.operator, left: Any, right: Any) -> Any:
             raise NotLiteral("arithmetic on an enum member")
     numbers = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (left, right))
     try:
+        sequences = (str, bytes, tuple, list)
         if isinstance(op, ast.Add):
-            if numbers or (type(left) is type(right) and isinstance(left, (str, bytes, tuple, list))):
-                result = left + right
-            else:
+            if not (numbers or (type(left) is type(right) and isinstance(left, sequences))):
                 raise NotLiteral("+")
+            result = left + right
         elif isinstance(op, ast.Mult):
-            if numbers:
-                result = left * right
-            elif isinstance(left, (str, bytes, tuple, list)) and _count(right) * len(left) <= _MAX_TEXT:
-                result = left * right
-            elif isinstance(right, (str, bytes, tuple, list)) and _count(left) * len(right) <= _MAX_TEXT:
-                result = left * right
-            else:
+            if not (
+                numbers
+                or (isinstance(left, sequences) and _count(right) * len(left) <= _MAX_TEXT)
+                or (isinstance(right, sequences) and _count(left) * len(right) <= _MAX_TEXT)
+            ):
                 raise NotLiteral("*")
+            result = left * right
         elif numbers and isinstance(op, ast.Sub):
             result = left - right
         elif numbers and isinstance(op, ast.Div):
@@ -1005,9 +1001,12 @@ def _binop(op: ast.operator, left: Any, right: Any) -> Any:
         elif numbers and isinstance(op, ast.Mod):
             result = left % right
         elif numbers and isinstance(op, ast.Pow):
-            if isinstance(left, int) and isinstance(right, int) and right >= 0:
-                if right * max(abs(left), 2).bit_length() > _MAX_BITS:
-                    raise NotLiteral("**: too large")
+            if (
+                isinstance(left, int)
+                and isinstance(right, int)
+                and right * max(abs(left), 2).bit_length() > _MAX_BITS
+            ):
+                raise NotLiteral("**: too large")
             result = left**right
         else:
             raise NotLiteral(type(op).__name__)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -788,3 +789,18 @@ def test_a_required_parameter_without_a_value_is_a_note_and_a_warning_when_sched
     )
     result = build_deployments([needs], given, git=GIT)
     assert not [line for line in (*result.notes, *result.warnings) if "day" in line]
+
+
+def test_two_files_of_one_flow_name_build_images_of_their_own(tmp_path: Path) -> None:
+    for folder in ("sales", "stock"):
+        write(tmp_path, {f"flows/{folder}/Dockerfile": "FROM python:3.11\n"})
+    flows = [
+        replace(_report_in(tmp_path, f"flows/{folder}/report.py", folder), dockerfile=f"flows/{folder}/Dockerfile")
+        for folder in ("sales", "stock")
+    ]
+    result = build_deployments(flows, settings(tmp_path, deployment_types=["docker"]), git=GIT)
+    images = sorted(c.deployment["image"] for c in result.contexts)
+    assert images == [
+        "registry.staging.internal/deploy-lib/report-sales-report:0123456789ab",
+        "registry.staging.internal/deploy-lib/report-stock-report:0123456789ab",
+    ]

@@ -126,7 +126,7 @@ def test_names_are_followed_through_imports_into_the_project(tmp_path: Path) -> 
 
 def test_a_plain_class_is_unresolved_with_the_reason() -> None:
     resolver, scope = _scope("class Custom:\n    pass\n")
-    with pytest.raises(Unresolved, match="Custom .* is a plain class"):
+    with pytest.raises(Unresolved, match=r"Custom .* is a plain class"):
         resolver.annotation(ast.parse("Custom", mode="eval").body, scope)
 
 

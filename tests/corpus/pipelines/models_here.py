@@ -1,7 +1,7 @@
 """Pydantic models defined in the flow's own file."""
 
 from datetime import date
-from typing import Literal
+from typing import Annotated, Literal
 
 from prefect import flow
 from pydantic import BaseModel, Field
@@ -10,6 +10,8 @@ from pydantic import BaseModel, Field
 class Address(BaseModel):
     street: str
     city: str = "Berlin"
+    code: Annotated[str, Field(min_length=2, description="postal code")] = "10115"
+    floors: list[Annotated[int, Field(ge=0)]] = []
 
 
 class Record(BaseModel):
