@@ -13,7 +13,11 @@ library it owns), so a change to one stage touches one file::
          |  deploy:   lock -> [docker] -> validate (pools) -> plan -> apply -> report
          v
     settings    settings.toml, .secrets.toml, DEPLOY_* and .env files -> Settings (Dynaconf)
-    discovery   flow files read with ast, never imported -> Discovery of FlowMetadata
+    discovery   flow files read with ast, never imported -> Discovery of FlowMetadata;
+                a flow with a problem is named and left out; a cache per file content
+      pysource  its helper: literals folded as Python computes them, names followed
+                through the project's imports to the models, enums, dataclasses and
+                TypedDicts a parameter's annotation names
     parameters  a flow's signature -> its parameter JSON schema, as Prefect writes it
     build       flows + settings -> one BuildContext (the whole body) per flow and type
     templates   templates/*.yaml overlaid on the built bodies -> DeploymentSpec; files
