@@ -550,7 +550,13 @@ class _Cache:
 
 
 def _cache_key() -> list[Any]:
-    return [_CACHE_VERSION, list(sys.version_info[:2])]
+    """What a cached outcome depends on besides the file: this format, the Python that
+    judged it, and the code that read it (so a new version never trusts an old cache)."""
+    code = [
+        [os.path.getsize(module.__file__ or ""), os.path.getmtime(module.__file__ or "")]
+        for module in (sys.modules[__name__], pysource)
+    ]
+    return [_CACHE_VERSION, list(sys.version_info[:2]), code]
 
 
 def _outcome_to(outcome: _FileOutcome) -> dict[str, Any]:

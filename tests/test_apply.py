@@ -328,6 +328,20 @@ def test_without_prune_deletes_are_kept_and_reported_as_skipped() -> None:
     assert by_name(result)["gone/gone-python"].status == SKIPPED
 
 
+def test_a_kept_delete_is_never_deleted_even_with_prune() -> None:
+    api = FakeApi()
+    api.add_live({**body("broken"), "entrypoint": "flows/broken.py:broken"}, "id-broken")
+    plan = make_plan(
+        [], list(api.deployments.values()), ENV, protected={"flows/broken.py": "flow file flows/broken.py has problems"}
+    )
+
+    result = asyncio.run(apply_plan(api, plan, concurrency=1, prune=True))
+
+    assert "delete_deployment" not in [name for name, _ in api.calls]
+    (kept,) = result.results
+    assert (kept.status, kept.note) == (SKIPPED, "kept: flow file flows/broken.py has problems")
+
+
 def test_with_prune_only_the_planned_deletes_are_deleted() -> None:
     api = FakeApi()
     api.add_live(body("gone"), "id-gone")

@@ -596,6 +596,7 @@ def test_deploy_flows_returns_a_result_per_deployment(
         "daily-etl/daily-etl-creators",
         "env-report/env-report-creators",
         "hello/hello-creators",
+        "order-totals/order-totals-creators",
         "table-report/table-report-creators",
         "table-report/table-report-creators-docker",
     ]
@@ -609,8 +610,12 @@ def test_deploy_flows_returns_a_result_per_deployment(
     again = deploy_flows("creators", root=e2e_project, flow_names=["hello"], types=["python"])
 
     assert [(r.deployment, r.status, r.id) for r in again.results] == [
-        ("hello/hello-creators", "unchanged", first.results[3].id)
+        ("hello/hello-creators", "unchanged", names_ids(first)["hello/hello-creators"])
     ]
+
+
+def names_ids(result: Any) -> dict[str, str | None]:
+    return {r.deployment: r.id for r in result.results}
 
 
 @pytest.mark.e2e

@@ -1156,10 +1156,7 @@ def test_a_flow_is_read_again_when_a_module_its_types_come_from_changes(
         b'{"key": [1, [3, 11]], "written": 1e18, "files": {"flows/b.py": {"stat": 1}}}',
         b'{"key": "someone else", "files": {}}',
         b"[]",
-        json.dumps(
-            {"key": [1, list(sys.version_info[:2])], "written": 1e18,
-             "files": {"flows/b.py": {"stat": None, "digest": "x", "outcome": {"flows": 5}}}}
-        ).encode(),
+        b"BAD OUTCOME",  # this run's own key, with an entry whose outcome is nonsense
     ],
     ids=["garbage", "entry of the wrong shape", "foreign key", "a list", "bad outcome"],
 )
@@ -1167,6 +1164,14 @@ def test_a_corrupt_or_foreign_cache_is_ignored_and_rebuilt(tmp_path: Path, conte
     write_tree(tmp_path, CACHED_TREE)
     cache = tmp_path / ".deploy-cache"
     cache.mkdir()
+    if content == b"BAD OUTCOME":
+        from deploy_lib.discovery import _cache_key, _digest
+
+        digest = _digest((tmp_path / "flows" / "b.py").read_bytes())
+        entry = {"stat": None, "digest": digest, "outcome": {"flows": 5}, "depends": {}}
+        content = json.dumps(
+            {"key": _cache_key(), "written": 1e18, "files": {"flows/b.py": entry}}
+        ).encode()
     (cache / "discovery.json").write_bytes(content)
 
     found = discover_flows(tmp_path, cache_dir=cache)

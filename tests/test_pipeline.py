@@ -35,7 +35,7 @@ from helpers import invoke as run_invoke
 
 from deploy_lib import pipeline, report
 from deploy_lib.api import PrefectApi
-from deploy_lib.errors import ApiError, SettingsError
+from deploy_lib.errors import ApiError, DiscoveryError, SettingsError
 from deploy_lib.models import MANAGED_BY_TAG, Settings
 from deploy_lib.runs import run_deployment
 from deploy_lib.server import background_worker
@@ -529,6 +529,25 @@ def test_pools_needs_a_pool_name_per_type() -> None:
     settings = Settings(env="staging", root=".", data={"api_url": "http://x/api", "work_pool": {}})
     with pytest.raises(SettingsError, match=r"key 'work_pool\.python': no work pool name"):
         pipeline.pools(settings)
+
+
+def test_a_flow_chosen_with_flow_that_has_problems_says_why(tmp_path: Path) -> None:
+    root = make_project(
+        tmp_path / "p",
+        {"flows/bad.py": 'from prefect import flow\n\n@flow(name="a/b")\ndef bad(): ...\n'},
+    )
+    settings = load_settings(ENV, root)
+    everything = pipeline.prepare(settings)
+    assert [str(s) for s in everything.skipped] == [
+        "skipped flow 'a/b' (flows/bad.py:4): flow name 'a/b' contains '/'; Prefect refuses "
+        "any of / % & > < in names"
+    ]
+    with pytest.raises(DiscoveryError, match="flow 'a/b' has problems and gets no deployment"):
+        pipeline.prepare(settings, flow_names=["a/b"])
+    with pytest.raises(DiscoveryError, match=r"flow 'flows/bad.py:bad' has problems"):
+        pipeline.prepare(settings, flow_names=["flows/bad.py:bad"])
+    chosen = pipeline.prepare(settings, flow_names=["flows/hello.py:hello"])
+    assert [s.full_name for s in chosen.specs] == ["hello/hello"]
 
 
 def test_connect_uses_the_settings_url_and_key() -> None:

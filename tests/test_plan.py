@@ -523,6 +523,39 @@ def test_only_managed_deployments_of_this_env_that_are_no_longer_desired_are_del
     assert plan.has_changes
 
 
+@pytest.mark.parametrize(
+    ("protected", "entrypoint"),
+    [
+        ({"flows/old.py": "flow file flows/old.py has problems"}, "flows/old.py:old"),
+        ({"flows.old": "flow file flows/old.py has problems"}, "flows.old:old"),
+        ({"flows/sub/": "flows/sub could not be read"}, "flows/sub/deep/old.py:old"),
+        ({"/": ". could not be read"}, "anywhere.py:old"),
+    ],
+    ids=["path form", "module form", "under a folder that could not be read", "the root"],
+)
+def test_a_delete_whose_flow_file_has_problems_is_kept_and_counts_as_no_change(
+    protected: dict[str, str], entrypoint: str
+) -> None:
+    gone = live_named("old", "old", [MANAGED_BY_TAG, f"env:{ENV}", "runtime:python"], "id-1")
+    gone["entrypoint"] = entrypoint
+
+    plan = make_plan([spec(desired_body())], [live(), gone], ENV, protected=protected)
+
+    (kept,) = plan.kept
+    assert (kept.deployment, kept.action, kept.kept) == ("old/old", DELETE, next(iter(protected.values())))
+    assert plan.by_action(DELETE) == []
+    assert plan.counts[DELETE] == 0
+    assert not plan.has_changes
+    assert kept.to_dict()["kept"] == kept.kept
+
+
+def test_a_delete_elsewhere_is_not_kept_by_a_file_with_problems() -> None:
+    gone = live_named("old", "old", [MANAGED_BY_TAG, f"env:{ENV}", "runtime:python"], "id-1")
+    gone["entrypoint"] = "flows/other.py:old"
+    plan = make_plan([], [gone], ENV, protected={"flows/old.py": "x", "flows/sub/": "y"})
+    assert [c.deployment for c in plan.by_action(DELETE)] == ["old/old"]
+
+
 def test_the_plan_is_the_same_whatever_the_input_order() -> None:
     bodies = [desired_body(flow=f"flow-{i}") for i in range(6)]
     lives = [
