@@ -49,6 +49,44 @@ class Parameter:
     note: str | None = None
 
 
+@dataclass(frozen=True)
+class EnumMember:
+    """``Color.RED`` as read from source: its class's name, its name and its value."""
+
+    enum: str
+    name: str
+    value: Any
+
+
+def json_value(value: Any) -> Any:
+    """A literal as pydantic writes it in JSON mode: enum members as their value, tuples
+    and sets as lists, bytes as UTF-8 text, keys as strings.  Raises ``ValueError`` for
+    what JSON cannot hold."""
+    if isinstance(value, EnumMember):
+        return json_value(value.value)
+    if value is None or isinstance(value, (str, bool, int, float)):
+        return value
+    if isinstance(value, bytes):
+        return value.decode("utf-8")  # UnicodeDecodeError is a ValueError
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return [json_value(v) for v in value]
+    if isinstance(value, Mapping):
+        return {_json_key(k): json_value(v) for k, v in value.items()}
+    raise ValueError(f"a {type(value).__name__} is no JSON value")
+
+
+def _json_key(key: Any) -> str:
+    if isinstance(key, EnumMember):
+        key = key.value
+    if isinstance(key, str):
+        return key
+    if isinstance(key, bool) or key is None:
+        return {True: "true", False: "false", None: "null"}[key]
+    if isinstance(key, (int, float)):
+        return str(key)
+    raise ValueError(f"a {type(key).__name__} is no JSON key")
+
+
 # A resolved annotation names a class discovery described as ``__types__.<key>``.
 TYPE_REFERENCE = "__types__"
 # Annotated[int, __field__(ge=0)]: the Field(...) of an Annotated, as discovery read it.

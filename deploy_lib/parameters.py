@@ -28,7 +28,7 @@ from functools import lru_cache
 from pathlib import PurePosixPath
 from typing import Any
 
-from deploy_lib.models import FIELD_CONSTRAINTS, FIELD_MARK, FlowMetadata, Parameter
+from deploy_lib.models import FIELD_CONSTRAINTS, FIELD_MARK, FlowMetadata, Parameter, json_value
 from deploy_lib.models import TYPE_REFERENCE as REFERENCE
 
 __all__ = ["parameter_docstrings", "parameter_schema", "python_type_check", "schema_notes"]
@@ -614,28 +614,10 @@ def _evaluate(node: ast.expr) -> Any:
 
 
 def _jsonable(value: Any) -> Any:
-    if value is None or isinstance(value, (str, bool, int, float)):
-        return value
-    if isinstance(value, bytes):
-        try:
-            return value.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise _Unsupported(repr(value)) from exc
-    if isinstance(value, (list, tuple, set, frozenset)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, Mapping):
-        return {_json_key(k): _jsonable(v) for k, v in value.items()}
-    raise _Unsupported(repr(value))
-
-
-def _json_key(key: Any) -> str:
-    if isinstance(key, str):
-        return key
-    if isinstance(key, bool) or key is None:
-        return "true" if key is True else "false" if key is False else "null"
-    if isinstance(key, (int, float)):
-        return str(key)
-    raise _Unsupported(repr(key))
+    try:
+        return json_value(value)
+    except ValueError as exc:
+        raise _Unsupported(repr(value)) from exc
 
 
 # ---------------------------------------------------------------- docstring parameters

@@ -34,7 +34,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from deploy_lib.models import FIELD_CONSTRAINTS, FIELD_MARK
+from deploy_lib.models import FIELD_CONSTRAINTS, FIELD_MARK, EnumMember, json_value
 from deploy_lib.models import TYPE_REFERENCE as REFERENCE
 
 __all__ = [
@@ -118,44 +118,13 @@ class Unresolved(Exception):
     """An annotation names something this module cannot describe; str() says why."""
 
 
-@dataclass(frozen=True)
-class EnumMember:
-    """``Color.RED``: its class (a definition title) and its value."""
-
-    enum: str
-    name: str
-    value: Any
-
-
 def jsonable(value: Any) -> Any:
-    """A folded value as pydantic writes it in JSON: enum members as their value,
-    tuples and sets as lists.  Raises ``NotLiteral`` for what JSON cannot hold."""
-    if isinstance(value, EnumMember):
-        return jsonable(value.value)
-    if value is None or isinstance(value, (str, bool, int, float)):
-        return value
-    if isinstance(value, bytes):
-        try:
-            return value.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise NotLiteral("bytes that are not UTF-8") from exc
-    if isinstance(value, (list, tuple, set, frozenset)):
-        return [jsonable(v) for v in value]
-    if isinstance(value, dict):
-        return {_json_key(k): jsonable(v) for k, v in value.items()}
-    raise NotLiteral(type(value).__name__)
-
-
-def _json_key(key: Any) -> str:
-    if isinstance(key, EnumMember):
-        key = key.value
-    if isinstance(key, str):
-        return key
-    if isinstance(key, bool) or key is None:
-        return {True: "true", False: "false", None: "null"}[key]
-    if isinstance(key, (int, float)):
-        return str(key)
-    raise NotLiteral(f"a {type(key).__name__} key")
+    """A folded value as pydantic writes it in JSON (``models.json_value``); raises
+    ``NotLiteral`` for what JSON cannot hold."""
+    try:
+        return json_value(value)
+    except ValueError as exc:
+        raise NotLiteral(str(exc)) from exc
 
 
 # --------------------------------------------------------------------------- scopes
