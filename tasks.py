@@ -668,15 +668,21 @@ def worker(
 
 @task(
     name="start",
-    help={"timeout": "seconds to wait for /api/health (default 60)", "debug": _DEBUG_HELP},
+    help={
+        "timeout": "seconds to wait for /api/health (default 60)",
+        "no_ui": "start it without Prefect's UI (the API and scheduler only)",
+        "debug": _DEBUG_HELP,
+    },
 )
 @boundary
-def server_start(c: Any, out: Output, timeout: int = 60, debug: bool = False) -> None:
+def server_start(
+    c: Any, out: Output, timeout: int = 60, no_ui: bool = False, debug: bool = False
+) -> None:
     """Start the project's local Prefect server in the background (no-op when it runs)."""
-    from deploy_lib import pipeline
+    from deploy_lib import pipeline, report
 
-    url = pipeline.server_start(ROOT, timeout=float(timeout))
-    out.echo(f"local Prefect server: {url}\nexport PREFECT_API_URL={url}")
+    pipeline.server_start(ROOT, timeout=float(timeout), ui=not no_ui)
+    out.echo(report.format_server_status(pipeline.server_status(ROOT)))
 
 
 @task(name="stop", help={"debug": _DEBUG_HELP})

@@ -1047,9 +1047,10 @@ def run_worker(
     return server.run_worker(settings, api_url(settings, notify=notify), run_once=run_once)
 
 
-def server_start(root: Path | str, *, timeout: float = 60.0) -> str:
-    """Start the project's local Prefect server unless it runs; its API URL."""
-    return local_server(root).start(timeout=timeout)
+def server_start(root: Path | str, *, timeout: float = 60.0, ui: bool = True) -> str:
+    """Start the project's local Prefect server unless it runs (with Prefect's UI unless
+    ``ui`` is false); its API URL."""
+    return local_server(root, ui=ui).start(timeout=timeout)
 
 
 def server_stop(root: Path | str) -> bool:

@@ -280,8 +280,9 @@ def format_server_status(status: Any, *, as_json: bool = False) -> str:
     if status is None:
         return "local Prefect server is not running (start it: invoke server.start)"
     health = "healthy" if status.healthy else "NOT answering /api/health"
+    ui = f"\nPrefect UI: {status.ui_url}" if status.ui_url else "\nPrefect UI: off"
     return (
-        f"local Prefect server: pid {status.pid}, started {status.started_at}, {health}\n"
+        f"local Prefect server: pid {status.pid}, started {status.started_at}, {health}{ui}\n"
         f"export PREFECT_API_URL={status.url}"
     )
 

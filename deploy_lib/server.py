@@ -46,14 +46,14 @@ LOCK_FILE = "server.lock"
 DB_FILE = "prefect.db"
 LOG_TAIL_LINES = 20
 
-# Environment of the server process, besides PREFECT_HOME and the database URL.
+# Environment of the server process, besides PREFECT_HOME and the database URL: a real
+# Prefect, whose scheduler turns schedules into runs and whose UI shows them.
 SERVER_SETTINGS: Mapping[str, str] = {
     "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-    "PREFECT_UI_ENABLED": "false",
-    "PREFECT_SERVER_UI_ENABLED": "false",
-    "PREFECT_SERVER_SERVICES_SCHEDULER_ENABLED": "false",
-    "PREFECT_SERVER_SERVICES_LATE_RUNS_ENABLED": "false",
+    "PREFECT_SERVER_SERVICES_SCHEDULER_ENABLED": "true",
+    "PREFECT_SERVER_SERVICES_LATE_RUNS_ENABLED": "true",
 }
+_UI_SETTINGS = ("PREFECT_UI_ENABLED", "PREFECT_SERVER_UI_ENABLED")
 # Inherited settings that would point the server somewhere else or at another profile.
 _DROPPED_ENV = ("PREFECT_API_URL", "PREFECT_API_KEY", "PREFECT_PROFILE", "PREFECT_PROFILES_PATH")
 
@@ -67,6 +67,8 @@ class ServerStatus:
     url: str
     started_at: str
     healthy: bool
+    # Where Prefect's UI answers (None when the server was started without it).
+    ui_url: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -90,7 +92,8 @@ class LocalServer:
     """The embedded Prefect server of the project at ``root``.
 
     ``env`` adds to (or overrides) the server's environment, for example
-    ``{"PREFECT_SERVER_SERVICES_SCHEDULER_ENABLED": "true"}``."""
+    ``{"PREFECT_SERVER_SERVICES_SCHEDULER_ENABLED": "false"}``; ``ui=False`` starts it
+    without Prefect's UI."""
 
     def __init__(
         self,
@@ -99,6 +102,7 @@ class LocalServer:
         probe: Probe,
         env: Mapping[str, str] | None = None,
         preferred_port: int = PREFERRED_PORT,
+        ui: bool = True,
     ) -> None:
         self.root = Path(root).resolve()
         self.home = self.root / HOME_DIR
@@ -108,6 +112,7 @@ class LocalServer:
         self.preferred_port = preferred_port
         self.probe = probe
         self._extra_env = dict(env or {})
+        self.ui = ui
         self._proc: subprocess.Popen[bytes] | None = None
 
     def __repr__(self) -> str:
@@ -183,6 +188,7 @@ class LocalServer:
             url=record["url"],
             started_at=record["started_at"],
             healthy=self.probe.health(record["url"]) and self._is_ours(record["url"]),
+            ui_url=f"http://{HOST}:{record['port']}" if record.get("ui") else None,
         )
 
     def server_env(self) -> dict[str, str]:
@@ -191,6 +197,7 @@ class LocalServer:
         env["PREFECT_HOME"] = str(self.home)
         env["PREFECT_API_DATABASE_CONNECTION_URL"] = f"sqlite+aiosqlite:///{self.db_path}"
         env.update(SERVER_SETTINGS)
+        env.update(dict.fromkeys(_UI_SETTINGS, "true" if self.ui else "false"))
         env.update(self._extra_env)
         return env
 
@@ -247,6 +254,7 @@ class LocalServer:
                 "port": port,
                 "url": f"http://{HOST}:{port}/api",
                 "started_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+                "ui": self.server_env().get("PREFECT_SERVER_UI_ENABLED") == "true",
             }
         )
         return proc.pid

@@ -50,7 +50,15 @@ def prefect_server_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def local_server(prefect_server_root: Path) -> Iterator[LocalServer]:
     """The session's running LocalServer (stopped when the session ends).  It takes any
     free port: 4200 may belong to a developer's own server or another test session."""
-    server = make_local_server(prefect_server_root, preferred_port=0)
+    # No scheduler (runs the tests did not ask for would load SQLite and the workers)
+    # and no UI (nothing looks at it): test_server starts a full one of its own.
+    server = make_local_server(
+        prefect_server_root,
+        preferred_port=0,
+        ui=False,
+        env={"PREFECT_SERVER_SERVICES_SCHEDULER_ENABLED": "false",
+             "PREFECT_SERVER_SERVICES_LATE_RUNS_ENABLED": "false"},
+    )
     _STARTED["url"] = server.start(timeout=180)
     try:
         yield server

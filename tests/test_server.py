@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from deploy_lib.api import Probe, health, server_home
@@ -96,7 +97,11 @@ def test_status_reports_the_recorded_server_as_healthy(
     assert status.url == prefect_server == f"http://127.0.0.1:{status.port}/api"
     assert dt.datetime.fromisoformat(status.started_at).tzinfo is not None
     record = json.loads((prefect_server_root / ".prefect" / "server.json").read_text())
-    assert record == {k: v for k, v in status.to_dict().items() if k != "healthy"}
+    assert record == {
+        **{k: v for k, v in status.to_dict().items() if k not in ("healthy", "ui_url")},
+        "ui": False,  # the session's server runs without the UI
+    }
+    assert status.ui_url is None
     assert local_server.url == prefect_server
 
 
@@ -159,6 +164,11 @@ def test_full_lifecycle_start_status_stop_on_a_second_project(
     url = server.start(timeout=180, on_start=said.append)
     status = server.status()
     assert status is not None and status.healthy and status.url == url
+    # A real Prefect: its UI answers beside the API, and its scheduler is on.
+    assert status.ui_url == url.removesuffix("/api")
+    page = httpx.get(status.ui_url, timeout=10)
+    assert page.status_code == 200 and "<html" in page.text.lower()
+    assert server.server_env()["PREFECT_SERVER_SERVICES_SCHEDULER_ENABLED"] == "true"
     assert said == [
         f"starting the local Prefect server at {url} (state under {tmp_path / '.prefect'}); "
         "it keeps running: invoke server.stop"
@@ -244,15 +254,18 @@ def test_server_env_isolates_the_server_in_the_project(
 ) -> None:
     monkeypatch.setenv("PREFECT_API_URL", "http://elsewhere:4200/api")
     monkeypatch.setenv("PREFECT_API_KEY", "not-for-the-server")
-    server = LocalServer(tmp_path, probe=PROBE, env={"PREFECT_SERVER_SERVICES_SCHEDULER_ENABLED": "true"})
+    server = LocalServer(tmp_path, probe=PROBE, env={"PREFECT_SERVER_SERVICES_SCHEDULER_ENABLED": "false"})
     env = server.server_env()
     assert env["PREFECT_HOME"] == str(tmp_path.resolve() / ".prefect")
     assert env["PREFECT_API_DATABASE_CONNECTION_URL"] == (
         f"sqlite+aiosqlite:///{tmp_path.resolve() / '.prefect' / 'prefect.db'}"
     )
     assert env["PREFECT_SERVER_ANALYTICS_ENABLED"] == "false"
-    assert env["PREFECT_SERVER_SERVICES_LATE_RUNS_ENABLED"] == "false"
-    assert env["PREFECT_SERVER_SERVICES_SCHEDULER_ENABLED"] == "true", "env= overrides"
+    assert env["PREFECT_SERVER_SERVICES_LATE_RUNS_ENABLED"] == "true"
+    assert env["PREFECT_SERVER_UI_ENABLED"] == env["PREFECT_UI_ENABLED"] == "true"
+    assert env["PREFECT_SERVER_SERVICES_SCHEDULER_ENABLED"] == "false", "env= overrides"
+    without_ui = LocalServer(tmp_path, probe=PROBE, ui=False).server_env()
+    assert without_ui["PREFECT_SERVER_UI_ENABLED"] == "false"
     assert "PREFECT_API_URL" not in env and "PREFECT_API_KEY" not in env
     assert server.command(4321)[-4:] == ["--host", "127.0.0.1", "--port", "4321"]
 
