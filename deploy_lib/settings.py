@@ -193,7 +193,12 @@ def _read_toml(path: Path) -> dict[str, Any]:
     except OSError as exc:
         raise SettingsError(f"cannot be read: {exc.strerror}", path=str(path)) from exc
     try:
-        return tomllib.loads(text)
+        data = tomllib.loads(text)
+    except RecursionError:
+        raise SettingsError(
+            f"tables nested too deeply to read (more than {MAX_DEPTH} levels are no settings)",
+            path=str(path),
+        ) from None
     except tomllib.TOMLDecodeError as exc:
         reason = str(exc)
         match = _TOML_POSITION.search(reason)
@@ -204,6 +209,32 @@ def _read_toml(path: Path) -> dict[str, Any]:
                 f"invalid TOML at {where}: {reason}", path=f"{path}:{match.group(1)}"
             ) from exc
         raise SettingsError(f"invalid TOML: {reason}", path=str(path)) from exc
+    deepest = _too_deep(data)
+    if deepest is not None:
+        raise SettingsError(
+            f"key {deepest}... is nested more than {MAX_DEPTH} levels deep; no setting is",
+            path=str(path),
+        )
+    return data
+
+
+# Settings are a few tables deep; far deeper nesting is an attack on the recursion limit.
+MAX_DEPTH = 32
+
+
+def _too_deep(data: Any, depth: int = 0, path: str = "") -> str | None:
+    """The dotted start of a key nested deeper than ``MAX_DEPTH``, else None (iterative
+    over lists, so it cannot overflow itself)."""
+    stack: list[tuple[Any, int, str]] = [(data, depth, path)]
+    while stack:
+        node, level, where = stack.pop()
+        if level > MAX_DEPTH:
+            return ".".join(where.split(".")[:3])
+        if isinstance(node, Mapping):
+            stack.extend((v, level + 1, f"{where}.{k}" if where else str(k)) for k, v in node.items())
+        elif isinstance(node, list):
+            stack.extend((v, level + 1, where) for v in node)
+    return None
 
 
 def _check_sections(raw: Mapping[str, Any], path: Path) -> None:
@@ -349,9 +380,10 @@ def _variable_value(raw: str) -> Any:
     if text in ("True", "False"):
         return text == "True"
     try:
-        return tomllib.loads(f"value = {raw}")["value"]
-    except tomllib.TOMLDecodeError:
-        return raw
+        value = tomllib.loads(f"value = {raw}")["value"]
+    except (tomllib.TOMLDecodeError, RecursionError):
+        return raw  # not a TOML value (or an absurdly nested one): the text itself
+    return raw if _too_deep(value) is not None else value
 
 
 def _leaves(tree: Mapping[str, Any], prefix: KeyPath = ()) -> Iterator[tuple[KeyPath, Any]]:

@@ -409,6 +409,31 @@ NOT_A_FLOW_TEMPLATE = "entrypoint: flows/hello.py:make_greeting"
 CASES = [
     # -- settings and environment
     Case(
+        "settings.toml nested 3,000 tables deep by dotted headers is named, not a crash",
+        ("validate",),
+        3,
+        ("settings.toml", "nested more than 32 levels deep"),
+        mutate=lambda root: append(
+            root, "settings.toml", "\n[development." + ".".join(["x"] * 3000) + "]\na = 1\n"
+        ),
+    ),
+    Case(
+        "settings.toml nested 3,000 inline tables deep is named, not a crash",
+        ("config",),
+        3,
+        ("settings.toml", "nested too deeply to read"),
+        mutate=lambda root: append(
+            root, "settings.toml", "\n[global]\ndeep = " + "{a = " * 3000 + "1" + "}" * 3000 + "\n"
+        ),
+    ),
+    Case(
+        "a DEPLOY_ variable nested 3,000 tables deep is kept as text and named as unknown",
+        ("config",),
+        0,
+        ("DEPLOY_DEEP",),
+        env={"DEPLOY_DEEP": "{a = " * 3000 + "1" + "}" * 3000},
+    ),
+    Case(
         "malformed settings.toml names the file and line",
         ("config",),
         3,
