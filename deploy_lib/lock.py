@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 
-from deploy_lib.errors import LockHeld
+from deploy_lib.errors import InputError, LockHeld
 
 _POLL = 0.1
 
@@ -35,8 +35,15 @@ def env_lock(root: Path, env: str, *, timeout: float = 0.0, command: str = "") -
     file and writes this process's pid into it.
     """
     path = lock_path(root, env)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as exc:
+        raise InputError(
+            f"{path}: cannot take the lock of environment {env!r}: "
+            f"{exc.strerror or exc}; nothing was written (the lock needs a writable "
+            f"folder {path.parent} and a file there)"
+        ) from exc
     try:
         deadline = time.monotonic() + max(0.0, timeout)
         while True:

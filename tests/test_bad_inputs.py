@@ -434,6 +434,23 @@ CASES = [
         env={"DEPLOY_DEEP": "{a = " * 3000 + "1" + "}" * 3000},
     ),
     Case(
+        "a lock folder that is a file names it, and nothing is written",
+        ("deploy",),
+        3,
+        (".prefect/locks", "cannot take the lock of environment 'development'", "nothing was written"),
+        mutate=lambda root: (
+            (root / ".prefect").mkdir(exist_ok=True),
+            (root / ".prefect" / "locks").write_text("not a folder"),
+        ),
+    ),
+    Case(
+        "a lock file that is a folder names it, and nothing is written",
+        ("deploy",),
+        3,
+        ("development.lock", "cannot take the lock", "Is a directory"),
+        mutate=lambda root: (root / ".prefect" / "locks" / "development.lock").mkdir(parents=True),
+    ),
+    Case(
         "malformed settings.toml names the file and line",
         ("config",),
         3,

@@ -16,6 +16,7 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -169,3 +170,20 @@ def test_the_deploy_command_exits_75_while_another_process_holds_the_lock(
     assert f"pid {other.pid} (holder script), running since " in output
     assert f"{waited}; lock file " in output
     assert "--lock-timeout SECONDS" in output
+
+
+def test_a_lock_file_that_cannot_be_opened_is_an_input_error_naming_it(
+    tmp_path: Path, mocker: Any
+) -> None:
+    from deploy_lib.errors import EXIT_VALIDATION, InputError
+
+    denied = PermissionError(13, "Permission denied")
+    mocker.patch("deploy_lib.lock.os.open", side_effect=denied)
+    with pytest.raises(InputError) as caught, env_lock(tmp_path, "dev"):
+        pass
+    assert caught.value.exit_code == EXIT_VALIDATION
+    assert str(caught.value) == (
+        f"{tmp_path / '.prefect' / 'locks' / 'dev.lock'}: cannot take the lock of "
+        f"environment 'dev': Permission denied; nothing was written (the lock needs a "
+        f"writable folder {tmp_path / '.prefect' / 'locks'} and a file there)"
+    )
