@@ -45,10 +45,13 @@ def boundary(fn: Callable[..., Any]) -> Callable[..., Any]:
         try:
             return fn(c, out, *args, **kwargs)
         except DeployError as exc:
+            message = out.mask(str(exc))
+            out.log(f"error (exit {exc.exit_code}): {message}")
             if debug:
                 raise
-            raise Exit(out.mask(str(exc)), code=exc.exit_code) from None
+            raise Exit(message, code=exc.exit_code) from None
         except KeyboardInterrupt:
+            out.log(f"interrupted (exit {EXIT_INTERRUPTED})")
             raise Exit("interrupted", code=EXIT_INTERRUPTED) from None
 
     # Invoke makes the flags from the signature: the task's, less ``out``.

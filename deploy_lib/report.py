@@ -407,6 +407,8 @@ class Output:
         self._stdout = stdout
         self._stderr = stderr
         self._warned: set[str] = set()
+        # A reader that went away (`invoke deploy | head -1`) never stops the run.
+        self._lost: set[str] = set()
 
     @property
     def stdout(self) -> TextIO:
@@ -423,17 +425,35 @@ class Output:
     def mask(self, text: str) -> str:
         return self.masker.text(text)
 
+    def write(self, text: str, *, err: bool = False) -> None:
+        """``text`` on stdout (or stderr), flushed.  When the reader has gone (a closed
+        pipe, ``| head -1``), the stream is given up for the rest of the run, said once
+        on the other stream and in the log, and the run goes on: output never
+        interrupts an apply."""
+        name = "stderr" if err else "stdout"
+        if name in self._lost:
+            return
+        stream = self.stderr if err else self.stdout
+        try:
+            stream.write(text)
+            stream.flush()
+        except (OSError, ValueError):  # BrokenPipeError, EIO, a closed file
+            self._lost.add(name)
+            _silence(stream)
+            message = f"{name} was closed; the run goes on without printing there"
+            self.log(f"warning: {message}")
+            if not err:
+                self.write(f"warning: {message}\n", err=True)
+
     def echo(self, text: str = "") -> None:
         """One line (or block) on stdout, masked, and into the log."""
         masked = self.mask(text)
-        self.stdout.write(masked + "\n")
-        self.stdout.flush()
+        self.write(masked + "\n")
         self.log(masked)
 
     def raw(self, text: str) -> None:
         """Text on stdout exactly as given (``--show-secrets`` asked for it); not logged."""
-        self.stdout.write(text + "\n")
-        self.stdout.flush()
+        self.write(text + "\n")
 
     def warn(self, text: str) -> None:
         """``warning: ...`` on stderr and into the log, once per distinct text."""
@@ -441,15 +461,13 @@ class Output:
             return
         self._warned.add(text)
         masked = self.mask(text)
-        self.stderr.write(f"warning: {masked}\n")
-        self.stderr.flush()
+        self.write(f"warning: {masked}\n", err=True)
         self.log(f"warning: {masked}")
 
     def note(self, text: str) -> None:
         """A line about the run on stderr (stdout stays the command's result), logged."""
         masked = self.mask(text)
-        self.stderr.write(masked + "\n")
-        self.stderr.flush()
+        self.write(masked + "\n", err=True)
         self.log(masked)
 
     def warn_all(self, texts: Iterable[str]) -> None:
@@ -476,11 +494,11 @@ class Output:
                 handle.writelines(f"{line}\n" for line in lines)
         except OSError as exc:
             path, self.log_file = self.log_file, None
-            self.stderr.write(
+            self.write(
                 f"warning: cannot write the log file {path}: {exc.strerror or exc}; "
-                "going on without it\n"
+                "going on without it\n",
+                err=True,
             )
-            self.stderr.flush()
 
     def stream(self) -> TextIO:
         """A stream over stdout that also logs each non-blank line written to it."""
@@ -490,9 +508,8 @@ class Output:
         """Ask on the terminal whether to go on, naming each risk; only ``y``/``yes``
         goes on.  End of input is a no."""
         source = stdin if stdin is not None else sys.stdin
-        self.stdout.write("This will:\n" + "".join(f"  - {self.mask(r)}\n" for r in risks))
-        self.stdout.write("Go on? [y/N] ")
-        self.stdout.flush()
+        self.write("This will:\n" + "".join(f"  - {self.mask(r)}\n" for r in risks))
+        self.write("Go on? [y/N] ")
         answer = source.readline()
         self.log(f"asked to confirm: {'; '.join(risks)}; answered {answer.strip()!r}")
         return answer.strip().lower() in ("y", "yes")
@@ -513,6 +530,16 @@ class Output:
             yield bar
 
 
+def _silence(stream: TextIO) -> None:
+    """Point a stream whose reader has gone at /dev/null, so that the interpreter's own
+    flush at exit finds nothing to complain about."""
+    with contextlib.suppress(OSError, ValueError, AttributeError):
+        fd = stream.fileno()
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, fd)
+        os.close(devnull)
+
+
 class _LogStream:
     """stdout, also appending what is written to the Output's log file."""
 
@@ -523,10 +550,11 @@ class _LogStream:
         for line in text.splitlines():
             if line.strip():
                 self._output.log(line)
-        return int(self._output.stdout.write(text))
+        self._output.write(text)
+        return len(text)
 
     def flush(self) -> None:
-        self._output.stdout.flush()
+        pass  # Output.write flushes each write
 
     def isatty(self) -> bool:
         return bool(self._output.stdout.isatty())

@@ -1090,3 +1090,30 @@ def test_a_repository_as_real_ones_are_deploys_its_healthy_flows_and_names_what_
     assert strict.returncode == 3, strict.stdout + strict.stderr
     assert "pipelines/enums.py:36: syntax error" in strict.stderr and "nothing was written" in strict.stderr
     assert set(on_server(prefect_server, "project:realrepo")) == wanted
+
+
+def test_a_deploy_whose_stdout_closes_writes_everything_and_exits_by_the_apply(
+    prefect_server: str, shared_pools: None, tmp_path: Path
+) -> None:
+    """`invoke deploy | head -1`: the reader goes after one line; the apply does not."""
+    flows = {k: v for i in range(12) for k, v in one_flow(f"piped-{i}").items()}
+    root = shared_project(tmp_path / "piped", flows)
+    log = tmp_path / "deploy.log"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "invoke", "deploy", "--env", ENV, "--log-file", str(log)],
+        cwd=root,
+        env=cli_env({"DEPLOY_API_URL": prefect_server}),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert proc.stdout is not None and proc.stderr is not None
+    proc.stdout.readline()
+    proc.stdout.close()  # as `head -1` does
+    stderr = proc.stderr.read().decode()
+    assert proc.wait(timeout=240) == 0, stderr
+    assert "Traceback" not in stderr
+    assert sorted(on_server(prefect_server, "project:piped")) == sorted(
+        f"piped-{i}/piped-{i}" for i in range(12)
+    )
+    assert "created" in log.read_text()

@@ -6,6 +6,7 @@ import datetime as dt
 import io
 import json
 import re
+from pathlib import Path
 from typing import Any
 
 from deploy_lib.apply import (
@@ -492,3 +493,35 @@ def test_a_log_file_that_cannot_be_written_is_said_once_and_the_run_goes_on(tmp_
 
     assert stdout.getvalue() == "one\ntwo\n"
     assert stderr.getvalue().count("cannot write the log file") == 1
+
+
+class _GoneReader(io.StringIO):
+    """A stdout whose reader went away (`invoke deploy | head -1`) after ``lines``."""
+
+    def __init__(self, lines: int) -> None:
+        super().__init__()
+        self.left = lines
+
+    def write(self, text: str) -> int:
+        if self.left <= 0:
+            raise BrokenPipeError(32, "Broken pipe")
+        self.left -= 1
+        return super().write(text)
+
+
+def test_a_closed_stdout_is_given_up_once_and_the_run_goes_on(tmp_path: Path) -> None:
+    stdout, stderr = _GoneReader(lines=1), io.StringIO()
+    out = Output(stdout=stdout, stderr=stderr, log_file=tmp_path / "run.log")
+
+    for n in range(5):
+        out.echo(f"line {n}")
+    out.warn("still heard on stderr")
+
+    assert stdout.getvalue() == "line 0\n"
+    assert stderr.getvalue() == (
+        "warning: stdout was closed; the run goes on without printing there\n"
+        "warning: still heard on stderr\n"
+    )
+    logged = (tmp_path / "run.log").read_text()
+    assert all(f"line {n}" in logged for n in range(5))
+    assert "stdout was closed" in logged
