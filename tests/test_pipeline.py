@@ -1110,7 +1110,8 @@ def test_a_deploy_whose_stdout_closes_writes_everything_and_exits_by_the_apply(
     assert proc.stdout is not None and proc.stderr is not None
     proc.stdout.readline()
     proc.stdout.close()  # as `head -1` does
-    stderr = proc.stderr.read().decode()
+    with proc.stderr:
+        stderr = proc.stderr.read().decode()
     assert proc.wait(timeout=240) == 0, stderr
     assert "Traceback" not in stderr
     assert sorted(on_server(prefect_server, "project:piped")) == sorted(
