@@ -13,6 +13,7 @@ from __future__ import annotations
 import functools
 import inspect
 import os
+import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -37,11 +38,18 @@ def boundary(fn: Callable[..., Any]) -> Callable[..., Any]:
 
     @functools.wraps(fn)
     def wrapper(c: Any, *args: Any, **kwargs: Any) -> Any:
-        from deploy_lib.errors import EXIT_INTERRUPTED, DeployError
+        from deploy_lib.errors import EXIT_INTERRUPTED, EXIT_TERMINATED, DeployError, Terminated
         from deploy_lib.report import Output
 
         debug = _debug_wanted(kwargs)
         out = Output(log_file=kwargs.get("log_file"))
+
+        def terminated(signum: int, frame: Any) -> None:
+            raise Terminated()
+
+        # SIGTERM unwinds like Ctrl-C (the lock is released, files are closed); during
+        # an apply the pipeline takes both signals over and stops starting writes.
+        previous = signal.signal(signal.SIGTERM, terminated)
         try:
             return fn(c, out, *args, **kwargs)
         except DeployError as exc:
@@ -50,9 +58,14 @@ def boundary(fn: Callable[..., Any]) -> Callable[..., Any]:
             if debug:
                 raise
             raise Exit(message, code=exc.exit_code) from None
+        except Terminated:
+            out.log(f"interrupted by SIGTERM (exit {EXIT_TERMINATED})")
+            raise Exit("interrupted by SIGTERM", code=EXIT_TERMINATED) from None
         except KeyboardInterrupt:
-            out.log(f"interrupted (exit {EXIT_INTERRUPTED})")
-            raise Exit("interrupted", code=EXIT_INTERRUPTED) from None
+            out.log(f"interrupted by SIGINT (exit {EXIT_INTERRUPTED})")
+            raise Exit("interrupted by SIGINT", code=EXIT_INTERRUPTED) from None
+        finally:
+            signal.signal(signal.SIGTERM, previous)
 
     # Invoke makes the flags from the signature: the task's, less ``out``.
     signature = inspect.signature(fn)
@@ -392,6 +405,8 @@ def deploy(
         out.echo(report.to_json(report.results_json(outcome.result, out.masker, outcome.skipped)))
     else:
         out.echo(report.format_results(outcome.result, out.masker))
+    if (interrupted := outcome.interruption()) is not None:
+        raise interrupted
     outcome.result.raise_if_failed()
 
 
@@ -431,6 +446,8 @@ def adopt(
         out.echo("nothing to adopt: no deployment conflicts with this project's")
         return
     out.echo(report.format_results(outcome.result, out.masker))
+    if (interrupted := outcome.interruption()) is not None:
+        raise interrupted
     outcome.result.raise_if_failed()
 
 
@@ -508,6 +525,8 @@ def destroy(
         out.echo(report.to_json(report.results_json(outcome.result, out.masker)))
     else:
         out.echo(report.format_results(outcome.result, out.masker))
+    if (interrupted := outcome.interruption()) is not None:
+        raise interrupted
     outcome.result.raise_if_failed()
 
 
@@ -615,6 +634,8 @@ def quickstart(c: Any, out: Output, debug: bool = False) -> None:
     outcome = pipeline.deploy(settings, command="invoke quickstart")
     assert outcome.result is not None
     out.echo(report.format_results(outcome.result, out.masker))
+    if (interrupted := outcome.interruption()) is not None:
+        raise interrupted
     outcome.result.raise_if_failed()
     out.echo("3/4 run env-report on a process worker")
     result = pipeline.run_flow(settings, "env-report", with_worker=True, timeout=300)

@@ -62,6 +62,9 @@ class DeploymentApi(Protocol):
     async def read_deployment_by_name(self, flow_name: str, name: str) -> dict[str, Any] | None: ...
 
 
+# The note of a write a signal kept from starting.
+NOT_STARTED = "not started: interrupted"
+
 async def apply_plan(
     api: DeploymentApi,
     plan: Plan,
@@ -71,6 +74,7 @@ async def apply_plan(
     on_result: Callable[[Result], None] | None = None,
     keep_drift: bool = False,
     owner: tuple[str, str] | None = None,
+    stop: asyncio.Event | None = None,
 ) -> ApplyResult:
     """Write ``plan``'s creates and updates (and, with ``prune``, its deletes) through
     ``api``, at most ``concurrency`` requests at once.
@@ -84,10 +88,15 @@ async def apply_plan(
     429 through all of the API's retries; SQLite answers concurrent writes with 503)
     gets one more try after the others, one at a time.  That pass stops trying at the
     first write that fails again, so a sick server is not hammered.
+
+    Once ``stop`` is set (a signal arrived), no further write is started: those in
+    flight finish, each one not started is reported skipped, "not started: interrupted".
     """
     if concurrency < 1:
         raise SettingsError(f"must be at least 1, got {concurrency}", key="apply_concurrency")
-    runner = _Runner(api, asyncio.Semaphore(concurrency), on_result, prune=prune, owner=owner)
+    runner = _Runner(
+        api, asyncio.Semaphore(concurrency), on_result, prune=prune, owner=owner, stop=stop
+    )
     results: dict[int, Result] = {}
     pending: dict[int, Change] = {}
     for index, change in enumerate(plan.changes):
@@ -136,8 +145,10 @@ class _Runner:
         *,
         prune: bool = False,
         owner: tuple[str, str] | None = None,
+        stop: asyncio.Event | None = None,
     ) -> None:
         self._api = api
+        self._stop = stop
         self._slots = slots
         self._on_result = on_result
         self._prune = prune
@@ -168,7 +179,7 @@ class _Runner:
         self._slots = asyncio.Semaphore(1)
         for index in sorted(i for i in pending if _busy(results[i])):
             first = results[index]
-            if server_ok:
+            if server_ok and not (self._stop is not None and self._stop.is_set()):
                 again = await self.run(pending[index])
                 results[index] = replace(again, duration=first.duration + again.duration)
                 server_ok = not _busy(again)
@@ -178,6 +189,8 @@ class _Runner:
         """Write ``change`` under a concurrency slot; a failure becomes a failed Result."""
         async with self._slots:
             started = time.perf_counter()
+            if self._stop is not None and self._stop.is_set():
+                return _result(change, SKIPPED, change.live_id, note=NOT_STARTED)
             if self._unreachable is not None:
                 return _result(
                     change,

@@ -23,6 +23,8 @@
     ├── RunFailed                    exit 1   a flow run ended in a state other than Completed
     ├── Declined                     exit 1   the prompt was answered no; nothing was written
     ├── PartialFailure               exit 4   some deployments failed; the others were applied
+    ├── Interrupted                  exit 130 SIGINT (Ctrl-C), 143 SIGTERM: no new write
+    │                                         was started; those in flight finished
     └── LockHeld                     exit 75  another run holds this environment's lock
 
 and, without an error class: exit 0 ok, exit 2 a plan with changes pending
@@ -63,6 +65,7 @@ EXIT_VALIDATION = 3
 EXIT_PARTIAL = 4
 EXIT_LOCKED = 75
 EXIT_INTERRUPTED = 130  # Ctrl-C, as a shell reports SIGINT
+EXIT_TERMINATED = 143  # SIGTERM (a service manager, a CI cancel), as a shell reports it
 
 
 class DeployError(Exception):
@@ -241,6 +244,22 @@ class PartialFailure(DeployError):
 
 class LockHeld(DeployError):
     exit_code = EXIT_LOCKED
+
+
+class Interrupted(DeployError):
+    """A signal stopped the run: no write was started after it, those in flight ended.
+
+    ``signal_name`` is ``SIGINT`` (exit 130) or ``SIGTERM`` (exit 143)."""
+
+    def __init__(self, message: str, *, signal_name: str = "SIGINT") -> None:
+        super().__init__(message)
+        self.signal_name = signal_name
+        self.exit_code = EXIT_TERMINATED if signal_name == "SIGTERM" else EXIT_INTERRUPTED
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM arrived outside an apply: unwinds like Ctrl-C (locks released, files
+    closed), and the command exits 143."""
 
 
 def format_problems(problems: Iterable[Problem]) -> str:

@@ -21,9 +21,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import copy
 import json
 import os
+import signal
 from collections.abc import (
     Callable,
     Coroutine,
@@ -66,8 +68,10 @@ from deploy_lib.errors import (
     DiscoveryError,
     DockerError,
     InputError,
+    Interrupted,
     SettingsError,
     StalePlan,
+    Terminated,
     ValidationFailed,
 )
 from deploy_lib.models import (
@@ -76,6 +80,7 @@ from deploy_lib.models import (
     DELETE,
     POOL_TYPES,
     RENAME,
+    UNCHANGED,
     ApplyResult,
     DeploymentSpec,
     Discovery,
@@ -161,11 +166,113 @@ class DeployOutcome:
     skipped: tuple[Skipped, ...] = ()
     # Where ``plan_and_save`` saved the plan.
     saved: Path | None = None
+    # The signal that stopped the apply (``SIGINT`` / ``SIGTERM``), if one did.
+    interrupted: str | None = None
+
+    def interruption(self) -> Interrupted | None:
+        """The error to end the command with after its results are shown, if a signal
+        stopped the apply: "interrupted by SIGTERM after N of M writes"."""
+        if self.interrupted is None or self.result is None:
+            return None
+        writes = [r for r in self.result.results if r.action not in (UNCHANGED, CONFLICT)]
+        done = [r for r in writes if r.note != apply.NOT_STARTED and not r.failed]
+        return Interrupted(
+            f"interrupted by {self.interrupted} after {len(done)} of {len(writes)} write(s); "
+            "the rest were not started (run again to finish: it writes only what differs)",
+            signal_name=self.interrupted,
+        )
 
 
 def _run(coro: Coroutine[Any, Any, T]) -> T:
-    """The one place the event loop runs."""
-    return asyncio.run(coro)
+    """The one place the event loop runs (with SIGINT and SIGTERM handled: see
+    ``_SignalState``)."""
+    return asyncio.run(_guarded(coro))
+
+
+@dataclass
+class _SignalState:
+    """How the running loop answers SIGINT and SIGTERM.  During an apply (``stop`` set
+    by ``_interruptible``) the first one only stops new writes from starting; otherwise,
+    or at a second signal, the main task is cancelled, so every ``async with`` unwinds
+    (connections closed, the lock released), and the run ends as Ctrl-C does
+    (``KeyboardInterrupt``, exit 130) or as ``Terminated`` (exit 143)."""
+
+    task: asyncio.Task[Any] | None
+    stop: asyncio.Event | None = None
+    seen: list[str] = field(default_factory=list)
+    cancelled_by: str | None = None
+
+    def heard(self, signum: int) -> None:
+        name = signal.Signals(signum).name
+        if self.stop is not None and not self.stop.is_set():
+            self.seen.append(name)
+            self.stop.set()
+        elif self.task is not None and self.cancelled_by is None:
+            self.cancelled_by = name
+            self.task.cancel()
+
+
+_SIGNALS: contextvars.ContextVar[_SignalState | None] = contextvars.ContextVar(
+    "deploy_lib_signals", default=None
+)
+
+
+async def _guarded(coro: Coroutine[Any, Any, T]) -> T:
+    state = _SignalState(asyncio.current_task())
+    token = _SIGNALS.set(state)
+    try:
+        with _handling_signals(state):
+            return await coro
+    except asyncio.CancelledError:
+        if state.cancelled_by == "SIGTERM":
+            raise Terminated() from None
+        if state.cancelled_by == "SIGINT":
+            raise KeyboardInterrupt() from None
+        raise
+    finally:
+        _SIGNALS.reset(token)
+
+
+@contextlib.contextmanager
+def _handling_signals(state: _SignalState) -> Iterator[None]:
+    """SIGINT and SIGTERM go to ``state.heard`` in the running loop for the block, and
+    the handlers in place before are put back after.  Outside the main thread nothing is
+    installed: signals are not ours to handle there."""
+    loop = asyncio.get_running_loop()
+    installed: list[tuple[int, Any]] = []
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        try:
+            previous = signal.getsignal(signum)
+            loop.add_signal_handler(signum, state.heard, int(signum))
+            installed.append((int(signum), previous))
+        except (ValueError, RuntimeError, NotImplementedError):
+            pass
+    try:
+        yield
+    finally:
+        for number, previous in installed:
+            with contextlib.suppress(ValueError, RuntimeError):
+                loop.remove_signal_handler(number)
+                signal.signal(number, previous)
+
+
+@contextlib.contextmanager
+def _interruptible() -> Iterator[tuple[asyncio.Event, list[str]]]:
+    """While an apply runs: the first SIGINT or SIGTERM sets the event it is handed, so
+    no new write starts and those in flight finish; the list gets the signal's name."""
+    stop, seen = asyncio.Event(), list[str]()
+    state = _SIGNALS.get()
+    if state is not None:
+        state.stop, state.seen = stop, seen
+        try:
+            yield stop, seen
+        finally:
+            state.stop = None
+        return
+    # An apply in a loop this module did not start (the caller's own asyncio.run):
+    # the handlers live just as long as the apply.
+    with _handling_signals(_SignalState(None, stop, seen)):
+        yield stop, seen
 
 
 @contextlib.contextmanager
@@ -549,10 +656,11 @@ async def deploy_prepared(
         raise Declined("not confirmed at the prompt; nothing was written")
     limit = concurrency if concurrency is not None else prepared.settings.apply_concurrency
     shown = progress(plan) if progress is not None else contextlib.nullcontext(None)
-    with shown as on_result:
+    with shown as on_result, _interruptible() as (stop, signals):
         result = await apply.apply_plan(
             client, plan, concurrency=limit, prune=prune, on_result=on_result,
             keep_drift=keep_drift, owner=(prepared.settings.project, prepared.settings.env),
+            stop=stop,
         )
     if not keep_drift:
         warnings += [
@@ -560,7 +668,13 @@ async def deploy_prepared(
             f"({', '.join(c.drift)}); --keep-drift leaves such deployments alone"
             for c in plan.drifted
         ]
-    return DeployOutcome(plan, result, tuple(warnings), skipped=prepared.skipped)
+    return DeployOutcome(
+        plan,
+        result,
+        tuple(warnings),
+        skipped=prepared.skipped,
+        interrupted=signals[0] if signals else None,
+    )
 
 
 def _prepared(
@@ -765,12 +879,12 @@ def destroy(
                 if confirm is not None and risks and not confirm(risks):
                     raise Declined("not confirmed at the prompt; nothing was deleted")
                 shown = progress(plan) if progress is not None else contextlib.nullcontext(None)
-                with shown as on_result:
+                with shown as on_result, _interruptible() as (stop, signals):
                     result = await apply.apply_plan(
                         client, plan, concurrency=settings.apply_concurrency, prune=True,
-                        on_result=on_result,
+                        on_result=on_result, stop=stop,
                     )
-                return DeployOutcome(plan, result)
+                return DeployOutcome(plan, result, interrupted=signals[0] if signals else None)
 
         return _run(go())
 
@@ -818,10 +932,14 @@ def adopt(
                 risk = f"take over {len(plan.changes)} deployment(s) that are not this project's: " + ", ".join(sorted(names))
                 if confirm is not None and not confirm([risk]):
                     raise Declined("not confirmed at the prompt; nothing was adopted")
-                result = await apply.apply_plan(
-                    client, plan, concurrency=settings.apply_concurrency, prune=False
+                with _interruptible() as (stop, signals):
+                    result = await apply.apply_plan(
+                        client, plan, concurrency=settings.apply_concurrency, prune=False,
+                        stop=stop,
+                    )
+                return DeployOutcome(
+                    plan, result, tuple(warnings), interrupted=signals[0] if signals else None
                 )
-                return DeployOutcome(plan, result, tuple(warnings))
 
         return _run(go())
 

@@ -19,6 +19,7 @@ from deploy_lib.apply import (
     CREATED,
     DELETED,
     FAILED,
+    NOT_STARTED,
     SKIPPED,
     UNCHANGED_STATUS,
     UPDATED,
@@ -340,6 +341,27 @@ def test_a_kept_delete_is_never_deleted_even_with_prune() -> None:
     assert "delete_deployment" not in [name for name, _ in api.calls]
     (kept,) = result.results
     assert (kept.status, kept.note) == (SKIPPED, "kept: flow file flows/broken.py has problems")
+
+
+def test_once_stopped_no_write_is_started_and_those_in_flight_finish() -> None:
+    api = FakeApi(delay=0.01)
+    stop = asyncio.Event()
+    seen: list[Result] = []
+
+    def on_result(result: Result) -> None:
+        seen.append(result)
+        stop.set()  # the signal arrives as the first write lands
+
+    plan = make_plan([spec(body(f"f{i}")) for i in range(6)], [], ENV)
+    result = asyncio.run(
+        apply_plan(api, plan, concurrency=2, prune=False, on_result=on_result, stop=stop)
+    )
+
+    statuses = [(r.status, r.note) for r in result.results]
+    written = [s for s in statuses if s[0] == CREATED]
+    assert 1 <= len(written) <= 2, "the first and the one beside it in flight"
+    assert statuses.count((SKIPPED, NOT_STARTED)) == 6 - len(written)
+    assert len(api.names("upsert_deployment")) == len(written)
 
 
 def test_with_prune_only_the_planned_deletes_are_deleted() -> None:

@@ -35,7 +35,7 @@ from helpers import cli_env, invoke, local_server
 
 from deploy_lib import pipeline
 from deploy_lib.api import PrefectApi
-from deploy_lib.apply import CREATED, FAILED
+from deploy_lib.apply import CREATED, FAILED, SKIPPED
 from deploy_lib.errors import (
     ApiServerError,
     ApiUnreachable,
@@ -440,6 +440,41 @@ def test_every_first_write_answered_503_still_deploys_everything(
     assert [r.status for r in outcome.result.results] == [CREATED] * 6
     assert injected == 6 and transport.written == 6, "each write: one 503, one success"
     outcome.result.raise_if_failed()
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_a_signal_mid_apply_starts_no_more_writes_and_says_how_far_it_got(
+    small_project: Any, prefect_server: str, signum: signal.Signals
+) -> None:
+    """The signal arrives while the first write is on its way: it lands, nothing more is
+    started, and the outcome says so, with the exit code of the signal."""
+
+    async def signal_on_first_write(request: httpx.Request) -> httpx.Response | None:
+        if is_deployment_write(request) and transport.writes == 0:
+            os.kill(os.getpid(), signum)
+        return None
+
+    transport = FaultTransport(signal_on_first_write)
+    before = signal.getsignal(signum)
+
+    async def go() -> pipeline.DeployOutcome:
+        async with PrefectApi(prefect_server, max_writes=1, transport=transport) as api:
+            return await pipeline.deploy_prepared(api, small_project, concurrency=1)
+
+    outcome = asyncio.run(go())
+    assert outcome.result is not None
+    assert [r.status for r in outcome.result.results] == [CREATED] + [SKIPPED] * 5
+    assert transport.written == 1
+    stopped = outcome.interruption()
+    assert stopped is not None
+    assert stopped.exit_code == (143 if signum == signal.SIGTERM else 130)
+    assert str(stopped).startswith(
+        f"interrupted by {signum.name} after 1 of 6 write(s); the rest were not started"
+    )
+    assert signal.getsignal(signum) == before, "the handler in place before is back"
+    live = {d["flow_name"] for d in asyncio.run(managed(prefect_server))}
+    assert len(live & {s.flow.name for s in small_project.specs}) == 1
 
 
 @pytest.mark.e2e

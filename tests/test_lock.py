@@ -11,6 +11,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -187,3 +188,83 @@ def test_a_lock_file_that_cannot_be_opened_is_an_input_error_naming_it(
         f"environment 'dev': Permission denied; nothing was written (the lock needs a "
         f"writable folder {tmp_path / '.prefect' / 'locks'} and a file there)"
     )
+
+
+def _project(root: Path) -> Path:
+    root.mkdir()
+    for name in ("settings.toml", "tasks.py"):
+        shutil.copy2(REPO / name, root / name)
+    for name in ("templates", "flows"):
+        shutil.copytree(REPO / name, root / name, ignore=shutil.ignore_patterns("__pycache__"))
+    return root
+
+
+def _wait_for(check: Any, what: str, seconds: float = 60.0) -> None:
+    deadline = time.monotonic() + seconds
+    while not check():
+        assert time.monotonic() < deadline, f"never saw: {what}"
+        time.sleep(0.05)
+
+
+def _opened(pid: int, path: Path) -> bool:
+    """Whether process ``pid`` has ``path`` open (Linux: its /proc fd links)."""
+    fds = Path(f"/proc/{pid}/fd")
+    try:
+        return any(os.readlink(fd) == str(path) for fd in fds.iterdir())
+    except OSError:
+        return False
+
+
+def test_sigterm_while_waiting_for_the_lock_exits_143_and_leaves_the_holders_record(
+    tmp_path: Path,
+) -> None:
+    root = _project(tmp_path / "project")
+    log = tmp_path / "deploy.log"
+    env = {**child_env(), "DEPLOY_API_URL": "http://127.0.0.1:9/api"}
+    with holder(root, "development") as other:
+        record = lock_path(root, "development").read_text()
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "invoke", "deploy", "--lock-timeout", "120",
+             "--log-file", str(log)],
+            cwd=root, env=env, stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )
+        _wait_for(lambda: _opened(proc.pid, lock_path(root, "development")), "the lock opened")
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=60)
+        assert proc.returncode == 143, out + err
+        assert "interrupted by SIGTERM" in err and "Traceback" not in out + err
+        assert lock_path(root, "development").read_text() == record
+        assert other.poll() is None
+    assert "interrupted by SIGTERM (exit 143)" in log.read_text()
+
+
+def test_sigterm_while_holding_the_lock_releases_it_with_no_record_left(tmp_path: Path) -> None:
+    """The server accepts and never answers: the deploy holds the lock, waiting."""
+    root = _project(tmp_path / "project")
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(16)
+    env = {**child_env(), "DEPLOY_API_URL": f"http://127.0.0.1:{silent.getsockname()[1]}/api"}
+    try:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "invoke", "deploy"],
+            cwd=root, env=env, stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )
+        path = lock_path(root, "development")
+
+        def held() -> bool:
+            text = path.read_text() if path.exists() else ""
+            return f'"pid": {proc.pid}' in text
+
+        _wait_for(held, "the deploy holding the lock")
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        silent.close()
+    assert proc.returncode == 143, out + err
+    assert "interrupted by SIGTERM" in err and "Traceback" not in out + err
+    assert path.read_text() == "", "no stale holder record"
+    with env_lock(root, "development", timeout=0):
+        pass  # and free at once
