@@ -34,6 +34,10 @@ import contextlib
 import json
 import os
 import re
+import shutil
+import stat
+import tempfile
+from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -565,9 +569,12 @@ def write_rendered(
     check_format(fmt)
     root = Path(settings.root).resolve()
     outputs: dict[str, str] = {}
+    shared = {n for n, c in Counter(s.name for s in specs).items() if c > 1}
     for spec in specs:
         body = spec.body if show_secrets else mask_body(spec.body, settings)
-        filename = f"{_safe_filename(spec.name)}.{fmt}"
+        # Two flows may give a deployment one name: then the file names the flow too.
+        stem = spec.name if spec.name not in shared else f"{spec.flow.name}__{spec.name}"
+        filename = f"{_safe_filename(stem)}.{fmt}"
         if filename in outputs:
             raise InputError(
                 f"two deployments would both be written to {filename}: deployment names must "
@@ -634,38 +641,87 @@ def _has_placeholder(value: Any) -> bool:
 
 
 def _write_all(target: Path, outputs: Mapping[str, str], *, mode: int = 0o644) -> tuple[str, ...]:
+    """Write ``outputs`` into ``target`` all at once: everything goes into a folder
+    beside it first, which then takes its place, so a full disk or a crash leaves the
+    previous render whole.  Files in ``target`` that no render of ours wrote are kept."""
     manifest = target / MANIFEST
+    previous: list[str] = []
+    if manifest.is_file():
+        try:
+            previous = list(json.loads(manifest.read_text(encoding="utf-8")).get("files", []))
+        except (ValueError, AttributeError, OSError):
+            previous = []
+    staging: Path | None = None
     try:
-        target.mkdir(parents=True, exist_ok=True)
-        previous: list[str] = []
-        if manifest.is_file():
-            try:
-                previous = list(json.loads(manifest.read_text(encoding="utf-8")).get("files", []))
-            except (ValueError, AttributeError):
-                previous = []
+        target.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.rendering-", dir=target.parent))
+        os.chmod(staging, _folder_mode(target, secret=mode == 0o600))
+        if target.is_dir():
+            for entry in target.iterdir():
+                if entry.name not in (*previous, *outputs, MANIFEST):
+                    _keep(entry, staging / entry.name)  # not ours: carried over
         for name, text in outputs.items():
-            _atomic_write(target / name, text, mode=mode)
-        removed = []
-        for name in previous:
-            stale = target / Path(name).name
-            if name not in outputs and stale.is_file():
-                stale.unlink()
-                removed.append(name)
-        _atomic_write(manifest, json.dumps({"files": sorted(outputs)}, indent=2) + "\n")
+            _write_text(staging / name, text, mode)
+        _write_text(staging / MANIFEST, json.dumps({"files": sorted(outputs)}, indent=2) + "\n", 0o644)
+        _swap(staging, target)
+        staging = None
     except OSError as exc:
-        raise InputError(f"{target}: cannot write the rendered files: {exc}") from exc
-    return tuple(removed)
+        raise InputError(
+            f"{target}: cannot write the rendered files: {exc.strerror or exc}; the "
+            "previous files are as they were"
+        ) from exc
+    finally:
+        if staging is not None:
+            shutil.rmtree(staging, ignore_errors=True)
+    return tuple(name for name in previous if name not in outputs)
 
 
-def _atomic_write(path: Path, text: str, *, mode: int = 0o644) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with contextlib.suppress(FileNotFoundError):
-        tmp.unlink()
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+def _folder_mode(target: Path, *, secret: bool) -> int:
+    """The output folder's mode: what it had, else what the umask gives (owner only
+    when the files hold secrets)."""
+    if secret:
+        return 0o700
+    try:
+        return stat.S_IMODE(target.stat().st_mode)
+    except OSError:
+        umask = os.umask(0)
+        os.umask(umask)
+        return 0o777 & ~umask
+
+
+def _write_text(path: Path, text: str, mode: int) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
     with os.fdopen(fd, "w", encoding="utf-8") as handle:
         handle.write(text)
-    os.chmod(tmp, mode)  # whatever the umask said
-    os.replace(tmp, path)
+    os.chmod(path, mode)  # whatever the umask said
+
+
+def _keep(source: Path, copy: Path) -> None:
+    if source.is_dir() and not source.is_symlink():
+        shutil.copytree(source, copy, symlinks=True)
+    elif source.is_symlink():
+        os.symlink(os.readlink(source), copy)
+    else:
+        try:
+            os.link(source, copy)
+        except OSError:
+            shutil.copy2(source, copy)
+
+
+def _swap(staging: Path, target: Path) -> None:
+    """Put ``staging`` where ``target`` is: two renames, the old one removed after; if
+    the second rename fails the old folder is put back."""
+    if not target.exists():
+        os.replace(staging, target)
+        return
+    old = target.with_name(f".{target.name}.previous-{os.getpid()}")
+    os.replace(target, old)
+    try:
+        os.replace(staging, target)
+    except OSError:
+        os.replace(old, target)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def _safe_filename(name: str) -> str:

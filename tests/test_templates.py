@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 import yaml
+from helpers import make_project
 
 from deploy_lib.discovery import discover_flows
 from deploy_lib.errors import DiscoveryError, InputError, TemplateError, ValidationFailed
@@ -547,6 +548,54 @@ def test_render_writes_one_file_per_deployment_and_removes_only_its_own_stale_fi
     assert sorted(p.name for p in out.iterdir()) == sorted([MANIFEST, "hello.json", "notes.txt"])
     body = json.loads((out / "hello.json").read_text())
     assert body["name"] == "hello" and body["job_variables"]["env"]["DEPLOY_ENV_NAME"] == "staging"
+
+
+def test_a_render_that_fails_half_way_leaves_the_previous_render_whole(
+    project: Path, tmp_path: Path, mocker: Any
+) -> None:
+    """A full disk at the third file: the folder holds exactly what it held before."""
+    import errno
+
+    import deploy_lib.templates as templates_module
+
+    out = tmp_path / "out"
+    out.mkdir(mode=0o750)
+    (out / "notes.txt").write_text("mine\n")
+    settings = load_settings("staging", project)
+    render_to_files(settings, out_dir=out, git=GIT, now=NOW)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    real = templates_module._write_text
+    calls = 0
+
+    def full_disk(path: Path, text: str, mode: int) -> None:
+        nonlocal calls
+        calls += 1
+        if calls == 3:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real(path, text, mode)
+
+    mocker.patch.object(templates_module, "_write_text", side_effect=full_disk)
+    with pytest.raises(InputError, match="No space left on device; the previous files are as they were"):
+        render_to_files(settings, out_dir=out, fmt="json", git=GIT, now=NOW)
+
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "project"], "no temporary folder left"
+    assert oct(out.stat().st_mode & 0o777) == oct(0o750)
+
+
+def test_two_flows_with_one_deployment_name_render_a_file_each(tmp_path: Path) -> None:
+    root = make_project(
+        tmp_path / "p",
+        {
+            "flows/a.py": "from prefect import flow\n\n@flow\ndef alpha(): ...\n",
+            "flows/b.py": "from prefect import flow\n\n@flow\ndef beta(): ...\n",
+        },
+        example_flows=False,
+    )
+    with (root / "settings.toml").open("a") as handle:
+        handle.write('\n[default.flows.alpha]\nname = "nightly"\n[default.flows.beta]\nname = "nightly"\n')
+    result = render_to_files(load_settings("staging", root), git=GIT, now=NOW)
+    assert sorted(result.files) == ["alpha__nightly.yaml", "beta__nightly.yaml"]
 
 
 def test_render_writes_nothing_when_any_deployment_is_invalid(
