@@ -71,6 +71,7 @@ def discover_flows(
     exclude: Sequence[str] = (),
     *,
     cache_dir: Path | None = None,
+    follow_outside_links: bool = False,
 ) -> Discovery:
     """Parse every ``.py`` file under ``roots`` (relative to ``root``) and collect flows.
 
@@ -82,9 +83,13 @@ def discover_flows(
     the file's content; its size and mtime spare the read when they are unchanged and
     older than the cache), so an unchanged tree is discovered without parsing.  A
     corrupt, foreign or unwritable cache is ignored and rebuilt.
+
+    A symlink met under the roots that leads outside the project root is not followed
+    (a problem names it) unless ``follow_outside_links``; the roots themselves are
+    walked wherever they lead, since the settings name them.
     """
     cache = _Cache.load(Path(cache_dir)) if cache_dir is not None else None
-    walker = _Walker(Path(root), exclude, cache)
+    walker = _Walker(Path(root), exclude, cache, follow_outside_links=follow_outside_links)
     walker.walk([str(entry) for entry in roots])
     if cache is not None:
         cache.save(set(walker.files))
@@ -145,7 +150,14 @@ class _Found:
 class _Walker:
     """Walks the flow roots once; collects flows, non-flow functions and problems."""
 
-    def __init__(self, root: Path, exclude: Sequence[str], cache: _Cache | None = None) -> None:
+    def __init__(
+        self,
+        root: Path,
+        exclude: Sequence[str],
+        cache: _Cache | None = None,
+        *,
+        follow_outside_links: bool = False,
+    ) -> None:
         self.root = os.path.abspath(root)
         patterns = [p.strip().removeprefix("./").rstrip("/") for p in exclude if p.strip()]
         self.exclude = (
@@ -160,6 +172,8 @@ class _Walker:
         self.resolver = Resolver(self._module_tree)
         self.cache = cache
         self.digests: dict[str, str] = {}
+        self.follow_outside_links = follow_outside_links
+        self.real_root = os.path.realpath(self.root)
 
     # -- public steps
 
@@ -271,6 +285,8 @@ class _Walker:
                 if is_link and not os.path.exists(entry.path):
                     self._problem(child, _broken_link_message(entry.path))
                     continue
+                if is_link and self._leaves_project(child, entry.path, os.path.realpath(entry.path)):
+                    continue
                 self._read_file(entry.path, child, dockerfile, requirements)
             elif is_link and not os.path.exists(entry.path) and _is_link_loop(entry.path):
                 self._problem(child, _broken_link_message(entry.path))
@@ -290,9 +306,25 @@ class _Walker:
                 ):
                     # The target is scanned at its own place already (or will be).
                     continue
+                if self._leaves_project(child, entry.path, child_real):
+                    continue
             else:
                 child_real = os.path.join(real, entry.name)
             self._walk_dir(entry.path, child, child_real, dockerfile, requirements)
+
+    def _leaves_project(self, child: str, link: str, real: str) -> bool:
+        """A symlink whose target is outside the project (and outside every flow root's
+        real place): a problem naming it, and not followed, unless the settings allow."""
+        if self.follow_outside_links or any(
+            _is_within(real, r) for r in (self.real_root, *self.root_reals)
+        ):
+            return False
+        self._problem(
+            child,
+            f"symlink {child} -> {os.readlink(link)} leads outside the project root; not "
+            "followed (set follow_outside_links = true to follow it)",
+        )
+        return True
 
     def _read_file(
         self, absolute: str, rel: str, dockerfile: str | None, requirements: str | None

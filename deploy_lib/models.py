@@ -337,6 +337,10 @@ class Settings:
     def exclude(self) -> list[str]:
         return list(self.get("exclude") or [])
 
+    @property
+    def follow_outside_links(self) -> bool:
+        return bool(self.get("follow_outside_links", False))
+
     def effective(self, show_secrets: bool = False) -> dict[str, Any]:
         """A deep copy of ``data`` with every secret replaced by ``****`` (unless
         ``show_secrets``)."""

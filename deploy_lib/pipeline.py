@@ -308,6 +308,7 @@ def discover(settings: Settings, paths: Sequence[str] = (), *, strict: bool = Fa
         tuple(paths) or tuple(settings.flow_roots),
         tuple(settings.exclude),
         cache_dir=Path(settings.root) / CACHE_DIR,
+        follow_outside_links=settings.follow_outside_links,
     )
     if strict:
         found.raise_for_problems()

@@ -509,6 +509,7 @@ STR_LIST = "a list of strings"
 _RULES: list[tuple[str, str, Callable[[Any], bool], bool]] = [
     ("flow_roots", "a non-empty list of folder names", lambda v: _is_str_list(v) and bool(v), True),
     ("exclude", STR_LIST, _is_str_list, False),
+    ("follow_outside_links", "true or false", _is_bool, False),
     ("entrypoint_style", '"path" or "module"', _one_of("path", "module"), True),
     ("deployment_types", 'a non-empty list of "python" and/or "docker"', _is_types, True),
     ("api_url", 'a string: "" (the embedded server) or an http(s):// URL', _is_url, True),

@@ -630,7 +630,7 @@ def test_an_unreadable_file_is_a_problem_and_the_walk_goes_on(tmp_path: Path) ->
     # read a chmod 000 file), so this is a file that opens but cannot be read.
     os.symlink("/proc/self/mem", tmp_path / "flows" / "unreadable.py")
 
-    result = discover_flows(tmp_path)
+    result = discover_flows(tmp_path, follow_outside_links=True)  # read it anyway
 
     assert names(result) == ["ok"]
     assert messages(result) == ["flows/unreadable.py: cannot read file: Input/output error"]
@@ -970,7 +970,8 @@ def test_a_fifo_or_a_device_in_the_flows_never_blocks_discovery(tmp_path: Path) 
     os.mkfifo(flows / "pipe.py")
     (flows / "zero.py").symlink_to("/dev/zero")
 
-    result = discover_flows(tmp_path, ["flows"])  # returns: nothing waits on the FIFO
+    # returns: nothing waits on the FIFO (and the device is read, links allowed)
+    result = discover_flows(tmp_path, ["flows"], follow_outside_links=True)
 
     assert [f.name for f in result.flows] == ["ok"]
     problems = {p.path: p.message for p in result.problems}
@@ -1200,3 +1201,27 @@ def test_an_unwritable_cache_folder_only_costs_time(tmp_path: Path) -> None:
     blocked.write_text("a file where the cache folder would be")
 
     assert discover_flows(tmp_path, cache_dir=blocked / "cache") == discover_flows(tmp_path)
+
+
+def test_a_symlink_leading_outside_the_project_is_named_and_not_followed(tmp_path: Path) -> None:
+    outside = write_tree(
+        tmp_path / "elsewhere",
+        {"theirs.py": "from prefect import flow\n\n@flow\ndef theirs(): ...\n", "pkg": {
+            "deep.py": "from prefect import flow\n\n@flow\ndef deep(): ...\n"}},
+    )
+    root = write_tree(tmp_path / "project", {"flows": {"ours.py": "from prefect import flow\n\n@flow\ndef ours(): ...\n"}})
+    os.symlink(outside / "theirs.py", root / "flows" / "linked.py")
+    os.symlink(outside / "pkg", root / "flows" / "linked_pkg")
+
+    found = discover_flows(root)
+
+    assert names(found) == ["ours"]
+    assert messages(found) == [
+        f"flows/linked.py: symlink flows/linked.py -> {outside / 'theirs.py'} leads outside "
+        "the project root; not followed (set follow_outside_links = true to follow it)",
+        f"flows/linked_pkg: symlink flows/linked_pkg -> {outside / 'pkg'} leads outside "
+        "the project root; not followed (set follow_outside_links = true to follow it)",
+    ]
+    allowed = discover_flows(root, follow_outside_links=True)
+    assert sorted(names(allowed)) == ["deep", "ours", "theirs"]
+    assert allowed.problems == ()
