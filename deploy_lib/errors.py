@@ -72,6 +72,9 @@ class DeployError(Exception):
     """Base of every deliberate failure; ``exit_code`` is what the CLI exits with."""
 
     exit_code = EXIT_ERROR
+    # Secret values known where the error arose (the settings that failed to load know
+    # theirs before anyone else does), so whoever prints the error can mask them.
+    secrets: frozenset[str] = frozenset()
 
     def __init__(self, message: str) -> None:
         super().__init__(message)

@@ -14,6 +14,7 @@ text and in nested data.
 
 from __future__ import annotations
 
+import json
 import re
 from collections import Counter
 from collections.abc import Iterable, Mapping
@@ -338,6 +339,21 @@ class Settings:
         return list(self.get("exclude") or [])
 
     @property
+    def secret_body_paths(self) -> list[str]:
+        """Where the secret settings land in a deployment body: ``env_vars.X`` ->
+        ``job_variables.env.X``, ``parameters.X`` and ``flows.<f>.parameters.X`` ->
+        ``parameters.X`` (so a short secret is masked there by its key)."""
+        paths = set()
+        for key in self.secret_keys:
+            if key.startswith("env_vars."):
+                paths.add("job_variables.env." + key.split(".", 1)[1])
+            elif key.startswith("parameters."):
+                paths.add(key)
+            elif key.startswith("flows.") and ".parameters." in key:
+                paths.add("parameters." + key.split(".parameters.", 1)[1])
+        return sorted(paths)
+
+    @property
     def follow_outside_links(self) -> bool:
         return bool(self.get("follow_outside_links", False))
 
@@ -502,11 +518,36 @@ class Masker:
 
     def __init__(self, values: Iterable[str] = ()) -> None:
         self._values: set[str] = set()
+        self._keys: set[str] = set()
         self.add(values)
 
     def add(self, values: Iterable[str]) -> None:
-        # Very short values would mask ordinary words; they are still masked by key name.
-        self._values.update(str(v) for v in values if v is not None and len(str(v)) >= 4)
+        # Very short values would mask ordinary words; they are still masked by key
+        # (``add_keys``).  Each is also known in the escaped forms a server or a log may
+        # echo it in: JSON (``\"``, ``\u00e9``) and Python (``\x``, ``\n``).
+        for value in values:
+            text = "" if value is None else str(value)
+            if len(text) < 4:
+                continue
+            self._values.add(text)
+            for escaped in (
+                json.dumps(text)[1:-1],
+                json.dumps(text, ensure_ascii=False)[1:-1],
+                text.encode("unicode_escape").decode("ascii"),
+                repr(text)[1:-1],
+            ):
+                if escaped != text:
+                    self._values.add(escaped)
+
+    def add_keys(self, paths: Iterable[str]) -> None:
+        """Dotted body paths (``job_variables.env.DB_PIN``) whose values are secret,
+        however short: masked wherever such a path is shown (``data``, plan diffs)."""
+        self._keys.update(str(p) for p in paths)
+
+    def is_secret_path(self, path: str) -> bool:
+        """Whether the dotted ``path`` (or a table above it) was given to ``add_keys``."""
+        parts = path.split(".")
+        return any(".".join(parts[:n]) in self._keys for n in range(1, len(parts) + 1))
 
     @property
     def values(self) -> frozenset[str]:
@@ -524,7 +565,7 @@ class Masker:
     def data(self, data: Any, secret_keys: Iterable[str] = (), _prefix: str = "") -> Any:
         """A copy of ``data`` with secret values (by value, by key name, or by dotted
         key listed in ``secret_keys``) replaced by ``****``."""
-        keys = frozenset(secret_keys)
+        keys = frozenset(secret_keys) | self._keys
         if isinstance(data, Mapping):
             out = {}
             for k, v in data.items():

@@ -592,7 +592,8 @@ def _mask_pair(change: FieldChange, masker: Masker) -> tuple[Any, Any]:
 
 
 def _mask_value(path: str, value: Any, masker: Masker) -> Any:
-    if value not in (None, "") and any(is_secret_name(part) for part in path.split(".")):
+    secret = any(is_secret_name(part) for part in path.split(".")) or masker.is_secret_path(path)
+    if value not in (None, "") and secret:
         return MASK
     return masker.data(value)
 

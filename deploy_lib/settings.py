@@ -47,7 +47,7 @@ from typing import Any
 from dotenv import dotenv_values
 from dynaconf import Dynaconf, ValidationError, Validator
 
-from deploy_lib.errors import SettingsError, UnknownEnvironmentError
+from deploy_lib.errors import DeployError, SettingsError, UnknownEnvironmentError
 from deploy_lib.models import (
     DEPLOYMENT_TYPES,
     RESERVED_TAG_PREFIXES,
@@ -108,6 +108,23 @@ def load_settings(env: str | None, root: Path) -> Settings:
     if name not in valid:
         raise UnknownEnvironmentError(name, valid, path=str(settings_path))
     secrets = _read_toml(secrets_path) if secrets_path.exists() else None
+    try:
+        return _load(name, root, base, secrets, secrets_path, valid)
+    except DeployError as exc:
+        # Whoever prints it (a --debug traceback included) can mask these.
+        exc.secrets = frozenset(_secret_values({}, set(), secrets))
+        raise
+
+
+def _load(
+    name: str,
+    root: Path,
+    base: Mapping[str, Any],
+    secrets: dict[str, Any] | None,
+    secrets_path: Path,
+    valid: list[str],
+) -> Settings:
+    """``load_settings`` once the environment is known and the files are read."""
     if secrets is not None:
         _check_sections(secrets, secrets_path)
 

@@ -1100,3 +1100,52 @@ def test_deploy_plan_and_run_finish_with_stdin_closed(tmp_path: Path, server: st
     finally:
         run_async(_delete(server, [row[0] for row in deployments(server) if row[0] not in before]))
     assert time.monotonic() - started < 120
+
+
+@pytest.mark.e2e
+def test_a_short_secret_is_masked_by_its_key_in_plan_diffs_and_json(
+    tmp_path: Path, server: str
+) -> None:
+    """Three characters are too short to mask by value (they would mask ordinary text),
+    so a secret that short is masked wherever its key is shown."""
+    root = make_project(tmp_path / "project")
+    flow = f"pin-probe-{uuid.uuid4().hex[:8]}"
+    write(root, "flows/pin_probe.py", flow_source(flow))
+    base = server_env(server)
+    before = {row[0] for row in deployments(server)}
+
+    def with_pin(pin: str) -> dict[str, str]:
+        write(root, ".secrets.toml", f'[default.env_vars]\nPIN_CODE = "{pin}"\n')
+        (root / ".secrets.toml").chmod(0o600)
+        return base
+
+    try:
+        first = invoke(root, "deploy", "--flow", flow, env=with_pin("Q#1"))
+        assert first.code == 0, first.output
+        shown = invoke(root, "plan", "--flow", flow, env=with_pin("Q#2"))
+        as_json = invoke(root, "plan", "--json", "--flow", flow, env=with_pin("Q#2"))
+        assert shown.code == as_json.code == 2, shown.output + as_json.output
+        assert 'job_variables.env.PIN_CODE: "****" -> "****"' in shown.output
+        diff = [
+            d
+            for c in json.loads(as_json.stdout)["changes"]
+            for d in c["diff"]
+            if d["path"] == "job_variables.env.PIN_CODE"
+        ]
+        assert [(d["old"], d["new"]) for d in diff] == [("****", "****")]
+        for ran in (shown, as_json):
+            assert "Q#1" not in ran.output and "Q#2" not in ran.output
+    finally:
+        run_async(_delete(server, [row[0] for row in deployments(server) if row[0] not in before]))
+
+
+def test_debug_shows_the_traceback_with_secrets_masked(tmp_path: Path) -> None:
+    """A secret inside an error's message (here a pool named like the secret's value)
+    is masked in the --debug traceback too."""
+    root = make_project(tmp_path / "project")
+    plant_secrets(root)
+    ran = invoke(root, "validate", "--debug", env={"DEPLOY_ENTRYPOINT_STYLE": SECRET_DB_PASSWORD})
+    assert ran.code == 3, ran.output
+    assert "Traceback" in ran.output and "****" in ran.output
+    for secret in SECRETS:
+        assert secret not in ran.output

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from deploy_lib.models import MASK, Masker, is_secret_name
@@ -110,3 +112,28 @@ def test_the_credentials_of_every_url_are_masked() -> None:
         "clone https://****@github.com/o/r.git and postgres://****@db:5432/x, "
         "not mail a@b.c or https://host/path"
     )
+
+
+def test_a_secret_echoed_back_escaped_is_masked_too() -> None:
+    secret = 'pa"ss\\wörd\n9'
+    masker = Masker([secret])
+    echoed = [
+        json.dumps({"value": secret}),  # JSON, ASCII-escaped
+        json.dumps({"value": secret}, ensure_ascii=False),
+        repr(secret),  # Python's escapes
+        secret.encode("unicode_escape").decode("ascii"),
+    ]
+    for text in echoed:
+        assert "****" in masker.text(text), text
+        assert "ss" not in masker.text(text).replace("****", ""), text
+
+
+def test_a_short_secret_is_masked_by_its_key_not_by_its_value() -> None:
+    masker = Masker(["Q#1"])
+    masker.add_keys(["job_variables.env.PIN"])
+    assert masker.text("Q#1 stays: too short to hunt for in text") == "Q#1 stays: too short to hunt for in text"
+    assert masker.data({"job_variables": {"env": {"PIN": "Q#1", "OTHER": "x"}}}) == {
+        "job_variables": {"env": {"PIN": "****", "OTHER": "x"}}
+    }
+    assert masker.is_secret_path("job_variables.env.PIN")
+    assert not masker.is_secret_path("job_variables.env.OTHER")
