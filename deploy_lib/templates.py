@@ -31,6 +31,7 @@ applies).
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import re
@@ -45,7 +46,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from jinja2 import StrictUndefined, TemplateSyntaxError, Undefined, UndefinedError
+from jinja2 import StrictUndefined, TemplateSyntaxError, Undefined, UndefinedError, nodes
 from jinja2.exceptions import SecurityError
 from jinja2.sandbox import SandboxedEnvironment
 
@@ -77,6 +78,111 @@ MANIFEST = ".deploy-lib-render.json"
 # -- loading and rendering ----------------------------------------------------------------
 
 
+# Bounds on what a template may make: a body is a few kilobytes; these are far above
+# anything real and far below what would exhaust the machine (an alias bomb, "x" * 10**9).
+MAX_VALUES = 100_000
+MAX_TEXT = 1_000_000
+
+
+def _expanded_size(data: Any) -> int:
+    """How many values ``data`` holds once every YAML alias is expanded, counting
+    shared containers once per use (memoised, so a bomb is measured, not walked)."""
+    sizes: dict[int, int] = {}
+
+    def size(node: Any) -> int:
+        if not isinstance(node, (dict, list)):
+            return 1
+        known = sizes.get(id(node))
+        if known is not None:
+            return known
+        sizes[id(node)] = MAX_VALUES + 1  # a container inside itself: too big
+        children = node.values() if isinstance(node, dict) else node
+        total = 1
+        for child in children:
+            total += size(child)
+            if total > MAX_VALUES:
+                break
+        sizes[id(node)] = total
+        return total
+
+    return size(data)
+
+
+def _too_big(value: Any) -> bool:
+    return isinstance(value, (str, bytes, list, tuple, dict)) and len(value) > MAX_TEXT
+
+
+class _BoundedEnvironment(SandboxedEnvironment):
+    """Jinja's sandbox, with bounds: ``*``, ``**``, ``+`` and ``%`` may not build a
+    value larger than ``MAX_TEXT``, and no method or filter may be handed a number
+    that large (``"x".center(10**9)``).  Loops are refused where templates are
+    compiled (``_refuse_statements``), so a render always ends, and soon."""
+
+    intercepted_binops = frozenset({"*", "**", "+", "%"})
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__(**options)
+        self.filters = {name: _bounded_filter(f) for name, f in self.filters.items()}
+
+    def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
+        if (
+            operator == "**"
+            and isinstance(left, int)
+            and isinstance(right, int)
+            and right * max(abs(left), 2).bit_length() > 4096
+        ):
+            raise SecurityError(f"{left} ** {right} is too large")
+        if operator == "*" and any(
+            isinstance(seq, (str, list, tuple)) and isinstance(times, int) and len(seq) * times > MAX_TEXT
+            for seq, times in ((left, right), (right, left))
+        ):
+            raise SecurityError(f"a value longer than {MAX_TEXT:,} is too large")
+        result = super().call_binop(context, operator, left, right)
+        if _too_big(result):
+            raise SecurityError(f"a value longer than {MAX_TEXT:,} is too large")
+        return result
+
+    def call(__self, __context: Any, __obj: Any, *args: Any, **kwargs: Any) -> Any:
+        _check_arguments(args, kwargs)
+        result = super().call(__context, __obj, *args, **kwargs)
+        if _too_big(result):
+            raise SecurityError(f"a value longer than {MAX_TEXT:,} is too large")
+        return result
+
+
+def _check_arguments(args: Sequence[Any], kwargs: Mapping[str, Any]) -> None:
+    for value in (*args, *kwargs.values()):
+        if isinstance(value, int) and not isinstance(value, bool) and abs(value) > MAX_TEXT:
+            raise SecurityError(f"{value} is too large an argument")
+
+
+def _bounded_filter(function: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(function)  # keeps jinja's pass_context / pass_environment marks
+    def bounded(*args: Any, **kwargs: Any) -> Any:
+        _check_arguments(args[1:], kwargs)
+        result = function(*args, **kwargs)
+        if _too_big(result):
+            raise SecurityError(f"a value longer than {MAX_TEXT:,} is too large")
+        return result
+
+    return bounded
+
+
+def _refuse_statements(environment: SandboxedEnvironment, text: str) -> None:
+    """A placeholder is a value: ``{% for %}`` loops, macros and call blocks (which
+    could run without end) are refused; ``{% if %}`` and ``{% set %}`` are fine."""
+    if "{%" not in text:
+        return
+    tree = environment.parse(text)
+    for kind in (nodes.For, nodes.Macro, nodes.CallBlock, nodes.FilterBlock):
+        found = next(tree.find_all(kind), None)
+        if found is not None:
+            raise SecurityError(
+                f"{{% {type(found).__name__.lower()} %}} is not allowed in a template value "
+                "(use a filter such as join or map instead of a loop)"
+            )
+
+
 class TemplateRenderer:
     """Loads templates from ``templates_dir`` and renders them; parsed templates and
     compiled placeholders are cached for the life of the object (one run).
@@ -93,7 +199,7 @@ class TemplateRenderer:
         self._display: dict[Path, str] = {}
         self._kinds: dict[str, str] = {}
         self._selected: dict[tuple[str, str], tuple[Path, ...]] = {}
-        self._jinja = SandboxedEnvironment(undefined=StrictUndefined, autoescape=False)
+        self._jinja = _BoundedEnvironment(undefined=StrictUndefined, autoescape=False)
 
     def select(self, type_: str, env: str) -> Path:
         """The most specific template of ``type_`` in ``env`` (the last of ``layers``)."""
@@ -157,6 +263,12 @@ class TemplateRenderer:
             raise TemplateError(f"YAML error: {exc}", path=name) from exc
         if data is None:  # an empty overlay (comments only) changes nothing
             data = {}
+        if _expanded_size(data) > MAX_VALUES:
+            raise TemplateError(
+                f"expands to more than {MAX_VALUES:,} values (YAML aliases nested in "
+                "aliases?); a deployment body is far smaller",
+                path=name,
+            )
         if not isinstance(data, dict):
             raise TemplateError(
                 f"a template must be a mapping of deployment body keys, not {type(data).__name__}",
@@ -213,6 +325,7 @@ class TemplateRenderer:
                 protected = RUNTIME_PLACEHOLDER.sub(
                     lambda m: "{% raw %}" + m.group(0) + "{% endraw %}", text
                 )
+                _refuse_statements(self._jinja, protected)
                 template = self._texts[text] = self._jinja.from_string(protected)
             rendered = str(template.render(**variables))
         except TemplateSyntaxError as exc:

@@ -9,6 +9,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from collections.abc import Mapping
 from datetime import datetime, timezone
 from pathlib import Path
@@ -806,3 +807,44 @@ def test_a_deployment_named_prefect_and_the_prefect_yaml_export_do_not_overwrite
         render_to_files(load_settings("staging", project), out_dir=out, write_prefect_yaml=True)
 
     assert not out.exists()  # nothing was written
+
+
+def _alias_bomb() -> str:
+    lines = ['a0: &a0 ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
+    lines += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]" for i in range(1, 9)]
+    return "\n".join(lines) + "\nx_bomb: *a8\n"
+
+
+@pytest.mark.parametrize(
+    ("addition", "message"),
+    [
+        (_alias_bomb(), "expands to more than 100,000 values (YAML aliases nested in aliases?)"),
+        ("description: \"{{ 'x' * 50000000 }}\"\n", "a value longer than 1,000,000 is too large"),
+        ("description: \"{{ 'x' * 5000 * 5000 }}\"\n", "a value longer than 1,000,000 is too large"),
+        ("description: \"{{ 'x'.center(1000000000) }}\"\n", "1000000000 is too large an argument"),
+        ("description: \"{{ 'x' | center(1000000000) }}\"\n", "1000000000 is too large an argument"),
+        (
+            'description: "{% for i in range(100000) %}{% for j in range(100000) %}'
+            '{% endfor %}{% endfor %}"\n',
+            "{% for %} is not allowed in a template value",
+        ),
+        ("description: \"{{ 2 ** 100000 }}\"\n", "2 ** 100000 is too large"),
+    ],
+    ids=["alias bomb", "huge string", "huge product", "huge method argument",
+         "huge filter argument", "nested loops", "huge power"],
+)
+def test_a_template_that_would_explode_is_refused_at_once_naming_it(
+    project: Path, addition: str, message: str
+) -> None:
+    template = project / "templates" / "python_development.yaml"
+    kept = "".join(
+        line for line in template.read_text().splitlines(keepends=True)
+        if not line.startswith("description:")
+    )
+    template.write_text(kept + addition)
+    started = time.monotonic()
+    with pytest.raises(TemplateError) as caught:
+        render_to_files(load_settings("development", project), git=GIT, now=NOW)
+    assert time.monotonic() - started < 10
+    assert message in str(caught.value)
+    assert "templates/python_development.yaml" in str(caught.value)
