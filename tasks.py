@@ -29,6 +29,43 @@ if TYPE_CHECKING:
 ROOT = Path(__file__).resolve().parent
 
 
+class _ParsedAsInt(type):
+    """Invoke names a flag's value by its kind (``--concurrency=INT``), looked up by
+    equality with ``int``: a whole-number kind compares equal to ``int`` so the help
+    says INT, while parsing goes through its own checks."""
+
+    def __eq__(cls, other: object) -> bool:
+        return other is int or type.__eq__(cls, other)
+
+    def __hash__(cls) -> int:
+        return hash(int)
+
+
+class _Whole(int, metaclass=_ParsedAsInt):
+    """A flag's whole number: anything else, or below ``minimum``, ends the command at
+    parse time with one line naming the flag and exit 3 (no traceback)."""
+
+    flag = "--value"
+    minimum = 0
+
+    def __new__(cls, value: Any = 0) -> _Whole:
+        text = str(value).strip()
+        try:
+            number = int(text, 10)
+        except ValueError:
+            raise Exit(f"{cls.flag}: expected a whole number, got {text!r}", code=3) from None
+        if number < cls.minimum:
+            raise Exit(f"{cls.flag}: must be at least {cls.minimum}, got {number}", code=3)
+        return super().__new__(cls, number)
+
+
+def _whole(flag: str, default: int, minimum: int = 0) -> Any:
+    """The default of a whole-number flag (its type is the flag's parser)."""
+    kind = _ParsedAsInt(f"Whole_{flag.strip('-').replace('-', '_')}", (_Whole,), {})
+    kind.flag, kind.minimum = flag, minimum  # type: ignore[attr-defined]
+    return kind(default)
+
+
 def _debug_wanted(kwargs: dict[str, Any]) -> bool:
     return bool(kwargs.pop("debug", False)) or os.environ.get("DEPLOY_DEBUG", "") not in ("", "0")
 
@@ -341,6 +378,8 @@ def plan(
         "concurrency": "deployments written at once, a whole number (default 0: the "
         "apply_concurrency setting)",
         "lock_timeout": "seconds to wait for another run of this env to finish (default 0)",
+        "deadline": "seconds the whole run may take; then no new write starts and it "
+        "exits 4 (default 0: the deadline setting, 0 there for none)",
         "build": "first build and push the docker images, then deploy exactly those images",
         "plan": "apply exactly this saved plan (`invoke plan --out FILE`); refused when stale",
         "keep_drift": "leave alone deployments changed on the server since the last deploy",
@@ -359,9 +398,10 @@ def deploy(
     type: str | None = None,
     dry_run: bool = False,
     prune: bool = False,
-    concurrency: int = 0,
+    concurrency: int = _whole("--concurrency", 0),
     json: bool = False,
-    lock_timeout: float = 0.0,
+    lock_timeout: int = _whole("--lock-timeout", 0),
+    deadline: int = _whole("--deadline", 0),
     log_file: str | None = None,
     build: bool = False,
     plan: str | None = None,
@@ -377,10 +417,8 @@ def deploy(
     server; --yes does not ask; without a terminal (cron, CI) it never asks.  --dry-run
     exits as plan does: 0 no changes, 2 changes pending."""
     from deploy_lib import pipeline, report
-    from deploy_lib.errors import EXIT_CHANGES_PENDING, InputError
+    from deploy_lib.errors import EXIT_CHANGES_PENDING
 
-    if concurrency < 0:
-        raise InputError(f"--concurrency must be a whole number of at least 1, got {concurrency}")
     settings = _settings(out, env)
     tty = sys.stdout.isatty() and not json
     saved = pipeline.read_saved_plan(plan) if plan else None
@@ -405,6 +443,7 @@ def deploy(
         on_images=None if json else lambda images: out.echo(report.format_images(images)),
         notify=out.note,
         strict=strict,
+        deadline=deadline or None,
     )
     out.warn_all(outcome.warnings)
     if outcome.result is None:  # a dry run: plan's exit codes
@@ -439,7 +478,7 @@ def adopt(
     env: str | None = None,
     flow: list[str] | None = None,
     yes: bool = False,
-    lock_timeout: float = 0.0,
+    lock_timeout: int = _whole("--lock-timeout", 0),
     debug: bool = False,
 ) -> None:
     """Take over deployments made by hand or by `prefect deploy` that this project's
@@ -510,7 +549,7 @@ def destroy(
     out: Output,
     env: str | None = None,
     yes: bool = False,
-    lock_timeout: float = 0.0,
+    lock_timeout: int = _whole("--lock-timeout", 0),
     json: bool = False,
     debug: bool = False,
 ) -> None:
@@ -561,7 +600,7 @@ def build(
     flow: list[str] | None = None,
     push: bool = False,
     json: bool = False,
-    lock_timeout: float = 0.0,
+    lock_timeout: int = _whole("--lock-timeout", 0),
     debug: bool = False,
 ) -> None:
     """Build (and --push) the image of each docker deployment, one build per Dockerfile."""
@@ -602,7 +641,7 @@ def run(
     param: list[str] | None = None,
     wait: bool = True,
     worker: bool = False,
-    timeout: float = 600.0,
+    timeout: int = _whole("--timeout", 600, minimum=1),
     debug: bool = False,
 ) -> None:
     """Run a deployment and wait for its final state (exit 0 only when Completed)."""
@@ -712,7 +751,11 @@ def worker(
 )
 @boundary
 def server_start(
-    c: Any, out: Output, timeout: int = 60, no_ui: bool = False, debug: bool = False
+    c: Any,
+    out: Output,
+    timeout: int = _whole("--timeout", 60, minimum=1),
+    no_ui: bool = False,
+    debug: bool = False,
 ) -> None:
     """Start the project's local Prefect server in the background (no-op when it runs)."""
     from deploy_lib import pipeline, report

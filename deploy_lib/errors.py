@@ -23,6 +23,7 @@
     ├── RunFailed                    exit 1   a flow run ended in a state other than Completed
     ├── Declined                     exit 1   the prompt was answered no; nothing was written
     ├── PartialFailure               exit 4   some deployments failed; the others were applied
+    │   └── DeadlinePassed                    the run's --deadline passed: no new write started
     ├── Interrupted                  exit 130 SIGINT (Ctrl-C), 143 SIGTERM: no new write
     │                                         was started; those in flight finished
     └── LockHeld                     exit 75  another run holds this environment's lock
@@ -247,6 +248,11 @@ class PartialFailure(DeployError):
 
 class LockHeld(DeployError):
     exit_code = EXIT_LOCKED
+
+
+class DeadlinePassed(PartialFailure):
+    """The run's deadline passed: no write was started after it; exit 4, as a partial
+    apply (the next run finishes the rest)."""
 
 
 class Interrupted(DeployError):

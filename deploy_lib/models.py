@@ -331,6 +331,11 @@ class Settings:
         return int(self.get("apply_concurrency") or 1)
 
     @property
+    def deadline(self) -> float:
+        """Seconds a deploy may take in all; 0 means no limit."""
+        return float(self.get("deadline") or 0)
+
+    @property
     def flow_roots(self) -> list[str]:
         return list(self.get("flow_roots") or [])
 

@@ -26,6 +26,7 @@ import copy
 import json
 import os
 import signal
+import time
 from collections.abc import (
     Callable,
     Coroutine,
@@ -63,6 +64,7 @@ from deploy_lib import (
 )
 from deploy_lib.errors import (
     ApiError,
+    DeadlinePassed,
     Declined,
     DeployError,
     DiscoveryError,
@@ -169,16 +171,22 @@ class DeployOutcome:
     # The signal that stopped the apply (``SIGINT`` / ``SIGTERM``), if one did.
     interrupted: str | None = None
 
-    def interruption(self) -> Interrupted | None:
+    def interruption(self) -> DeployError | None:
         """The error to end the command with after its results are shown, if a signal
-        stopped the apply: "interrupted by SIGTERM after N of M writes"."""
+        or the deadline stopped the apply: "interrupted by SIGTERM after N of M writes"
+        (``Interrupted``, exit 130/143) or ``DeadlinePassed`` (exit 4)."""
         if self.interrupted is None or self.result is None:
             return None
         writes = [r for r in self.result.results if r.action not in (UNCHANGED, CONFLICT)]
         done = [r for r in writes if r.note != apply.NOT_STARTED and not r.failed]
+        rest = "the rest were not started (run again to finish: it writes only what differs)"
+        if self.interrupted == "deadline":
+            return DeadlinePassed(
+                f"the deadline passed after {len(done)} of {len(writes)} write(s); {rest}"
+            )
         return Interrupted(
             f"interrupted by {self.interrupted} after {len(done)} of {len(writes)} write(s); "
-            "the rest were not started (run again to finish: it writes only what differs)",
+            f"{rest}",
             signal_name=self.interrupted,
         )
 
@@ -201,6 +209,11 @@ class _SignalState:
     stop: asyncio.Event | None = None
     seen: list[str] = field(default_factory=list)
     cancelled_by: str | None = None
+
+    def deadline_passed(self) -> None:
+        if self.stop is not None and not self.stop.is_set():
+            self.seen.append("deadline")
+            self.stop.set()
 
     def heard(self, signum: int) -> None:
         name = signal.Signals(signum).name
@@ -257,22 +270,30 @@ def _handling_signals(state: _SignalState) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def _interruptible() -> Iterator[tuple[asyncio.Event, list[str]]]:
+def _interruptible(deadline: float | None = None) -> Iterator[tuple[asyncio.Event, list[str]]]:
     """While an apply runs: the first SIGINT or SIGTERM sets the event it is handed, so
-    no new write starts and those in flight finish; the list gets the signal's name."""
+    no new write starts and those in flight finish; the list gets the signal's name.
+    ``deadline`` (a ``time.monotonic()`` instant) does the same when it comes, as
+    "deadline"."""
     stop, seen = asyncio.Event(), list[str]()
     state = _SIGNALS.get()
-    if state is not None:
-        state.stop, state.seen = stop, seen
-        try:
+    own = state is None
+    if state is None:
+        # An apply in a loop this module did not start (the caller's own asyncio.run):
+        # the handlers live just as long as the apply.
+        state = _SignalState(None)
+    state.stop, state.seen = stop, seen
+    timer = None
+    if deadline is not None:
+        loop = asyncio.get_running_loop()
+        timer = loop.call_later(max(0.0, deadline - time.monotonic()), state.deadline_passed)
+    try:
+        with _handling_signals(state) if own else contextlib.nullcontext():
             yield stop, seen
-        finally:
-            state.stop = None
-        return
-    # An apply in a loop this module did not start (the caller's own asyncio.run):
-    # the handlers live just as long as the apply.
-    with _handling_signals(_SignalState(None, stop, seen)):
-        yield stop, seen
+    finally:
+        state.stop = None
+        if timer is not None:
+            timer.cancel()
 
 
 @contextlib.contextmanager
@@ -630,9 +651,14 @@ async def deploy_prepared(
     progress: Progress | None = None,
     confirm: Confirm | None = None,
     saved: Mapping[str, Any] | None = None,
+    deadline: float | None = None,
 ) -> DeployOutcome:
     """Check the server, plan (``on_plan`` hears of it, dry run or not), then (unless
     ``dry_run``) apply with bounded concurrency, ``progress`` showing each result.
+
+    ``deadline`` (a ``time.monotonic()`` instant): once it passes no write is started
+    (``outcome.interruption()`` is then ``DeadlinePassed``); passed before the apply,
+    ``DeadlinePassed`` is raised and nothing is written.
 
     With ``saved`` (a plan ``plan --out`` wrote), the plan computed now must be that
     plan: anything that moved since raises ``StalePlan`` (exit 3) before any write.
@@ -655,9 +681,11 @@ async def deploy_prepared(
     risks = risky(plan, prune=prune, keep_drift=keep_drift)
     if confirm is not None and risks and not confirm(risks):
         raise Declined("not confirmed at the prompt; nothing was written")
+    if deadline is not None and time.monotonic() >= deadline:
+        raise DeadlinePassed("the deadline passed before the first write; nothing was written")
     limit = concurrency if concurrency is not None else prepared.settings.apply_concurrency
     shown = progress(plan) if progress is not None else contextlib.nullcontext(None)
-    with shown as on_result, _interruptible() as (stop, signals):
+    with shown as on_result, _interruptible(deadline) as (stop, signals):
         result = await apply.apply_plan(
             client, plan, concurrency=limit, prune=prune, on_result=on_result,
             keep_drift=keep_drift, owner=(prepared.settings.project, prepared.settings.env),
@@ -748,15 +776,23 @@ def deploy(
     on_images: Callable[[Sequence[ImageResult]], None] | None = None,
     notify: LineSink | None = None,
     strict: bool = False,
+    deadline: float | None = None,
 ) -> DeployOutcome:
     """Hold the environment's lock; with ``build``, build and push the docker images
     first (then deploy exactly those; ``on_images`` hears of them at once); check the
     pools, plan (``on_plan``) and (unless ``dry_run``) apply (``progress``).  ``target``
     is ``prepare``d first when it is the settings (for ``flow_names`` / ``types``, and
-    ``strict``: any problem in a flow file stops it)."""
+    ``strict``: any problem in a flow file stops it).  ``deadline`` is the seconds the
+    whole run may take (default: the ``deadline`` setting; 0 or less, none): once they
+    are up no new write starts (``DeadlinePassed``, exit 4)."""
+    started = time.monotonic()
     prepared = _prepared(target, flow_names, types, strict)
+    seconds = prepared.settings.deadline if deadline is None else deadline
+    until = started + seconds if seconds > 0 else None
     if build and dry_run:
         raise InputError("--build pushes images, so it cannot be combined with --dry-run")
+    if until is not None:
+        lock_timeout = min(lock_timeout, max(0.0, until - time.monotonic()))
     with _locked(prepared.settings, timeout=lock_timeout, command=command):
         images = build_prepared(prepared, push=True, on_line=on_line) if build else []
         if images and on_images is not None:
@@ -775,6 +811,7 @@ def deploy(
                     progress=progress,
                     confirm=confirm,
                     saved=saved,
+                    deadline=until,
                 )
 
         outcome = _run(go())

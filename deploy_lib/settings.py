@@ -429,6 +429,10 @@ def _is_int(minimum: int) -> Callable[[Any], bool]:
     return lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= minimum
 
 
+def _is_seconds(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v < 10**7
+
+
 def _is_str(v: Any) -> bool:
     return isinstance(v, str)
 
@@ -532,6 +536,7 @@ _RULES: list[tuple[str, str, Callable[[Any], bool], bool]] = [
     ("api_url", 'a string: "" (the embedded server) or an http(s):// URL', _is_url, True),
     ("api_key", "a string", _is_str, False),
     ("apply_concurrency", "an integer of at least 1", _is_int(1), True),
+    ("deadline", "a number of seconds, 0 for none", _is_seconds, False),
     ("tags", STR_LIST, _is_str_list, True),
     ("tags", _NO_RESERVED, _has_no_reserved_tag, False),
     (

@@ -451,6 +451,24 @@ CASES = [
         mutate=lambda root: (root / ".prefect" / "locks" / "development.lock").mkdir(parents=True),
     ),
     Case(
+        "a flag that takes a whole number names itself when given something else",
+        ("deploy", "--concurrency", "two"),
+        3,
+        ("--concurrency: expected a whole number, got 'two'",),
+    ),
+    Case(
+        "a negative deadline is refused naming the flag",
+        ("deploy", "--deadline", "-5"),
+        3,
+        ("--deadline: must be at least 0, got -5",),
+    ),
+    Case(
+        "a run timeout below one second is refused naming the flag",
+        ("run", "hello", "--timeout", "-5"),
+        3,
+        ("--timeout: must be at least 1, got -5",),
+    ),
+    Case(
         "malformed settings.toml names the file and line",
         ("config",),
         3,

@@ -39,6 +39,7 @@ from deploy_lib.apply import CREATED, FAILED, SKIPPED
 from deploy_lib.errors import (
     ApiServerError,
     ApiUnreachable,
+    DeadlinePassed,
     DeployError,
     PartialFailure,
 )
@@ -475,6 +476,53 @@ def test_a_signal_mid_apply_starts_no_more_writes_and_says_how_far_it_got(
     assert signal.getsignal(signum) == before, "the handler in place before is back"
     live = {d["flow_name"] for d in asyncio.run(managed(prefect_server))}
     assert len(live & {s.flow.name for s in small_project.specs}) == 1
+
+
+@pytest.mark.e2e
+def test_a_deadline_that_passes_mid_apply_starts_no_more_writes_and_exits_4(
+    small_project: Any, prefect_server: str
+) -> None:
+    """Each write takes half a second; the deadline comes after about three."""
+
+    async def slow_writes(request: httpx.Request) -> httpx.Response | None:
+        if is_deployment_write(request):
+            await asyncio.sleep(0.5)
+        return None
+
+    transport = FaultTransport(slow_writes)
+
+    async def go() -> pipeline.DeployOutcome:
+        async with PrefectApi(prefect_server, max_writes=1, transport=transport) as api:
+            until = time.monotonic() + 1.5
+            return await pipeline.deploy_prepared(
+                api, small_project, concurrency=1, deadline=until
+            )
+
+    outcome = asyncio.run(go())
+    assert outcome.result is not None
+    statuses = [r.status for r in outcome.result.results]
+    done = statuses.count(CREATED)
+    assert 1 <= done <= 5 and statuses == [CREATED] * done + [SKIPPED] * (6 - done)
+    stopped = outcome.interruption()
+    assert stopped is not None and stopped.exit_code == 4
+    assert str(stopped).startswith(f"the deadline passed after {done} of 6 write(s)")
+
+
+@pytest.mark.e2e
+def test_a_deadline_passed_before_the_apply_writes_nothing(
+    small_project: Any, prefect_server: str
+) -> None:
+    transport = FaultTransport(lambda request: asyncio.sleep(0, None))
+
+    async def go() -> pipeline.DeployOutcome:
+        async with PrefectApi(prefect_server, max_writes=1, transport=transport) as api:
+            return await pipeline.deploy_prepared(
+                api, small_project, deadline=time.monotonic() - 1
+            )
+
+    with pytest.raises(DeadlinePassed, match="before the first write; nothing was written"):
+        asyncio.run(go())
+    assert transport.writes == 0
 
 
 @pytest.mark.e2e
