@@ -655,6 +655,7 @@ def run(
         timeout=timeout,
         with_worker=worker,
         notify=out.note,
+        on_state=lambda state: out.note(f"flow run of {flow}: {state}"),
     )
     out.echo(report.format_run(outcome))
 

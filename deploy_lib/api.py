@@ -29,7 +29,7 @@ import os
 import random
 import ssl
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from functools import cache
 from pathlib import Path, PurePath
 from types import TracebackType
@@ -49,7 +49,7 @@ from deploy_lib.errors import (
     ApiUnauthorized,
     ApiUnprocessable,
     ApiUnreachable,
-    RunFailed,
+    RunTimedOut,
     SettingsError,
 )
 from deploy_lib.models import POOL_TYPES
@@ -383,23 +383,45 @@ class PrefectApi:
         return _as_dict(response.json())
 
     async def wait_flow_run(
-        self, flow_run_id: str, timeout: float, *, poll: float = 1.0
+        self,
+        flow_run_id: str,
+        timeout: float,
+        *,
+        poll: float = 1.0,
+        on_state: Callable[[str], None] | None = None,
     ) -> dict[str, Any]:
         """Poll until the run reaches a final state (Completed, Failed, Cancelled,
-        Crashed) and return that state; RunFailed when ``timeout`` seconds pass first."""
+        Crashed) and return that state; ``on_state`` hears each new state's name as it
+        is seen.  ``RunTimedOut`` when ``timeout`` seconds pass first."""
         end = time.monotonic() + timeout
+        seen = None
         while True:
             run = await self.read_flow_run(flow_run_id)
             state = _as_dict(run.get("state") or {})
+            if on_state is not None and state.get("name") and state.get("name") != seen:
+                seen = state.get("name")
+                on_state(str(seen))
             if state.get("type") in TERMINAL_STATES:
                 return state
             if time.monotonic() >= end:
-                raise RunFailed(
+                raise RunTimedOut(
                     f"flow run {run.get('name')!r} ({flow_run_id}) did not finish within "
-                    f"{timeout:g} s; its state is still {state.get('name') or 'unknown'} "
-                    "(is a worker running for its work pool?)"
+                    f"{timeout:g} s; its state was {state.get('name') or 'unknown'} "
+                    "(is a worker running for its work pool?)",
+                    flow_run_id=flow_run_id,
+                    state=str(state.get("type") or ""),
                 )
             await asyncio.sleep(min(poll, max(0.0, end - time.monotonic())))
+
+    async def cancel_flow_run(self, flow_run_id: str, *, running: bool) -> None:
+        """Cancel a flow run: at once when it has not started, through its worker
+        (Cancelling) when it runs."""
+        state = {"type": "CANCELLING", "name": "Cancelling"} if running else {
+            "type": "CANCELLED", "name": "Cancelled", "message": "cancelled by invoke run"
+        }
+        await self._request(
+            "POST", f"flow_runs/{flow_run_id}/set_state", body={"state": state, "force": True}
+        )
 
     # -- transport -------------------------------------------------------------------
 

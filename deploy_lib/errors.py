@@ -234,6 +234,16 @@ class RunFailed(DeployError):
     pass
 
 
+class RunTimedOut(RunFailed):
+    """The run did not reach a final state in time; ``flow_run_id`` and ``state`` (its
+    last state's type) say where it stands."""
+
+    def __init__(self, message: str, *, flow_run_id: str = "", state: str = "") -> None:
+        super().__init__(message)
+        self.flow_run_id = flow_run_id
+        self.state = state
+
+
 class StalePlan(InputError):
     """A saved plan no longer matches the source or the server; nothing was written."""
 

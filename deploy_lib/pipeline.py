@@ -1148,6 +1148,7 @@ def run_flow(
     timeout: float = 600.0,
     with_worker: bool = False,
     notify: LineSink | None = None,
+    on_state: LineSink | None = None,
 ) -> dict[str, Any]:
     """Run the deployment ``target`` names and (with ``wait``) wait for its final state.
 
@@ -1157,7 +1158,8 @@ def run_flow(
     async def go() -> dict[str, Any]:
         async with connect(settings, notify=notify) as client:
             return await runs.run_deployment(
-                client, settings, target, parameters, wait=wait, timeout=timeout
+                client, settings, target, parameters, wait=wait, timeout=timeout,
+                on_state=on_state,
             )
 
     worker: AbstractContextManager[Any] = (

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from deploy_lib.errors import InputError, RunFailed
+import jsonschema
+
+from deploy_lib.errors import DeployError, InputError, RunFailed, RunTimedOut
 from deploy_lib.models import Settings, ownership_tags
 
 
@@ -32,6 +34,42 @@ def parse_params(items: Sequence[str]) -> dict[str, Any]:
         except ValueError:
             params[key.strip()] = raw
     return params
+
+
+def parameter_problems(deployment: Mapping[str, Any], parameters: Mapping[str, Any]) -> list[str]:
+    """What is wrong with running ``deployment`` with ``parameters`` (over its own), by
+    its parameter schema, as the server would judge it, and before any run exists:
+    a name the flow does not take, a value of the wrong type, a required one missing."""
+    schema = deployment.get("parameter_openapi_schema")
+    if not isinstance(schema, Mapping) or not schema.get("properties"):
+        return []  # no schema to judge by (made elsewhere): the server decides
+    properties = schema["properties"]
+    problems = []
+    unknown = sorted(set(parameters) - set(properties))
+    if unknown and not _takes_any_keyword(properties):
+        problems.append(
+            f"unknown parameter(s) {', '.join(map(repr, unknown))}; the flow takes "
+            + ", ".join(properties)
+        )
+    merged = {**(deployment.get("parameters") or {}), **parameters}
+    try:
+        validator = jsonschema.Draft202012Validator(dict(schema))
+        errors = sorted(validator.iter_errors(merged), key=lambda e: list(e.absolute_path))
+    except (jsonschema.SchemaError, jsonschema.exceptions.RefResolutionError):
+        return problems  # a schema we cannot read: the server decides
+    for error in errors:
+        where = ".".join(str(p) for p in error.absolute_path)
+        problems.append(f"parameter {where}: {error.message}" if where else error.message)
+    return problems
+
+
+def _takes_any_keyword(properties: Mapping[str, Any]) -> bool:
+    """The flow has ``**kwargs`` (Prefect writes it as an object property defaulting to
+    ``{}``): then any name may be passed."""
+    return any(
+        isinstance(p, Mapping) and p.get("type") == "object" and p.get("default") == {}
+        for p in properties.values()
+    )
 
 
 def pick_deployment(live: Sequence[Mapping[str, Any]], target: str) -> Mapping[str, Any]:
@@ -66,6 +104,7 @@ async def run_deployment(
     *,
     wait: bool = True,
     timeout: float = 600.0,
+    on_state: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """Create a flow run of the deployment ``target`` names (among this project's in
     ``settings.env``); with ``wait``, poll until it ends.
@@ -75,6 +114,13 @@ async def run_deployment(
     """
     live = await api.list_deployments(ownership_tags(settings.project, settings.env))
     chosen = pick_deployment(live, target)
+    problems = parameter_problems(chosen, parameters or {})
+    if problems:
+        name = f"{chosen.get('flow_name')}/{chosen.get('name')}"
+        raise InputError(
+            f"no flow run of {name} was created: "
+            + "; ".join(problems)
+        )
     # The key makes the create safe to retry: a SQLite server answers 503 while flow runs
     # write, and a repeated key returns the run the first attempt may have made.
     run = await api.create_flow_run(
@@ -88,7 +134,21 @@ async def run_deployment(
     }
     if not wait:
         return outcome
-    state = await api.wait_flow_run(str(run["id"]), timeout)
+    try:
+        state = await api.wait_flow_run(str(run["id"]), timeout, on_state=on_state)
+    except RunTimedOut as late:
+        # Left alone, a worker would run it minutes later, with nobody waiting.
+        try:
+            await api.cancel_flow_run(late.flow_run_id, running=late.state == "RUNNING")
+        except DeployError as exc:
+            raise RunTimedOut(
+                f"{late}; it could not be cancelled ({exc}): it is still queued as flow "
+                f"run {late.flow_run_id}",
+                flow_run_id=late.flow_run_id,
+                state=late.state,
+            ) from None
+        what = "it is being cancelled" if late.state == "RUNNING" else "it was cancelled"
+        raise RunTimedOut(f"{late}; {what}", flow_run_id=late.flow_run_id, state=late.state) from None
     outcome["state"] = state.get("name")
     if state.get("type") != "COMPLETED":
         message = state.get("message") or "no message"

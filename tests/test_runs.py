@@ -14,8 +14,8 @@ import pytest
 from helpers import invoke as run_invoke
 
 from deploy_lib import pipeline
-from deploy_lib.errors import EXIT_VALIDATION, InputError
-from deploy_lib.runs import parse_params, pick_deployment
+from deploy_lib.errors import EXIT_VALIDATION, InputError, RunFailed
+from deploy_lib.runs import parameter_problems, parse_params, pick_deployment
 from deploy_lib.settings import load_settings
 
 REPO = Path(__file__).resolve().parents[1]
@@ -229,3 +229,89 @@ def test_invoke_run_with_a_worker_exits_non_zero_when_the_flow_run_fails(
     assert "of fail-on-purpose/fail-on-purpose ended Failed" in proc.stderr, proc.stderr
     assert reason in proc.stderr, "the run got the --param value, and its failure says so"
     assert "Traceback" not in proc.stdout + proc.stderr
+    # The run's states were shown as they came (those a poll sees: fast ones may pass).
+    assert "flow run of fail-on-purpose: Scheduled" in proc.stderr
+    assert "flow run of fail-on-purpose: Failed" in proc.stderr
+
+
+# -- parameters checked before a run exists --------------------------------------------
+
+SCHEMA_DEPLOYMENT = {
+    "flow_name": "hello",
+    "name": "hello",
+    "parameters": {},
+    "parameter_openapi_schema": {
+        "title": "Parameters",
+        "type": "object",
+        "properties": {
+            "name": {"title": "name", "position": 0, "type": "string", "default": "world"},
+            "times": {"title": "times", "position": 1, "type": "integer", "default": 1},
+            "source": {"title": "source", "position": 2, "type": "string"},
+        },
+        "required": ["source"],
+    },
+}
+
+
+@pytest.mark.parametrize(
+    ("parameters", "problems"),
+    [
+        ({"source": "s3"}, []),
+        ({"source": "s3", "times": "abc"}, ["parameter times: 'abc' is not of type 'integer'"]),
+        (
+            {"source": "s3", "nosuch": 1},
+            ["unknown parameter(s) 'nosuch'; the flow takes name, times, source"],
+        ),
+        ({}, ["'source' is a required property"]),
+    ],
+    ids=["fine", "a value of the wrong type", "a name the flow does not take", "a required one missing"],
+)
+def test_run_parameters_are_judged_by_the_deployments_schema(
+    parameters: dict[str, Any], problems: list[str]
+) -> None:
+    assert parameter_problems(SCHEMA_DEPLOYMENT, parameters) == problems
+
+
+def test_a_deployment_without_a_schema_or_with_kwargs_takes_any_name() -> None:
+    assert parameter_problems({"parameter_openapi_schema": {}}, {"x": 1}) == []
+    kwargs = {
+        "parameter_openapi_schema": {
+            "type": "object",
+            "properties": {
+                "kwargs": {"title": "kwargs", "type": "object", "additionalProperties": True, "default": {}}
+            },
+        }
+    }
+    assert parameter_problems(kwargs, {"anything": 1}) == []
+
+
+@pytest.mark.e2e
+def test_a_bad_parameter_creates_no_run_and_a_timeout_cancels_the_run(
+    failing_project: Path, prefect_server: str
+) -> None:
+    import asyncio
+
+    from deploy_lib.api import PrefectApi
+
+    settings = load_settings(RUN_ENV, failing_project)
+    with pytest.raises(InputError, match="no flow run of fail-on-purpose/fail-on-purpose was created: "
+                       "unknown parameter"):
+        pipeline.run_flow(settings, "fail-on-purpose", {"nosuch": 1}, timeout=5)
+    with pytest.raises(InputError, match=r"parameter reason: 5 is not of type 'string'"):
+        pipeline.run_flow(settings, "fail-on-purpose", {"reason": 5}, timeout=5)
+
+    # No worker polls the pool: the run stays Scheduled, and at the timeout it is
+    # cancelled rather than left for a worker to start minutes later.
+    seen: list[str] = []
+    with pytest.raises(RunFailed) as late:
+        pipeline.run_flow(settings, "fail-on-purpose", timeout=2, on_state=seen.append)
+    assert "did not finish within 2 s" in str(late.value) and "it was cancelled" in str(late.value)
+    assert seen and seen[0] == "Scheduled"
+    run_id = getattr(late.value, "flow_run_id", "")
+
+    async def state() -> str:
+        async with PrefectApi(prefect_server) as api:
+            run = await api.read_flow_run(run_id)
+            return str(run["state"]["type"])
+
+    assert asyncio.run(state()) == "CANCELLED"
