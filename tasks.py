@@ -20,13 +20,58 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from invoke import Collection, Exit, task
+from invoke import Collection, Exit, Task
+from invoke import task as _invoke_task
 
 if TYPE_CHECKING:
     from deploy_lib.models import Settings
     from deploy_lib.report import Output
 
 ROOT = Path(__file__).resolve().parent
+
+# One short flag per option, the same in every task that has the option; the other
+# options have long names only (Invoke would otherwise hand out first letters task by
+# task, so -d meant --debug here and --dry-run there).
+SHORT_FLAGS = {
+    "env": "e",
+    "flow": "f",
+    "type": "t",
+    "json": "j",
+    "debug": "d",
+    "dry_run": "n",
+    "prune": "p",
+    "yes": "y",
+    "log_file": "l",
+    "out": "o",
+    "strict": "s",
+    "quiet": "q",
+    "verbose": "v",
+}
+# Every task takes these (the boundary handles them), with this help.
+COMMON_FLAGS = {
+    "quiet": "show only the results, warnings and errors (no progress, no notes)",
+    "verbose": "also show what is expected of ordinary settings (the notes validate shows)",
+}
+
+
+class _Task(Task):  # type: ignore[misc]
+    """A task whose short flags come from ``SHORT_FLAGS`` alone."""
+
+    def arg_opts(self, name: str, default: str, taken_names: set[str]) -> dict[str, Any]:
+        opts: dict[str, Any] = super().arg_opts(name, default, taken_names)
+        short = SHORT_FLAGS.get(name)
+        if short and short not in taken_names:
+            opts["names"] = [*opts["names"], short]
+        if name in COMMON_FLAGS and not opts.get("help"):
+            opts["help"] = COMMON_FLAGS[name]
+        return opts
+
+
+def task(*args: Any, **kwargs: Any) -> Any:
+    """``invoke.task`` with the one short-flag scheme (``SHORT_FLAGS``)."""
+    kwargs.setdefault("klass", _Task)
+    kwargs.setdefault("auto_shortflags", False)
+    return _invoke_task(*args, **kwargs)
 
 
 class _ParsedAsInt(type):
@@ -80,7 +125,11 @@ def boundary(fn: Callable[..., Any]) -> Callable[..., Any]:
         from deploy_lib.report import Output
 
         debug = _debug_wanted(kwargs)
-        out = Output(log_file=kwargs.get("log_file"))
+        out = Output(
+            log_file=kwargs.get("log_file"),
+            quiet=bool(kwargs.pop("quiet", False)),
+            verbose=bool(kwargs.pop("verbose", False)),
+        )
 
         def terminated(signum: int, frame: Any) -> None:
             raise Terminated()
@@ -115,10 +164,22 @@ def boundary(fn: Callable[..., Any]) -> Callable[..., Any]:
         finally:
             signal.signal(signal.SIGTERM, previous)
 
-    # Invoke makes the flags from the signature: the task's, less ``out``.
+    # Invoke makes the flags from the signature: the task's, less ``out``, plus the flags
+    # every task takes.
     signature = inspect.signature(fn)
     params = list(signature.parameters.values())
-    wrapper.__signature__ = signature.replace(parameters=[params[0], *params[2:]])  # type: ignore[attr-defined]
+    common = [
+        inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=False, annotation=bool)
+        for name in COMMON_FLAGS
+        if name not in signature.parameters
+    ]
+    kept = [params[0], *params[2:]]
+    wrapper.__signature__ = signature.replace(  # type: ignore[attr-defined]
+        parameters=[
+            *[p.replace(kind=inspect.Parameter.POSITIONAL_OR_KEYWORD) if p.kind is inspect.Parameter.KEYWORD_ONLY else p for p in kept],
+            *[c.replace(kind=inspect.Parameter.POSITIONAL_OR_KEYWORD) for c in common],
+        ]
+    )
     return wrapper
 
 
@@ -357,6 +418,7 @@ def plan(
     )
     result, saved = outcome.plan, outcome.saved
     output.warn_all(outcome.warnings)
+    output.notes(outcome.notes)
     if fmt == "json":
         output.echo(report.to_json(report.plan_json(result, output.masker, outcome.skipped)))
     elif fmt == "markdown":
@@ -446,6 +508,7 @@ def deploy(
         deadline=deadline or None,
     )
     out.warn_all(outcome.warnings)
+    out.notes(outcome.notes)
     if outcome.result is None:  # a dry run: plan's exit codes
         if json:
             out.echo(report.to_json(report.plan_json(outcome.plan, out.masker, outcome.skipped)))

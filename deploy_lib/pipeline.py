@@ -170,6 +170,8 @@ class DeployOutcome:
     saved: Path | None = None
     # The signal that stopped the apply (``SIGINT`` / ``SIGTERM``), if one did.
     interrupted: str | None = None
+    # What is expected of ordinary settings (``Prepared.notes``): shown with --verbose.
+    notes: tuple[str, ...] = ()
 
     def interruption(self) -> DeployError | None:
         """The error to end the command with after its results are shown, if a signal
@@ -677,7 +679,9 @@ async def deploy_prepared(
     if on_plan is not None:
         on_plan(plan)
     if dry_run:
-        return DeployOutcome(plan, None, tuple(warnings), skipped=prepared.skipped)
+        return DeployOutcome(
+            plan, None, tuple(warnings), skipped=prepared.skipped, notes=prepared.notes
+        )
     risks = risky(plan, prune=prune, keep_drift=keep_drift)
     if confirm is not None and risks and not confirm(risks):
         raise Declined("not confirmed at the prompt; nothing was written")
@@ -703,6 +707,7 @@ async def deploy_prepared(
         tuple(warnings),
         skipped=prepared.skipped,
         interrupted=signals[0] if signals else None,
+        notes=prepared.notes,
     )
 
 
@@ -753,7 +758,9 @@ def plan_and_save(
     prepared = prepare(settings, flow_names=flow_names, types=types, strict=strict)
     result, warnings = plan(prepared, notify=notify)
     saved = write_saved_plan(saved_plan(result, prepared), out) if out else None
-    return DeployOutcome(result, None, tuple(warnings), skipped=prepared.skipped, saved=saved)
+    return DeployOutcome(
+        result, None, tuple(warnings), skipped=prepared.skipped, saved=saved, notes=prepared.notes
+    )
 
 
 def deploy(

@@ -401,8 +401,14 @@ class Output:
         log_file: str | Path | None = None,
         stdout: TextIO | None = None,
         stderr: TextIO | None = None,
+        quiet: bool = False,
+        verbose: bool = False,
     ) -> None:
         self.masker = masker if masker is not None else Masker()
+        # quiet: no notes, no progress and no plan before an apply (still logged);
+        # verbose: the notes commands other than validate keep to themselves.
+        self.quiet = quiet
+        self.verbose = verbose
         self.log_file = Path(log_file).resolve() if log_file else None
         self._stdout = stdout
         self._stderr = stderr
@@ -465,10 +471,18 @@ class Output:
         self.log(f"warning: {masked}")
 
     def note(self, text: str) -> None:
-        """A line about the run on stderr (stdout stays the command's result), logged."""
+        """A line about the run on stderr (stdout stays the command's result), logged;
+        not shown with ``quiet``."""
         masked = self.mask(text)
-        self.write(masked + "\n", err=True)
+        if not self.quiet:
+            self.write(masked + "\n", err=True)
         self.log(masked)
+
+    def notes(self, texts: Iterable[str]) -> None:
+        """What is expected of ordinary settings: shown as warnings with ``verbose``
+        only (``validate`` shows them always, through ``warn_all``)."""
+        if self.verbose:
+            self.warn_all(texts)
 
     def warn_all(self, texts: Iterable[str]) -> None:
         for text in texts:
@@ -517,6 +531,9 @@ class Output:
     def plan(self, plan: Plan, *, prune: bool, no_color: bool = False) -> None:
         """The plan's changes (unchanged deployments only counted), before an apply;
         coloured on a terminal."""
+        if self.quiet:
+            self.log(format_plan(plan, self.masker, prune=prune, show_unchanged=False))
+            return
         colour = use_colour(self.stdout, no_color=no_color)
         self.echo(format_plan(plan, self.masker, prune=prune, show_unchanged=False, colour=colour))
 
@@ -524,7 +541,10 @@ class Output:
     def progress(self, plan: Plan, *, tty: bool) -> Iterator[Callable[[Result], None]]:
         """The ``on_result`` callback of the apply: a progress bar on a terminal,
         timestamped lines otherwise.  The bar is closed when the block ends, however it
-        ends."""
+        ends.  With ``quiet`` the lines go to the log only."""
+        if self.quiet:
+            yield lambda result: self.log(progress_line(result, self.masker))
+            return
         bar = ApplyProgress(len(plan.changes), tty=tty, stream=self.stream(), masker=self.masker)
         with bar:
             yield bar

@@ -1008,6 +1008,17 @@ def test_deploy_takes_a_whole_number_of_concurrency_and_a_dry_run_says_what_is_p
     validated = cli(root, "validate", "--env", ENV, server=prefect_server)
     assert validated.stderr.count("skipped for 1 flow(s)") == 1, validated.stderr
     assert cli(root, "deploy", "--env", ENV, "--dry-run", server=prefect_server).returncode == 0
+    # --verbose shows those notes in plan too; --quiet keeps a deploy to its results.
+    verbose = cli(root, "plan", "--env", ENV, "--verbose", server=prefect_server)
+    assert verbose.stderr.count("skipped for 1 flow(s)") == 1, verbose.stderr
+    (root / "flows" / "numbered.py").write_text(
+        (root / "flows" / "numbered.py").read_text().replace('"""One flow."""', '"""Changed."""')
+    )
+    quiet = cli(root, "deploy", "--env", ENV, "--quiet", server=prefect_server)
+    assert quiet.returncode == 0, quiet.stdout + quiet.stderr
+    assert "Plan for env" not in quiet.stdout and "updated numbered/numbered" not in quiet.stdout
+    assert "Results for env 'development'" in quiet.stdout
+    assert all(line.startswith("warning: ") for line in quiet.stderr.splitlines())
     bad = cli(root, "deploy", "--env", ENV, "--concurrency", "-1", server=prefect_server)
     assert bad.returncode == 3 and "Traceback" not in bad.stderr
     assert "--concurrency: must be at least 0, got -1" in bad.stderr
@@ -1126,3 +1137,20 @@ def test_a_deploy_whose_stdout_closes_writes_everything_and_exits_by_the_apply(
         f"piped-{i}/piped-{i}" for i in range(12)
     )
     assert "created" in log.read_text()
+
+
+def test_every_short_flag_means_one_option_in_every_task() -> None:
+    """-d is --debug, -n --dry-run, -l --log-file ... in every task that has them."""
+    import tasks
+
+    seen: dict[str, str] = {}
+    for name in tasks.ns.task_names:
+        task = tasks.ns[name]
+        for argument in task.get_arguments():
+            longs = [n for n in argument.names if len(n) > 1]
+            shorts = [n for n in argument.names if len(n) == 1]
+            for short in shorts:
+                assert seen.setdefault(short, longs[0]) == longs[0], (name, short, longs)
+                assert tasks.SHORT_FLAGS.get(longs[0].replace("-", "_")) == short
+        assert {a.name for a in task.get_arguments()} >= {"debug", "quiet", "verbose"}, name
+    assert seen["d"] == "debug" and seen["n"] == "dry-run" and seen["l"] == "log-file"
