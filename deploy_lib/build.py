@@ -30,9 +30,9 @@ Decisions worth knowing:
   (so the ``python`` on the worker's PATH must be the one running flows).
   ``pull.pip_index_url`` becomes ``PIP_INDEX_URL`` in the run's env, which every pip
   call of the run (both steps above) honours.
-- Docker type: image ``<docker.registry>/<flow-slug>:<tag>``, tag ``docker.tag`` or the
-  git short sha (``-dirty`` when the tree is dirty; ``latest`` outside git, with a
-  warning). The docker pool template has no ``working_dir``, so the in-image
+- Docker type: image ``<docker.registry>/<flow-slug>:<tag>``, tag ``docker.tag`` or a
+  hash of the build context (the Dockerfile's folder): it changes only when a file the
+  image is built from changes, not at any edit elsewhere. The docker pool template has no ``working_dir``, so the in-image
   ``docker.working_dir`` is a ``set_working_directory`` pull step (the code is in the
   image, so ``pull.*`` does not apply); requirements belong in the image; ``docker.extra_pip_packages`` becomes ``EXTRA_PIP_PACKAGES``. Other
   docker job variables (networks, volumes, ...) belong in a ``docker_<env>.yaml``
@@ -44,6 +44,7 @@ Decisions worth knowing:
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 import shlex
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -139,7 +140,14 @@ def build_deployments(
                 BuildContext(
                     type_,
                     flow,
-                    _deployment(flow, type_, names[type_], shared, env, image_name(flow, bases)),
+                    _deployment(
+                        flow,
+                        type_,
+                        names[type_],
+                        shared,
+                        env,
+                        image_for(flow, settings, bases, env.digests) if type_ == "docker" else "",
+                    ),
                 )
             )
 
@@ -269,22 +277,61 @@ def flow_slug(flow_name: str) -> str:
     return slug or "flow"
 
 
-def image_tag(settings: Settings, git: GitInfo) -> str:
-    """``docker.tag`` when set, else the git short sha (``-dirty`` when the tree is
-    dirty), else ``latest`` outside a git repository."""
+def context_digest(flow: FlowMetadata, root: str | Path) -> str:
+    """The first 12 hex digits of a hash of the flow's build context (its Dockerfile's
+    folder): every file's path and content below it, ``.git`` and ``__pycache__``
+    left out.  It changes when, and only when, what ``docker build`` would be sent
+    changes; an edit elsewhere in the repository leaves it as it was.  Raises
+    ``DiscoveryError`` naming a file that cannot be read."""
+    base = Path(root)
+    folder = (base / (flow.dockerfile or flow.path)).parent
+    digest = hashlib.sha256()
+    for current, dirs, files in os.walk(folder):
+        dirs[:] = sorted(d for d in dirs if d not in (".git", "__pycache__"))
+        for name in sorted(files):
+            path = Path(current) / name
+            try:
+                content = path.read_bytes()
+            except OSError as exc:
+                raise DiscoveryError(
+                    f"cannot read it to tag the image of flow {flow.name!r}: "
+                    f"{exc.strerror or exc}",
+                    path=_relative(str(path.relative_to(base)), base),
+                ) from exc
+            rel = path.relative_to(folder).as_posix()
+            digest.update(rel.encode() + b"\0" + content + b"\0")
+    return digest.hexdigest()[:VERSION_LENGTH]
+
+
+def image_tag(settings: Settings, digest: str) -> str:
+    """``docker.tag`` when set, else ``digest``: the build context's own hash."""
     fixed = settings.get("docker.tag") or ""
-    if fixed:
-        return str(fixed)
-    if not git.is_repo:
-        return "latest"
-    return f"{git.short_sha}-dirty" if git.dirty else git.short_sha
+    return str(fixed) if fixed else digest
 
 
-def image_reference(flow_name: str, settings: Settings, git: GitInfo) -> str:
-    """``<docker.registry>/<flow-slug>:<tag>`` (no registry part when it is empty)."""
+def image_reference(image_name: str, settings: Settings, tag: str) -> str:
+    """``<docker.registry>/<image-name-slug>:<tag>`` (no registry part when it is empty)."""
     registry = str(settings.get("docker.registry") or "").rstrip("/")
-    repo = f"{registry}/{flow_slug(flow_name)}" if registry else flow_slug(flow_name)
-    return f"{repo}:{image_tag(settings, git)}"
+    repo = f"{registry}/{flow_slug(image_name)}" if registry else flow_slug(image_name)
+    return f"{repo}:{tag}"
+
+
+def image_for(
+    flow: FlowMetadata,
+    settings: Settings,
+    bases: Mapping[str, str] | None = None,
+    digests: dict[str, str] | None = None,
+) -> str:
+    """The image a docker deployment of ``flow`` runs: named after the flow (and its
+    file when another shares the name), tagged by its build context (``digests``
+    caches one hash per Dockerfile for the run)."""
+    key = str(flow.dockerfile or flow.path)
+    if digests is None:
+        digests = {}
+    if key not in digests:
+        fixed = settings.get("docker.tag") or ""
+        digests[key] = str(fixed) if fixed else context_digest(flow, Path(settings.root))
+    return image_reference(image_name(flow, bases or {}), settings, digests[key])
 
 
 def convert_schedules(items: Any) -> Any:
@@ -332,16 +379,13 @@ class _EnvValues:
     env_vars: dict[str, str]
     queue: str
     cache: dict[str, Any] = field(default_factory=dict, compare=False)
+    # One build-context hash per Dockerfile, for the run.
+    digests: dict[str, str] = field(default_factory=dict, compare=False)
 
     @classmethod
     def read(cls, settings: Settings, git: GitInfo, schema_of: SchemaOf) -> _EnvValues:
         warnings: list[str] = []
         types = _known_types(settings.deployment_types)
-        if "docker" in types and not settings.get("docker.tag") and not git.is_repo:
-            warnings.append(
-                "not a git repository (or no commit yet): docker images are tagged 'latest'; "
-                "set docker.tag to pin a tag"
-            )
         return cls(
             settings=settings,
             env=settings.env,
@@ -527,7 +571,7 @@ def _deployment(
     run_env = dict(shared.env)
     image: str | None = None
     if type_ == "docker":
-        image = image_reference(image_of, env.settings, env.git)
+        image = image_of
         extra = env.get("docker.extra_pip_packages", [])
         if extra:
             run_env["EXTRA_PIP_PACKAGES"] = " ".join(str(p) for p in _listed(extra))

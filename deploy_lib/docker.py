@@ -24,8 +24,8 @@ The rules:
 - **References.**  The caller hands them in, computed by ``build.image_reference``, the
   same function that puts the image into the deployment, so a deploy after a build runs
   exactly the image built (``pipeline.build_images`` checks it).  The tag is
-  ``docker.tag``, else the git commit with ``-dirty`` for a tree with uncommitted
-  changes.
+  ``docker.tag``, else a hash of the build context, so it moves only when the image's
+  own files do.
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ from pathlib import Path, PurePosixPath
 from deploy_lib.errors import DockerError, InputError, SettingsError
 from deploy_lib.models import FlowMetadata, ImageResult, Masker, Settings
 
-__all__ = ["ImageResult", "build_images"]
+__all__ = ["ImageResult", "build_images", "missing_images"]
 
 # docker's own words when it cannot reach an engine (CLI versions 20 to 28).
 _NO_ENGINE = (
@@ -101,6 +101,31 @@ def build_images(
             ImageResult(dockerfile, context, names, refs, push, time.monotonic() - started)
         )
     return results
+
+
+def missing_images(settings: Settings, references: Iterable[str]) -> tuple[list[str], str]:
+    """Which of ``references`` this machine cannot show an image for (``docker image
+    inspect``, asked once for all), and why it could not look at all ("" when it
+    looked): a deploy warns of them, since a deployment that runs an image nobody built
+    fails on its worker."""
+    wanted = sorted(set(references))
+    if not wanted:
+        return [], ""
+    if shutil.which("docker") is None:
+        return wanted, "docker is not installed here"
+    try:
+        cli = _Cli(Path(settings.root).resolve(), Masker(settings.secret_values), None)
+        code, _ = cli._exec(["info", "--format", "{{.ServerVersion}}"], echo=False)
+        if code != 0:
+            return wanted, "no Docker engine answers here"
+        missing = []
+        for ref in wanted:
+            code, _ = cli._exec(["image", "inspect", "--format", "{{.Id}}", ref], echo=False)
+            if code != 0:
+                missing.append(ref)
+        return missing, ""
+    except DockerError as exc:
+        return wanted, str(exc)
 
 
 # -- offline job variable check ---------------------------------------------------------

@@ -804,6 +804,7 @@ def deploy(
         images = build_prepared(prepared, push=True, on_line=on_line) if build else []
         if images and on_images is not None:
             on_images(images)
+        unbuilt = [] if build else _unbuilt_images(prepared)
 
         async def go() -> DeployOutcome:
             async with connect(prepared.settings, notify=notify) as client:
@@ -822,7 +823,28 @@ def deploy(
                 )
 
         outcome = _run(go())
-    return replace(outcome, images=tuple(images))
+    return replace(outcome, images=tuple(images), warnings=(*outcome.warnings, *unbuilt))
+
+
+def _unbuilt_images(prepared: Prepared) -> list[str]:
+    """One warning naming the docker deployments whose image this machine cannot show
+    (not built here, not pulled), or could not look for: their runs would fail."""
+    runs = {
+        str((s.body.get("job_variables") or {}).get("image")): s.full_name
+        for s in prepared.specs
+        if s.type == "docker" and (s.body.get("job_variables") or {}).get("image")
+    }
+    missing, why = docker.missing_images(prepared.settings, runs)
+    if not missing:
+        return []
+    shown = ", ".join(f"{runs[ref]} -> {ref}" for ref in missing[:5])
+    more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
+    reason = f" ({why}, so none could be checked)" if why else ""
+    return [
+        f"{len(missing)} docker deployment(s) run an image this tool has not built or "
+        f"found{reason}: {shown}{more}; build and push them with `invoke deploy --build` "
+        "(or `invoke build --push`)"
+    ]
 
 
 def risky(plan: Plan, *, prune: bool, keep_drift: bool = False) -> list[str]:
@@ -1074,13 +1096,13 @@ def build_prepared(
             "deployment (a flow needs a Dockerfile beside it or in a parent folder, and "
             "deployment_types must include docker)"
         )
-    git = prepared.git if prepared.git is not None else gitinfo.git_info(Path(settings.root))
     bases = build.deployment_bases(
         [f for f in prepared.discovery.flows if f.is_valid], settings.flow_roots
     )
     by_entrypoint = {s.flow.entrypoint: s.flow for s in specs}
+    digests: dict[str, str] = {}
     wanted = {
-        entrypoint: build.image_reference(build.image_name(flow, bases), settings, git)
+        entrypoint: build.image_for(flow, settings, bases, digests)
         for entrypoint, flow in by_entrypoint.items()
     }
     results = docker.build_images(

@@ -14,9 +14,11 @@ from deploy_lib.build import (
     CLONE_STEP_ID,
     BuildContext,
     BuildResult,
+    context_digest,
     convert_schedules,
     flow_slug,
     flow_version,
+    image_for,
     image_reference,
 )
 from deploy_lib.build import build_deployments as _build_deployments
@@ -619,7 +621,8 @@ def test_docker_job_variables_image_limits_and_in_image_working_dir(tmp_path: Pa
     dep = one(build_deployments([docker_flow(tmp_path)], settings(tmp_path), git=GIT), "docker")
 
     jv = dep["job_variables"]
-    assert jv["image"] == "registry.staging.internal/deploy-lib/table-report:0123456789ab"
+    tag = context_digest(docker_flow(tmp_path), tmp_path)
+    assert jv["image"] == f"registry.staging.internal/deploy-lib/table-report:{tag}"
     assert jv["image_pull_policy"] == "IfNotPresent"
     assert (jv["mem_limit"], jv["memswap_limit"]) == ("2g", "4g")
     assert jv["env"]["DEPLOY_ENV_NAME"] == "staging"
@@ -644,22 +647,22 @@ def test_the_docker_pool_template_accepts_every_docker_job_variable(tmp_path: Pa
     assert set(dep["job_variables"]) <= accepted
 
 
-def test_a_dirty_tree_tags_the_image_dirty_and_a_fixed_tag_wins(tmp_path: Path) -> None:
+def test_the_image_tag_is_the_build_contexts_hash_and_a_fixed_tag_wins(tmp_path: Path) -> None:
+    flow = docker_flow(tmp_path)
     dirty = GitInfo(sha=GIT.sha, short_sha=GIT.short_sha, branch="main", dirty=True)
-    s = settings(tmp_path)
-    assert image_reference("table-report", s, dirty).endswith(":0123456789ab-dirty")
+    tag = context_digest(flow, tmp_path)
+    assert len(tag) == 12
+    for git in (GIT, dirty, GitInfo()):  # a commit, an uncommitted edit, no git at all
+        result = build_deployments([flow], settings(tmp_path), git=git)
+        assert one(result, "docker")["job_variables"]["image"].endswith(f"/table-report:{tag}")
+        assert not [w for w in result.warnings if "latest" in w]
+    (tmp_path / "flows" / "hello.py").write_text("# an edit outside the context\n")
+    assert context_digest(flow, tmp_path) == tag
+    (tmp_path / "flows" / "boxed" / "requirements.txt").write_text("tabulate==0.9.1\n")
+    assert context_digest(flow, tmp_path) != tag
 
     fixed = settings(tmp_path, docker={"tag": "v1.2"})
-    assert image_reference("table-report", fixed, dirty) == (
-        "registry.staging.internal/deploy-lib/table-report:v1.2"
-    )
-
-
-def test_outside_git_the_image_is_tagged_latest_with_a_warning(tmp_path: Path) -> None:
-    result = build_deployments([docker_flow(tmp_path)], settings(tmp_path), git=GitInfo())
-
-    assert one(result, "docker")["job_variables"]["image"].endswith("/table-report:latest")
-    assert result.warnings[0].startswith("not a git repository (or no commit yet)")
+    assert image_for(flow, fixed) == "registry.staging.internal/deploy-lib/table-report:v1.2"
 
 
 def test_extra_pip_packages_for_docker_go_into_EXTRA_PIP_PACKAGES(tmp_path: Path) -> None:
@@ -674,8 +677,8 @@ def test_extra_pip_packages_for_docker_go_into_EXTRA_PIP_PACKAGES(tmp_path: Path
 
 
 def test_an_empty_registry_gives_a_bare_image_name(tmp_path: Path) -> None:
-    assert image_reference("Daily ETL", settings(tmp_path, docker={"registry": ""}), GIT) == (
-        "daily-etl:0123456789ab"
+    assert image_reference("Daily ETL", settings(tmp_path, docker={"registry": ""}), "abc") == (
+        "daily-etl:abc"
     )
 
 
@@ -801,6 +804,6 @@ def test_two_files_of_one_flow_name_build_images_of_their_own(tmp_path: Path) ->
     result = build_deployments(flows, settings(tmp_path, deployment_types=["docker"]), git=GIT)
     images = sorted(c.deployment["image"] for c in result.contexts)
     assert images == [
-        "registry.staging.internal/deploy-lib/report-sales-report:0123456789ab",
-        "registry.staging.internal/deploy-lib/report-stock-report:0123456789ab",
+        f"registry.staging.internal/deploy-lib/report-sales-report:{context_digest(flows[0], tmp_path)}",
+        f"registry.staging.internal/deploy-lib/report-stock-report:{context_digest(flows[1], tmp_path)}",
     ]

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -406,8 +407,10 @@ def test_docker_deployment_of_a_flow_with_a_dockerfile(config: ConfigurationMana
 
     assert body["name"] == "table-report-docker"
     assert body["work_pool_name"] == "prod-docker-pool"
-    # Not a git repository: the tag falls back to latest.
-    assert body["job_variables"]["image"] == "registry.prod.internal/deploy-lib/table-report:latest"
+    # The tag is the build context's hash (git or not).
+    assert re.fullmatch(
+        r"registry\.prod\.internal/deploy-lib/table-report:[0-9a-f]{12}", body["job_variables"]["image"]
+    )
     assert body["job_variables"]["image_pull_policy"] == "Always"
     assert "runtime:docker" in body["tags"]
     assert creator.get_deployment_template("production")["job_variables"]["labels"] == {
@@ -487,10 +490,14 @@ def test_the_example_script_shows_both_environments_and_validation(project: Path
     assert "broken production dict: 3 problem(s)" in lines
     assert '  schedules.0.schedule.cron: Invalid cron string: "61 * * * *"' in lines
     assert "  concurrency_limit: must be at least 1 (got 0)" in lines
-    assert (
-        "docker: 'table-report-docker' runs image "
-        "registry.prod.internal/deploy-lib/table-report:latest (valid)"
-    ) in lines
+    assert any(
+        re.fullmatch(
+            r"docker: 'table-report-docker' runs image "
+            r"registry\.prod\.internal/deploy-lib/table-report:[0-9a-f]{12} \(valid\)",
+            line,
+        )
+        for line in lines
+    ), lines
     assert not any(line.startswith("deployed") for line in lines)
 
 

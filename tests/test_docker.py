@@ -21,7 +21,7 @@ from helpers import invoke
 
 from deploy_lib import docker, pipeline
 from deploy_lib.api import PrefectApi
-from deploy_lib.build import image_reference
+from deploy_lib.build import context_digest, image_for
 from deploy_lib.discovery import discover_flows
 from deploy_lib.errors import DockerError, InputError, SettingsError
 from deploy_lib.models import FlowMetadata, GitInfo, ImageResult, Settings
@@ -44,9 +44,17 @@ def build_images(
     git: GitInfo,
     on_line: Any = None,
 ) -> list[ImageResult]:
-    """``docker.build_images`` with each flow's reference as the pipeline computes it."""
-    images = [(flow, image_reference(flow.name, settings, git)) for flow in flows]
+    """``docker.build_images`` with each flow's reference as the pipeline computes it
+    (``git`` no longer matters: the tag is the build context's hash)."""
+    images = [(flow, image_for(flow, settings)) for flow in flows]
     return docker.build_images(settings, images, push=push, on_line=on_line)
+def _tag(root: Path, dockerfile: str) -> str:
+    """The tag of the image built from ``dockerfile``'s folder: that folder's hash."""
+    return context_digest(FlowMetadata("x", "x", dockerfile, dockerfile=dockerfile), root)
+
+
+# The example's build context, whatever project copy it sits in.
+TABLE_TAG = _tag(REPO, "flows/containerized/Dockerfile")
 PASSWORD = "s3cret-Pa55word-for-the-registry"
 NO_ENGINE = (
     "Cannot connect to the Docker daemon at unix:///var/run/docker.sock. "
@@ -162,7 +170,7 @@ def test_build_checks_the_engine_then_builds_with_the_dockerfile_folder_as_conte
         settings, _docker_flows(root), push=False, git=GIT, on_line=lines.append
     )
 
-    image = f"{STAGING_REGISTRY}/table-report:0123456789ab"
+    image = f"{STAGING_REGISTRY}/table-report:{TABLE_TAG}"
     assert fake_docker.calls() == [
         INFO,
         [
@@ -177,38 +185,42 @@ def test_build_checks_the_engine_then_builds_with_the_dockerfile_folder_as_conte
     assert format_images(results).startswith(f"{image}: built in ")
 
 
-def test_the_tag_is_the_commit_with_dirty_for_a_dirty_tree_unless_settings_fix_one(
+def test_the_tag_is_the_build_contexts_hash_unless_settings_fix_one(
     fake_docker: FakeDocker, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     root = _project(tmp_path / "project")
     flows = _docker_flows(root)
-    dirty = GitInfo(sha=GIT.sha, short_sha=GIT.short_sha, branch="main", dirty=True)
 
-    (dirty_result,) = build_images(load_settings("staging", root), flows, push=False, git=dirty)
+    (hashed,) = build_images(load_settings("staging", root), flows, push=False, git=GIT)
     monkeypatch.setenv("DEPLOY_DOCKER__TAG", "release-7")
-    (fixed_result,) = build_images(load_settings("staging", root), flows, push=False, git=dirty)
+    (fixed,) = build_images(load_settings("staging", root), flows, push=False, git=GIT)
 
-    assert dirty_result.references == (f"{STAGING_REGISTRY}/table-report:0123456789ab-dirty",)
-    assert fixed_result.references == (f"{STAGING_REGISTRY}/table-report:release-7",)
+    assert hashed.references == (f"{STAGING_REGISTRY}/table-report:{TABLE_TAG}",)
+    assert fixed.references == (f"{STAGING_REGISTRY}/table-report:release-7",)
     builds = [call for call in fake_docker.calls() if call[0] == "build"]
     assert [call[call.index("-t") + 1] for call in builds] == [
-        f"{STAGING_REGISTRY}/table-report:0123456789ab-dirty",
+        f"{STAGING_REGISTRY}/table-report:{TABLE_TAG}",
         f"{STAGING_REGISTRY}/table-report:release-7",
     ]
 
 
-def test_the_tag_comes_from_git_itself_and_gains_dirty_when_a_tracked_file_changes(
+def test_the_tag_moves_when_the_build_context_changes_and_not_at_an_edit_elsewhere(
     fake_docker: FakeDocker, tmp_path: Path
 ) -> None:
     root = _git_project(tmp_path / "project")
-    sha = _git(root, "rev-parse", "HEAD")[:12]
 
-    clean = build_for_env(load_settings("staging", root))
-    (root / "flows" / "hello.py").write_text("# changed\n", encoding="utf-8")
-    dirty = build_for_env(load_settings("staging", root))
+    before = build_for_env(load_settings("staging", root))
+    (root / "flows" / "hello.py").write_text("# changed, outside the context\n", encoding="utf-8")
+    elsewhere = build_for_env(load_settings("staging", root))
+    table = root / "flows" / "containerized" / "table_report.py"
+    table.write_text(table.read_text() + "\n# changed inside the context\n", encoding="utf-8")
+    inside = build_for_env(load_settings("staging", root))
 
-    assert clean[0].references == (f"{STAGING_REGISTRY}/table-report:{sha}",)
-    assert dirty[0].references == (f"{STAGING_REGISTRY}/table-report:{sha}-dirty",)
+    assert before[0].references == (f"{STAGING_REGISTRY}/table-report:{TABLE_TAG}",)
+    assert elsewhere[0].references == before[0].references
+    new_tag = _tag(root, "flows/containerized/Dockerfile")
+    assert new_tag != TABLE_TAG
+    assert inside[0].references == (f"{STAGING_REGISTRY}/table-report:{new_tag}",)
 
 
 def test_flows_sharing_a_dockerfile_are_built_once_and_tagged_for_each_flow(
@@ -219,9 +231,10 @@ def test_flows_sharing_a_dockerfile_are_built_once_and_tagged_for_each_flow(
 
     results = build_images(settings, _docker_flows(root), push=True, git=GIT)
 
-    alpha = f"{STAGING_REGISTRY}/alpha:0123456789ab"
-    beta = f"{STAGING_REGISTRY}/beta:0123456789ab"
-    table = f"{STAGING_REGISTRY}/table-report:0123456789ab"
+    shared = _tag(root, "flows/shared/Dockerfile")
+    alpha = f"{STAGING_REGISTRY}/alpha:{shared}"
+    beta = f"{STAGING_REGISTRY}/beta:{shared}"
+    table = f"{STAGING_REGISTRY}/table-report:{TABLE_TAG}"
     assert fake_docker.calls() == [
         INFO,
         [
@@ -351,7 +364,7 @@ def test_a_failing_build_names_the_flow_the_image_and_the_tail_of_dockers_output
 
     message = str(caught.value)
     assert message.startswith(
-        f"docker build of image {STAGING_REGISTRY}/table-report:0123456789ab for flow(s) "
+        f"docker build of image {STAGING_REGISTRY}/table-report:{TABLE_TAG} for flow(s) "
         "'table-report' (flows/containerized/Dockerfile) failed (exit code 17); "
         "docker's last lines:\n"
     )
@@ -365,7 +378,7 @@ def test_a_failing_push_names_the_image_and_the_flow(
     root = _project(tmp_path / "project")
     fake_docker.fail("push", "denied: requested access to the resource is denied")
 
-    with pytest.raises(DockerError, match=r"docker push of image \S+/table-report:0123456789ab for flow\(s\) 'table-report' failed \(exit code 1\)") as caught:
+    with pytest.raises(DockerError, match=r"docker push of image \S+/table-report:[0-9a-f]{12} for flow\(s\) 'table-report' failed \(exit code 1\)") as caught:
         build_images(load_settings("staging", root), _docker_flows(root), push=True, git=GIT)
     assert "denied: requested access to the resource is denied" in str(caught.value)
 
@@ -405,7 +418,7 @@ def test_build_prepared_builds_exactly_the_images_the_docker_deployments_name(
         s.body["job_variables"]["image"] for s in prepared.specs if s.type == "docker"
     )
     assert sorted(ref for r in results for ref in r.references) == wanted
-    assert wanted[0] == "registry.prod.internal/deploy-lib/alpha:0123456789ab"
+    assert wanted[0] == f"registry.prod.internal/deploy-lib/alpha:{_tag(root, 'flows/shared/Dockerfile')}"
     pushed = sorted(call[1] for call in fake_docker.calls() if call[0] == "push")
     assert pushed == wanted
 
@@ -468,14 +481,15 @@ def test_invoke_build_staging_push_drives_docker_and_reports_the_images(
     root = _git_project(tmp_path / "project", SHARED_FLOWS)
     (root / ".secrets.toml").write_text(_secrets("ci-bot", PASSWORD)[".secrets.toml"])
     (root / ".secrets.toml").chmod(0o600)
-    sha = _git(root, "rev-parse", "HEAD")[:12]
 
     started = time.monotonic()
     done = _invoke(root, "build", "--env", "staging", "--push")
     print(f"invoke build --env staging --push: {time.monotonic() - started:.1f} s")
 
     assert done.returncode == 0, done.stderr
-    table, alpha, beta = (f"{STAGING_REGISTRY}/{n}:{sha}" for n in ("table-report", "alpha", "beta"))
+    shared = _tag(root, "flows/shared/Dockerfile")
+    table = f"{STAGING_REGISTRY}/table-report:{TABLE_TAG}"
+    alpha, beta = (f"{STAGING_REGISTRY}/{n}:{shared}" for n in ("alpha", "beta"))
     assert fake_docker.calls() == [
         INFO,
         ["login", "--username", "ci-bot", "--password-stdin", "registry.staging.internal"],
@@ -525,7 +539,6 @@ def test_invoke_deploy_build_deploys_exactly_the_images_it_pushed(
 ) -> None:
     root = _git_project(tmp_path / "project")
     (root / "flows" / "hello.py").write_text("# uncommitted change\n" + (REPO / "flows" / "hello.py").read_text())
-    sha = _git(root, "rev-parse", "HEAD")[:12]
     pool = f"docker-build-{uuid.uuid4().hex[:8]}"
 
     async def read(name: str) -> dict[str, Any] | None:
@@ -542,7 +555,7 @@ def test_invoke_deploy_build_deploys_exactly_the_images_it_pushed(
     print(f"invoke deploy --type docker --build: {time.monotonic() - started:.1f} s")
 
     assert done.returncode == 0, done.stdout + done.stderr
-    image = f"{STAGING_REGISTRY}/table-report:{sha}-dirty"
+    image = f"{STAGING_REGISTRY}/table-report:{TABLE_TAG}"  # hello.py is outside its context
     assert [c[0] for c in fake_docker.calls()] == ["info", "build", "push"]
     assert fake_docker.calls()[2] == ["push", image]
     deployment = asyncio.run(read("table-report-docker"))
@@ -553,3 +566,29 @@ def test_invoke_deploy_build_deploys_exactly_the_images_it_pushed(
     refused = _invoke(root, "deploy", "--env", "staging", "--build", "--dry-run", **env)
     assert refused.returncode == 3
     assert "--build pushes images, so it cannot be combined with --dry-run" in refused.stderr
+
+
+def test_a_deploy_warns_of_images_this_machine_has_not_built_or_found(
+    fake_docker: FakeDocker, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from deploy_lib.pipeline import _unbuilt_images
+
+    root = _project(tmp_path / "project")
+    prepared = pipeline.prepare(load_settings("staging", root), git=GIT)
+    image = f"{STAGING_REGISTRY}/table-report:{TABLE_TAG}"
+
+    fake_docker.fail("image", "Error: No such image", code=1)
+    (warning,) = _unbuilt_images(prepared)
+    assert warning == (
+        "1 docker deployment(s) run an image this tool has not built or found: "
+        f"table-report/table-report-docker -> {image}; build and push them with "
+        "`invoke deploy --build` (or `invoke build --push`)"
+    )
+    assert ["image", "inspect", "--format", "{{.Id}}", image] in fake_docker.calls()
+
+    monkeypatch.setenv("FAKE_DOCKER_FAIL", "nothing")  # the image is there now
+    assert _unbuilt_images(prepared) == []
+
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))  # no docker at all
+    (warning,) = _unbuilt_images(prepared)
+    assert "(docker is not installed here, so none could be checked)" in warning

@@ -6,6 +6,7 @@ import difflib
 import io
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -391,8 +392,10 @@ def test_docker_specs_render_image_limits_and_labels(tmp_path: Path) -> None:
     assert spec.source == "templates/docker_deployment.yaml" or spec.source.endswith(
         "templates/docker_deployment.yaml"
     )
+    image = spec.body["job_variables"]["image"]
+    assert re.fullmatch(r"registry\.local/app/table-report:[0-9a-f]{12}", image)
     assert spec.body["job_variables"] == {
-        "image": "registry.local/app/table-report:0123456789ab",
+        "image": image,
         "env": {"PYTHONPATH": ".", "DEPLOY_ENV_NAME": "staging"},
         "mem_limit": "1g",
         "labels": {
