@@ -20,15 +20,18 @@ then render through the environment's template), problems from
 deploy from ``pipeline.prepare`` + ``pipeline.deploy``.  So a script gets exactly the
 deployments the tasks would make, and the same ``DeployError``s.
 
-A ``FlowMetadata`` written by hand is taken as given: its ``parameters`` decide which
-of the environment's parameters the deployment gets and what its parameter schema says.
-Use ``ConfigurationManager.find_flow`` for the metadata discovery reads from the source;
-validation compares a body against the discovered flow either way.
+A ``FlowMetadata`` written by hand with just a name, a function and a path is completed
+from that file's source (parameters and their schema, description, Dockerfile), as
+discovery reads it; one that says more is taken as given, and a warning says where it
+differs from the source.  Warnings are kept in ``creator.warnings`` and logged on the
+``deploy_lib`` logger.
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
+import logging
 import os
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
@@ -56,6 +59,9 @@ __all__ = [
 ]
 
 SETTINGS_FILE = "settings.toml"
+logger = logging.getLogger("deploy_lib")
+# What discovery reads from the source, which a hand-written FlowMetadata may leave out.
+_FROM_SOURCE = ("parameters", "description", "docstring", "dockerfile", "requirements", "types", "is_async")
 
 
 def find_project_root(start: str | os.PathLike[str] | None = None) -> Path:
@@ -248,12 +254,15 @@ class _DeploymentCreator:
                 + "; ".join(flow.problems),
                 path=flow.path,
             )
+        flow = self._completed(flow, env)
         self._check_type(flow)
         settings = self.config.settings(env)
         specs, warnings = pipeline.build_specs(
             [flow], settings, git=self.config.git(), now=datetime.now(timezone.utc)
         )
         self.warnings = [*warnings, *self._signature_warnings(flow, env)]
+        for warning in self.warnings:
+            logger.warning("%s", warning)
         for spec in specs:
             if spec.type == self.deployment_type:
                 return spec
@@ -261,6 +270,19 @@ class _DeploymentCreator:
             f"environment {settings.env!r} builds no {self.deployment_type} deployment for "
             f"flow {flow.name!r}: check deployment_types and flows.{flow.name}.enabled / "
             f"flows.{flow.name}.types in settings.toml"
+        )
+
+    def _completed(self, flow: FlowMetadata, env: str) -> FlowMetadata:
+        """``flow`` with what its source says filled in, when it was written by hand
+        with only a name, a function and a path (everything else left at its default)."""
+        blank = FlowMetadata(name=flow.name, function=flow.function, path=flow.path)
+        if any(getattr(flow, f) != getattr(blank, f) for f in _FROM_SOURCE):
+            return flow  # described on purpose: taken as given
+        found = pipeline.find_flow(self.config.discovery(env), flow.entrypoint)
+        if found is None:
+            return flow
+        return dataclasses.replace(
+            flow, **{f: getattr(found, f) for f in _FROM_SOURCE}, line=found.line, notes=found.notes
         )
 
     def _signature_warnings(self, flow: FlowMetadata, env: str) -> list[str]:

@@ -84,7 +84,8 @@ def run(args: argparse.Namespace) -> int:
         + ", ".join(p.name for p in discovered.parameters)
     )
 
-    # 2. Its python deployment per environment, validated; then what differs.
+    # 2. Its python deployment per environment, validated; then what differs (a flow
+    #    given by name, function and path only is completed from its source).
     bodies: dict[str, dict[str, Any]] = {}
     for env in ("development", "production"):
         body = creator.create_deployment(discovered, env)

@@ -20,6 +20,7 @@ from deploy_lib import (
     ConfigurationManager,
     DockerDeploymentCreator,
     FlowMetadata,
+    Parameter,
     PythonDeploymentCreator,
     deploy_flows,
     pipeline,
@@ -226,7 +227,7 @@ def test_the_returned_dict_is_the_callers_to_change(config: ConfigurationManager
     assert "mine" not in again["tags"]
 
 
-def test_a_flow_described_by_hand_is_taken_as_given_with_a_warning(
+def test_a_flow_given_by_name_function_and_path_is_completed_from_its_source(
     config: ConfigurationManager,
 ) -> None:
     creator = PythonDeploymentCreator(config)
@@ -234,13 +235,36 @@ def test_a_flow_described_by_hand_is_taken_as_given_with_a_warning(
 
     body = creator.create_deployment(by_hand, "production")
 
-    assert body["entrypoint"] == "flows/env_report.py:env_report"
-    assert body["parameters"] == {}  # the description declares no parameters
-    assert any(
-        "described with parameters (none) other than the ones flows/env_report.py declares "
-        "(cleanup, use_distributed, debug, extra_vars)" in w
-        for w in creator.warnings
+    discovered = creator.create_deployment(config.find_flow("env-report"), "production")
+    assert body == discovered
+    assert set(body["parameter_openapi_schema"]["properties"]) == {
+        "cleanup", "use_distributed", "debug", "extra_vars"
+    }
+    assert body["description"] != "Flow env-report (flows/env_report.py)"
+    assert not [w for w in creator.warnings if "described with parameters" in w]
+
+
+def test_a_flow_described_by_hand_is_taken_as_given_with_a_warning_that_is_logged(
+    config: ConfigurationManager, caplog: pytest.LogCaptureFixture
+) -> None:
+    creator = PythonDeploymentCreator(config)
+    by_hand = FlowMetadata(
+        name="env-report",
+        function="env_report",
+        path="flows/env_report.py",
+        parameters=(Parameter("debug", "bool", False, required=False),),
     )
+
+    with caplog.at_level("WARNING", logger="deploy_lib"):
+        body = creator.create_deployment(by_hand, "production")
+
+    assert list(body["parameter_openapi_schema"]["properties"]) == ["debug"]
+    expected = (
+        "described with parameters (debug) other than the ones flows/env_report.py declares "
+        "(cleanup, use_distributed, debug, extra_vars)"
+    )
+    assert any(expected in w for w in creator.warnings)
+    assert any(expected in r.getMessage() for r in caplog.records)
 
 
 def test_the_module_entrypoint_style_comes_from_settings(
@@ -484,7 +508,7 @@ def test_the_example_script_shows_both_environments_and_validation(project: Path
     ):
         assert change in lines
     assert (
-        "by hand vs discovered (development): description, parameter_openapi_schema, parameters"
+        "by hand vs discovered (development): identical"
         in lines
     )
     assert "broken production dict: 3 problem(s)" in lines
