@@ -258,17 +258,19 @@ def flow_version(flow: FlowMetadata, root: str | Path) -> str:
     for rel in (flow.path, flow.dockerfile, flow.requirements):
         if not rel:
             continue
-        path = Path(root) / rel
-        try:
-            content = path.read_bytes()
-        except OSError as exc:
-            raise DiscoveryError(
-                f"cannot read it to compute the version of flow {flow.name!r}: "
-                f"{exc.strerror or exc}",
-                path=str(rel),
-            ) from exc
+        content = _read(Path(root) / rel, str(rel), f"compute the version of flow {flow.name!r}")
         digest.update(_relative(rel, root).encode() + b"\0" + content + b"\0")
     return digest.hexdigest()[:VERSION_LENGTH]
+
+
+def _read(path: Path, shown: str, purpose: str) -> bytes:
+    """``path``'s bytes; ``DiscoveryError`` naming ``shown`` when it cannot be read."""
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise DiscoveryError(
+            f"cannot read it to {purpose}: {exc.strerror or exc}", path=shown
+        ) from exc
 
 
 def flow_slug(flow_name: str) -> str:
@@ -290,14 +292,8 @@ def context_digest(flow: FlowMetadata, root: str | Path) -> str:
         dirs[:] = sorted(d for d in dirs if d not in (".git", "__pycache__"))
         for name in sorted(files):
             path = Path(current) / name
-            try:
-                content = path.read_bytes()
-            except OSError as exc:
-                raise DiscoveryError(
-                    f"cannot read it to tag the image of flow {flow.name!r}: "
-                    f"{exc.strerror or exc}",
-                    path=_relative(str(path.relative_to(base)), base),
-                ) from exc
+            shown = _relative(str(path.relative_to(base)), base)
+            content = _read(path, shown, f"tag the image of flow {flow.name!r}")
             rel = path.relative_to(folder).as_posix()
             digest.update(rel.encode() + b"\0" + content + b"\0")
     return digest.hexdigest()[:VERSION_LENGTH]
