@@ -406,7 +406,7 @@ class PrefectApi:
             if time.monotonic() >= end:
                 raise RunTimedOut(
                     f"flow run {run.get('name')!r} ({flow_run_id}) did not finish within "
-                    f"{timeout:g} s; its state was {state.get('name') or 'unknown'} "
+                    f"{timeout:g} s; its state is still {state.get('name') or 'unknown'} "
                     "(is a worker running for its work pool?)",
                     flow_run_id=flow_run_id,
                     state=str(state.get("type") or ""),

@@ -35,6 +35,7 @@ from helpers import invoke as run_invoke
 
 from deploy_lib import pipeline, report
 from deploy_lib.api import PrefectApi
+from deploy_lib.build import context_digest
 from deploy_lib.errors import ApiError, DiscoveryError, InputError, SettingsError
 from deploy_lib.models import MANAGED_BY_TAG, Settings
 from deploy_lib.runs import run_deployment
@@ -361,10 +362,16 @@ def test_the_docker_deployment_is_registered_to_the_docker_pool_with_its_image(
 
     pool = asyncio.run(read_pool())
     assert pool is not None and pool["type"] == "docker"
-    # The copy is no git repository, so the image is tagged latest (and build says so).
-    image = f"{settings.get('docker.registry')}/table-report:latest"
+    # Tagged by its build context (the copy is no git repository: that does not matter),
+    # and the deploy said that nobody built that image here.
+    flow = pipeline.find_flow(pipeline.discover(settings), "table-report")
+    assert flow is not None
+    image = f"{settings.get('docker.registry')}/table-report:{context_digest(flow, project)}"
     assert deployment["job_variables"]["image"] == image
-    assert any("tagged 'latest'" in w for w in first_deploy.warnings), first_deploy.warnings
+    assert any(
+        "run an image this tool has not built or found" in w and image in w
+        for w in first_deploy.warnings
+    ), first_deploy.warnings
     assert {"runtime:docker", "env:development", MANAGED_BY_TAG} <= set(deployment["tags"])
     assert deployment["pull_steps"] == [
         {
