@@ -193,10 +193,39 @@ class DeployOutcome:
         )
 
 
+_STOPPING = {signal.SIGINT, signal.SIGTERM}
+
+
 def _run(coro: Coroutine[Any, Any, T]) -> T:
     """The one place the event loop runs (with SIGINT and SIGTERM handled: see
-    ``_SignalState``)."""
-    return asyncio.run(_guarded(coro))
+    ``_SignalState``).  The two signals are held back while the loop starts and stops,
+    and taken by the loop in between, so one that arrives at any moment either ends the
+    run cleanly from inside the loop or right after it, never half-way through setting
+    it up."""
+    guarded = _guarded(coro)
+    held = _hold_signals()
+    try:
+        return asyncio.run(guarded)
+    except BaseException:
+        guarded.close()  # never started (a signal before the loop ran): nothing left over
+        coro.close()
+        raise
+    finally:
+        _release_signals(held)
+
+
+def _hold_signals() -> bool:
+    try:
+        signal.pthread_sigmask(signal.SIG_BLOCK, _STOPPING)
+    except (AttributeError, ValueError, OSError):
+        return False
+    return True
+
+
+def _release_signals(held: bool) -> None:
+    if held:
+        with contextlib.suppress(AttributeError, ValueError, OSError):
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOPPING)
 
 
 @dataclass
@@ -236,7 +265,7 @@ async def _guarded(coro: Coroutine[Any, Any, T]) -> T:
     state = _SignalState(asyncio.current_task())
     token = _SIGNALS.set(state)
     try:
-        with _handling_signals(state):
+        with _handling_signals(state, in_run=True):
             return await coro
     except asyncio.CancelledError:
         if state.cancelled_by == "SIGTERM":
@@ -249,10 +278,11 @@ async def _guarded(coro: Coroutine[Any, Any, T]) -> T:
 
 
 @contextlib.contextmanager
-def _handling_signals(state: _SignalState) -> Iterator[None]:
+def _handling_signals(state: _SignalState, *, in_run: bool = False) -> Iterator[None]:
     """SIGINT and SIGTERM go to ``state.heard`` in the running loop for the block, and
     the handlers in place before are put back after.  Outside the main thread nothing is
-    installed: signals are not ours to handle there."""
+    installed: signals are not ours to handle there.  ``in_run``: inside ``_run``, which
+    holds the signals back around the block (they are let through for it)."""
     loop = asyncio.get_running_loop()
     installed: list[tuple[int, Any]] = []
     for signum in (signal.SIGINT, signal.SIGTERM):
@@ -262,9 +292,13 @@ def _handling_signals(state: _SignalState) -> Iterator[None]:
             installed.append((int(signum), previous))
         except (ValueError, RuntimeError, NotImplementedError):
             pass
+    # The loop takes them now: one held back while it started is delivered here.
+    _release_signals(in_run and bool(installed))
     try:
         yield
     finally:
+        if in_run and installed:
+            _hold_signals()  # until the loop is gone (``_run`` lets them through)
         for number, previous in installed:
             with contextlib.suppress(ValueError, RuntimeError):
                 loop.remove_signal_handler(number)
