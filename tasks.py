@@ -369,6 +369,19 @@ _SELECT_HELP = {
 }
 
 
+def _results(out: Output, outcome: Any, *, json: bool = False) -> None:
+    """An apply's results (a table, or JSON with what was skipped), then its exit: the
+    signal or deadline that stopped it, else its failures (``DeployOutcome.raise_if_failed``)."""
+    from deploy_lib import report
+
+    assert outcome.result is not None
+    if json:
+        out.echo(report.to_json(report.results_json(outcome.result, out.masker, outcome.skipped)))
+    else:
+        out.echo(report.format_results(outcome.result, out.masker))
+    outcome.raise_if_failed()
+
+
 def _interactive() -> bool:
     """A person at a terminal, who can answer a question (never under cron or CI)."""
     return sys.stdin.isatty() and sys.stdout.isatty()
@@ -515,13 +528,7 @@ def deploy(
         if outcome.plan.has_changes:
             raise Exit(code=EXIT_CHANGES_PENDING)
         return
-    if json:
-        out.echo(report.to_json(report.results_json(outcome.result, out.masker, outcome.skipped)))
-    else:
-        out.echo(report.format_results(outcome.result, out.masker))
-    if (interrupted := outcome.interruption()) is not None:
-        raise interrupted
-    outcome.result.raise_if_failed()
+    _results(out, outcome, json=json)
 
 
 @task(
@@ -559,10 +566,7 @@ def adopt(
     if outcome.result is None:
         out.echo("nothing to adopt: no deployment conflicts with this project's")
         return
-    out.echo(report.format_results(outcome.result, out.masker))
-    if (interrupted := outcome.interruption()) is not None:
-        raise interrupted
-    outcome.result.raise_if_failed()
+    _results(out, outcome)
 
 
 @task(
@@ -617,7 +621,7 @@ def destroy(
     debug: bool = False,
 ) -> None:
     """Delete every deployment of this project in an environment (nobody else's)."""
-    from deploy_lib import pipeline, report
+    from deploy_lib import pipeline
     from deploy_lib.errors import InputError
 
     settings = _settings(out, env)
@@ -634,14 +638,7 @@ def destroy(
         on_plan=None if json else lambda p: out.plan(p, prune=True),
         progress=None if json else lambda p: out.progress(p, tty=tty),
     )
-    assert outcome.result is not None
-    if json:
-        out.echo(report.to_json(report.results_json(outcome.result, out.masker)))
-    else:
-        out.echo(report.format_results(outcome.result, out.masker))
-    if (interrupted := outcome.interruption()) is not None:
-        raise interrupted
-    outcome.result.raise_if_failed()
+    _results(out, outcome, json=json)
 
 
 @task(
@@ -747,11 +744,7 @@ def quickstart(c: Any, out: Output, debug: bool = False) -> None:
     out.echo(report.format_pools_ready(pipeline.pools(settings, create=True, notify=out.note)))
     out.echo("2/4 deploy the example flows to development")
     outcome = pipeline.deploy(settings, command="invoke quickstart")
-    assert outcome.result is not None
-    out.echo(report.format_results(outcome.result, out.masker))
-    if (interrupted := outcome.interruption()) is not None:
-        raise interrupted
-    outcome.result.raise_if_failed()
+    _results(out, outcome)
     out.echo("3/4 run env-report on a process worker")
     result = pipeline.run_flow(settings, "env-report", with_worker=True, timeout=300)
     out.echo(f"4/4 {report.format_run(result)}")

@@ -325,8 +325,8 @@ def image_for(
     if digests is None:
         digests = {}
     if key not in digests:
-        fixed = settings.get("docker.tag") or ""
-        digests[key] = str(fixed) if fixed else context_digest(flow, Path(settings.root))
+        fixed = settings.get("docker.tag")
+        digests[key] = image_tag(settings, "" if fixed else context_digest(flow, Path(settings.root)))
     return image_reference(image_name(flow, bases or {}), settings, digests[key])
 
 

@@ -338,22 +338,17 @@ class _Walker:
                 # A FIFO would block the read forever, a device (/dev/zero) never end.
                 self._problem(rel, "not a regular file (a FIFO, device or socket); not read")
                 return
+            # The cache, by size and mtime (no read), then by content; its outcome holds
+            # only while the files its types came from are as they were.
             outcome = self.cache.by_stat(rel, info) if self.cache else None
-            if outcome is None:
-                with open(absolute, "rb") as handle:
-                    data = handle.read(MAX_FILE_BYTES + 1)
+            if outcome is None or not self._dependencies_hold(outcome):
+                data = _read_capped(absolute)
                 digest = _digest(data)
                 outcome = self.cache.by_content(rel, info, digest) if self.cache else None
                 if outcome is None or not self._dependencies_hold(outcome):
                     outcome = self._analyse(rel, data)
                     if self.cache is not None:
                         self.cache.store(rel, info, digest, outcome, self._digests(outcome))
-            elif not self._dependencies_hold(outcome):
-                with open(absolute, "rb") as handle:
-                    data = handle.read(MAX_FILE_BYTES + 1)
-                outcome = self._analyse(rel, data)
-                if self.cache is not None:
-                    self.cache.store(rel, info, _digest(data), outcome, self._digests(outcome))
         except OSError as exc:
             self._problem(rel, f"cannot read file: {exc.strerror or exc}")
             return
@@ -396,8 +391,7 @@ class _Walker:
     def _current_digest(self, rel: str) -> str:
         if rel not in self.digests:
             try:
-                with open(os.path.join(self.root, rel), "rb") as handle:
-                    self.digests[rel] = _digest(handle.read(MAX_FILE_BYTES + 1))
+                self.digests[rel] = _digest(_read_capped(os.path.join(self.root, rel)))
             except OSError:
                 self.digests[rel] = ""
         return self.digests[rel]
@@ -422,15 +416,15 @@ class _Walker:
         """The parsed project file at ``rel`` (for following imports), else None:
         outside the root, not a regular file, too large, undecodable or unparsable."""
         absolute = os.path.normpath(os.path.join(self.root, rel))
-        if not _is_within(os.path.realpath(absolute), os.path.realpath(self.root)):
+        if not _is_within(os.path.realpath(absolute), self.real_root):
             return None
         try:
             if not stat.S_ISREG(os.stat(absolute).st_mode):
                 return None
-            with open(absolute, "rb") as handle:
-                data = handle.read(MAX_FILE_BYTES + 1)
+            data = _read_capped(absolute)
         except OSError:
             return None
+        self.digests[rel] = _digest(data)  # the cache records it: no second read
         text = _decode(data)
         if len(data) > MAX_FILE_BYTES or isinstance(text, Problem):
             return None
@@ -476,6 +470,13 @@ def _could_define_flow(text: str) -> bool:
         re.search(rf"^[ \t]*@[ \t]*{re.escape(alias)}\b", text, re.MULTILINE)
         for alias in _FLOW_ALIAS.findall(text)
     )
+
+
+def _read_capped(path: str) -> bytes:
+    """A file's bytes, at most one more than ``MAX_FILE_BYTES`` (so a huge one is told
+    apart without reading it all)."""
+    with open(path, "rb") as handle:
+        return handle.read(MAX_FILE_BYTES + 1)
 
 
 def _digest(data: bytes) -> str:

@@ -20,7 +20,7 @@ from collections import Counter
 from collections.abc import Iterable, Mapping
 from copy import deepcopy
 from dataclasses import dataclass, field
-from pathlib import PurePosixPath
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from deploy_lib.errors import DeployError, DiscoveryError, PartialFailure
@@ -147,6 +147,15 @@ class FlowMetadata:
     @property
     def is_valid(self) -> bool:
         return not self.problems
+
+    def is_named(self, selector: str) -> bool:
+        """Whether a ``--flow`` value names this flow: its name (every file that defines
+        it), or an entrypoint in either form (``flows/a.py:f``, ``flows.a:f``; a leading
+        ``./`` is ignored) for this one function."""
+        if selector == self.name:
+            return True
+        target = selector.strip().removeprefix("./")
+        return ":" in target and target in (self.entrypoint, self.module_entrypoint)
 
     @property
     def supports_python_deployment(self) -> bool:
@@ -293,6 +302,12 @@ class Settings:
     @property
     def api_key(self) -> str:
         return str(self.get("api_key") or "")
+
+    @property
+    def ca_bundle(self) -> str:
+        """The CA bundle for an https api_url (relative to the project root), or ""."""
+        value = str(self.get("ca_bundle") or "")
+        return str(Path(self.root) / value) if value else ""
 
     def work_pool(self, type: str) -> str:
         """The work pool for a deployment type (``python`` or ``docker``)."""

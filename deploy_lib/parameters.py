@@ -139,21 +139,31 @@ def schema_notes(flow: FlowMetadata) -> list[tuple[str, str]]:
     for param in flow.parameters:
         if param.annotation is None or param.kind in ("var_positional", "var_keyword"):
             continue
-        annotation = param.resolved or param.annotation
         if param.note is not None:
             notes.append((param.name, f"{param.note}; any value is accepted"))
             continue
         try:
-            if REFERENCE in annotation:
-                _schema(_parse(annotation), _Definitions(flow.types, {}))
-            else:
-                _annotation_schema(annotation)
+            _type_schema(param, flow.types, {})
         except _Unsupported as exc:
-            what = str(exc) or annotation
+            what = str(exc) or param.resolved or param.annotation
             notes.append(
                 (param.name, f"type {what} is not one read from source; any value is accepted")
             )
     return notes
+
+
+def _type_schema(
+    param: Parameter, types: Mapping[str, Any], definitions: dict[str, Any]
+) -> dict[str, Any]:
+    """The JSON schema of ``param``'s annotation; the classes it refers to go into
+    ``definitions`` (only when the whole schema resolved).  Raises ``_Unsupported``."""
+    annotation = param.resolved or param.annotation
+    if annotation is None or REFERENCE not in annotation:
+        return _top_level_metadata(_annotation_schema(annotation))
+    found: dict[str, Any] = {}
+    schema = _top_level_metadata(_schema(_parse(annotation), _Definitions(types, found)))
+    definitions.update(found)
+    return schema
 
 
 def _property(
@@ -163,16 +173,8 @@ def _property(
     types: Mapping[str, Any],
     definitions: dict[str, Any],
 ) -> dict[str, Any]:
-    annotation = param.resolved or param.annotation
     try:
-        if annotation is not None and REFERENCE in annotation:
-            found: dict[str, Any] = {}
-            type_schema = _schema(_parse(annotation), _Definitions(types, found))
-            # Only a parameter whose whole schema resolved adds its definitions.
-            definitions.update(found)
-        else:
-            type_schema = _annotation_schema(annotation)
-        type_schema = _top_level_metadata(type_schema)
+        type_schema = _type_schema(param, types, definitions)
     except _Unsupported:
         type_schema = {}
     if param.kind == "var_positional":

@@ -173,6 +173,14 @@ class DeployOutcome:
     # What is expected of ordinary settings (``Prepared.notes``): shown with --verbose.
     notes: tuple[str, ...] = ()
 
+    def raise_if_failed(self) -> None:
+        """After the results are shown: the signal or deadline that stopped the apply
+        (``interruption``), else the apply's own failures (``ApplyResult.raise_if_failed``)."""
+        if (stopped := self.interruption()) is not None:
+            raise stopped
+        if self.result is not None:
+            self.result.raise_if_failed()
+
     def interruption(self) -> DeployError | None:
         """The error to end the command with after its results are shown, if a signal
         or the deadline stopped the apply: "interrupted by SIGTERM after N of M writes"
@@ -358,15 +366,10 @@ def default_env(env: str | None = None) -> str:
 
 
 def discover(settings: Settings, paths: Sequence[str] = (), *, strict: bool = False) -> Discovery:
-    """Discovery over ``paths`` (default: the settings' ``flow_roots``). Reads files only.
-    With ``strict``, raises ``DiscoveryError`` (exit 3) when any problem was found."""
-    found = discovery.discover_flows(
-        Path(settings.root),
-        tuple(paths) or tuple(settings.flow_roots),
-        tuple(settings.exclude),
-        cache_dir=Path(settings.root) / CACHE_DIR,
-        follow_outside_links=settings.follow_outside_links,
-    )
+    """Discovery over ``paths`` (default: the settings' ``flow_roots``), for a reader:
+    each flow's notes also say which parameters' types stay permissive, and why. Reads
+    files only.  With ``strict``, raises ``DiscoveryError`` (exit 3) on any problem."""
+    found = _discovered(settings, paths)
     if strict:
         found.raise_for_problems()
     flows = tuple(
@@ -379,6 +382,18 @@ def discover(settings: Settings, paths: Sequence[str] = (), *, strict: bool = Fa
         for flow in found.flows
     )
     return replace(found, flows=flows)
+
+
+def _discovered(settings: Settings, paths: Sequence[str] = ()) -> Discovery:
+    """The flows under ``paths`` (default: ``flow_roots``), as the stages use them (no
+    schema notes: build computes each schema once, for the deployment)."""
+    return discovery.discover_flows(
+        Path(settings.root),
+        tuple(paths) or tuple(settings.flow_roots),
+        tuple(settings.exclude),
+        cache_dir=Path(settings.root) / CACHE_DIR,
+        follow_outside_links=settings.follow_outside_links,
+    )
 
 
 def find_flow(found: Discovery, name_or_entrypoint: str) -> FlowMetadata | None:
@@ -473,7 +488,7 @@ def prepare(
     ``TemplateError`` / ``SettingsError`` for bad input of the deployments that are
     built: all exit 3 before anything is written.
     """
-    found = discover(settings)
+    found = _discovered(settings)
     if found.problems and not found.flows:
         # Nothing readable at all: a wrong flow_roots or checkout, not a repository to
         # deploy part of (a prune would delete every deployment).
@@ -511,8 +526,7 @@ def prepare(
 def _check_selected(flow_names: Sequence[str], found: Discovery, skipped: Sequence[Skipped]) -> None:
     """A ``--flow`` that names only flows left out is an error that says why."""
     for name in flow_names:
-        target = name.strip().removeprefix("./")
-        hits = [f for f in found.flows if target in (f.name, f.entrypoint, f.module_entrypoint)]
+        hits = [f for f in found.flows if f.is_named(name)]
         if hits and all(not f.is_valid for f in hits):
             reasons = "; ".join(str(s) for s in skipped if s.flow == hits[0].name)
             raise DiscoveryError(f"flow {name!r} has problems and gets no deployment: {reasons}")
@@ -577,6 +591,10 @@ def connect(
     url = api_url(settings, start=start, notify=notify)
     if not settings.api_url:
         options.setdefault("max_writes", 1)  # the embedded server is SQLite
+    if settings.ca_bundle:
+        if not Path(settings.ca_bundle).is_file():
+            raise SettingsError(f"{settings.ca_bundle} is not a file", key="ca_bundle")
+        options.setdefault("ca_bundle", settings.ca_bundle)
     return api.PrefectApi(url, settings.api_key, **options)
 
 
@@ -650,12 +668,11 @@ async def compute_plan(client: Any, prepared: Prepared) -> Plan:
     live = await live_deployments(client, settings, prepared.specs)
     if prepared.flow_names:
         names = {n for n in prepared.flow_names if ":" not in n}
-        chosen = {n.removeprefix("./") for n in prepared.flow_names if ":" in n}
         # A flow chosen by entrypoint: its live deployments in either entrypoint form.
         entrypoints = {
             form
             for s in prepared.specs
-            if chosen & {s.flow.entrypoint, s.flow.module_entrypoint}
+            if any(":" in n and s.flow.is_named(n) for n in prepared.flow_names)
             for form in (s.flow.entrypoint, s.flow.module_entrypoint)
         }
         live = [
@@ -1095,7 +1112,7 @@ def migrate_prefect_yaml(
     ``path``; with ``write``, appended to settings.toml (and taken back when the settings
     then fail to load, so the file is never left broken)."""
     deployments = migrating.read_prefect_yaml(Path(path))
-    found = discover(settings)
+    found = _discovered(settings)
     result = migrating.migrate(
         deployments, lambda entrypoint: discovery.find_flow(found, entrypoint), source=str(path)
     )

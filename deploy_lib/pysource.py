@@ -284,6 +284,7 @@ class Resolver:
         self._failed: dict[tuple[str, str], str] = {}
         # The files each definition was read from (its own and those it refers to).
         self._deps: dict[str, set[str]] = {}
+        self._class_kinds: dict[tuple[str, str], str | None] = {}
         # Files a result depended on (beyond the flow's own), for the discovery cache.
         self.used: set[str] = set()
 
@@ -510,9 +511,17 @@ class Resolver:
         return bases
 
     def _kind_of(self, found: _Found, depth: int = 0) -> str | None:
-        """model / enum / typeddict / dataclass / None (a plain class)."""
+        """model / enum / typeddict / dataclass / None (a plain class); worked out once
+        per class (every use of a class asks)."""
         if depth > _MAX_DEPTH or found.kind != "class" or found.scope is None:
             return None
+        ident = (found.scope.path, found.name)
+        if ident not in self._class_kinds:
+            self._class_kinds[ident] = self._classify(found, depth)
+        return self._class_kinds[ident]
+
+    def _classify(self, found: _Found, depth: int) -> str | None:
+        assert found.scope is not None
         for decorator in found.node.decorator_list:
             target = decorator.func if isinstance(decorator, ast.Call) else decorator
             name = dotted(target)

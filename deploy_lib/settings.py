@@ -535,6 +535,7 @@ _RULES: list[tuple[str, str, Callable[[Any], bool], bool]] = [
     ("deployment_types", 'a non-empty list of "python" and/or "docker"', _is_types, True),
     ("api_url", 'a string: "" (the embedded server) or an http(s):// URL', _is_url, True),
     ("api_key", "a string", _is_str, False),
+    ("ca_bundle", '"" or the path of a CA bundle file (PEM)', _is_str, False),
     ("apply_concurrency", "an integer of at least 1", _is_int(1), True),
     ("deadline", "a number of seconds, 0 for none", _is_seconds, False),
     ("tags", STR_LIST, _is_str_list, True),

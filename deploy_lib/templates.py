@@ -575,7 +575,7 @@ def select_specs(
             f"known: {', '.join(DEPLOYMENT_TYPES)}"
         )
     known = sorted({s.flow.name for s in specs})
-    missing = [n for n in flow_names if not any(_selects(n, s) for s in specs)]
+    missing = [n for n in flow_names if not any(s.flow.is_named(n) for s in specs)]
     if missing:
         raise DiscoveryError(
             f"no deployment for flow(s) {', '.join(map(repr, missing))}; "
@@ -584,17 +584,9 @@ def select_specs(
     return [
         s
         for s in specs
-        if (not flow_names or any(_selects(n, s) for n in flow_names))
+        if (not flow_names or any(s.flow.is_named(n) for n in flow_names))
         and (not types or s.type in types)
     ]
-
-
-def _selects(selector: str, spec: DeploymentSpec) -> bool:
-    """``--flow`` value ``selector`` names ``spec``'s flow (by name or entrypoint)."""
-    if selector == spec.flow.name:
-        return True
-    target = selector.strip().removeprefix("./")
-    return ":" in target and target in (spec.flow.entrypoint, spec.flow.module_entrypoint)
 
 
 def mask_body(body: Any, settings: Settings) -> Any:

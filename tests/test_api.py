@@ -828,6 +828,8 @@ def test_a_ca_bundle_from_the_environment_verifies_https(
     assert _tls_verify("http://127.0.0.1:4200/api") is False
     monkeypatch.delenv("REQUESTS_CA_BUNDLE")
     assert _tls_verify("https://prefect.corp/api") is True
+    # The ca_bundle setting, handed in by connect, needs no environment at all.
+    assert isinstance(_tls_verify("https://prefect.corp/api", str(bundle)), ssl.SSLContext)
 
 
 async def test_a_web_page_instead_of_the_api_is_named_not_a_traceback() -> None:

@@ -1113,12 +1113,19 @@ def test_an_unchanged_tree_is_discovered_from_the_cache_without_parsing(
     assert stat.S_IMODE((cache / "discovery.json").stat().st_mode) == 0o600
 
 
-def test_a_changed_file_is_read_again_and_only_it(tmp_path: Path, parses: list[str]) -> None:
-    write_tree(tmp_path, CACHED_TREE)
-    _age(tmp_path)
-    cache = tmp_path / ".deploy-cache"
-    discover_flows(tmp_path, cache_dir=cache)
+def _warm_cache(root: Path, parses: list[str]) -> Path:
+    """CACHED_TREE under ``root``, discovered once into its cache (the parses of that
+    first run forgotten); the cache folder."""
+    write_tree(root, CACHED_TREE)
+    _age(root)
+    cache = root / ".deploy-cache"
+    discover_flows(root, cache_dir=cache)
     parses.clear()
+    return cache
+
+
+def test_a_changed_file_is_read_again_and_only_it(tmp_path: Path, parses: list[str]) -> None:
+    cache = _warm_cache(tmp_path, parses)
 
     (tmp_path / "flows" / "b.py").write_text(
         "from prefect import flow\n\n@flow(name='renamed')\ndef b(): ...\n"
@@ -1134,11 +1141,7 @@ def test_a_flow_is_read_again_when_a_module_its_types_come_from_changes(
 ) -> None:
     from deploy_lib.parameters import parameter_schema
 
-    write_tree(tmp_path, CACHED_TREE)
-    _age(tmp_path)
-    cache = tmp_path / ".deploy-cache"
-    discover_flows(tmp_path, cache_dir=cache)
-    parses.clear()
+    cache = _warm_cache(tmp_path, parses)
 
     (tmp_path / "flows" / "models.py").write_text(
         "from pydantic import BaseModel\n\nclass Order(BaseModel):\n    id: int\n    note: str = ''\n"

@@ -587,6 +587,22 @@ def test_connect_uses_the_settings_url_and_key() -> None:
     assert seen[0].headers["Authorization"] == f"Bearer {SECRET_KEY}"
 
 
+def test_connect_trusts_the_ca_bundle_setting_and_names_one_that_is_missing(
+    tmp_path: Path, mocker: Any
+) -> None:
+    import certifi
+
+    (tmp_path / "ca.pem").write_bytes(Path(certifi.where()).read_bytes())
+    made = mocker.spy(pipeline.api, "PrefectApi")
+    data = {"api_url": "https://prefect.example.com/api", "ca_bundle": "ca.pem"}
+    pipeline.connect(Settings(env="production", root=str(tmp_path), data=data))
+    assert made.call_args.kwargs["ca_bundle"] == str(tmp_path / "ca.pem")
+
+    missing = Settings(env="production", root=str(tmp_path), data={**data, "ca_bundle": "gone.pem"})
+    with pytest.raises(SettingsError, match=r"key 'ca_bundle'.*gone\.pem is not a file"):
+        pipeline.connect(missing)
+
+
 # -- the layout: pipeline is the only wiring --------------------------------------------
 
 PACKAGE = REPO / "deploy_lib"
