@@ -52,7 +52,7 @@ from deploy_lib.errors import (
     RunTimedOut,
     SettingsError,
 )
-from deploy_lib.models import POOL_TYPES
+from deploy_lib.models import pool_type
 
 DEFAULT_TIMEOUT = 30.0  # seconds per attempt (read/write/pool); connect is capped at 5 s
 DEFAULT_RETRIES = 5  # so at most 6 attempts
@@ -290,6 +290,42 @@ class PrefectApi:
                 names[str(flow["id"])] = str(flow["name"])
                 self._flow_ids.setdefault(str(flow["name"]), str(flow["id"]))
         return names
+
+    # -- automations (a deployment's triggers) ----------------------------------------
+
+    async def automations_owned_by(self, deployment_id: str) -> list[dict[str, Any]]:
+        """The automations of deployment ``deployment_id``'s triggers, sorted by name:
+        those related to it that run it (the server's answer does not say which
+        resource owns an automation, so one made by hand that runs this deployment
+        counts too)."""
+        resource = f"prefect.deployment.{deployment_id}"
+        response = await self._request("GET", f"automations/related-to/{_segment(resource)}")
+        owned = [
+            a
+            for a in _as_list(response.json())
+            if a.get("owner_resource", resource) == resource
+            and any(
+                isinstance(action, Mapping) and str(action.get("deployment_id")) == deployment_id
+                for action in a.get("actions") or ()
+            )
+        ]
+        return sorted(owned, key=lambda a: str(a.get("name")))
+
+    async def replace_automations(
+        self,
+        deployment_id: str,
+        automations: Sequence[Mapping[str, Any]],
+        *,
+        deployment: str | None = None,
+    ) -> None:
+        """Delete the automations deployment ``deployment_id`` owns, then create
+        ``automations`` (each owned by it), as ``prefect deploy`` does."""
+        resource = f"prefect.deployment.{deployment_id}"
+        await self._request(
+            "DELETE", f"automations/owned-by/{_segment(resource)}", deployment=deployment
+        )
+        for automation in automations:
+            await self._request("POST", "automations/", body=automation, deployment=deployment)
 
     # -- work pools ------------------------------------------------------------------
 
@@ -605,21 +641,22 @@ async def work_pools_report(
 ) -> list[dict[str, Any]]:
     """Check the work pools an environment needs; with ``create``, make the missing ones.
 
-    ``pools`` maps a deployment type (``python``, ``docker``) to a pool name.  Returns
+    ``pools`` maps a deployment type (``python``, ``docker``, ``kubernetes``, ...) to a
+    pool name; a missing pool is created with its type's default base job template.  Returns
     one row per type: ``deployment_type``, ``name``, ``expected_type``, ``exists``,
     ``type`` (None when missing), ``type_ok``, ``created`` and ``workers_online``."""
     rows: list[dict[str, Any]] = []
     for deployment_type, name in pools.items():
-        expected = POOL_TYPES[deployment_type]
+        expected = pool_type(deployment_type)
         pool = await api.read_work_pool(name)
         created = False
         if pool is None and create:
             pool = await api.create_work_pool(name, expected)
             created = True
         online = 0
-        pool_type = None
+        found_type = None
         if pool is not None:
-            pool_type = pool.get("type")
+            found_type = pool.get("type")
             workers = await api.list_workers(name)
             online = sum(1 for w in workers if w.get("status") == "ONLINE")
         rows.append(
@@ -628,8 +665,8 @@ async def work_pools_report(
                 "name": name,
                 "expected_type": expected,
                 "exists": pool is not None,
-                "type": pool_type,
-                "type_ok": pool_type == expected,
+                "type": found_type,
+                "type_ok": found_type == expected,
                 "created": created,
                 "workers_online": online,
             }
@@ -823,6 +860,13 @@ def _bundled_templates() -> dict[str, dict[str, Any]]:
                 if isinstance(worker, dict) and "default_base_job_configuration" in worker
             }
     return {}
+
+
+def bundled_job_templates() -> dict[str, dict[str, Any]]:
+    """Every work pool type's default base job template that ships with Prefect, by
+    type (``process``, ``docker``, ``kubernetes``, ``ecs``, ...).  Read once; callers
+    must not change what they get."""
+    return _bundled_templates()
 
 
 def bundled_job_template(pool_type: str) -> dict[str, Any] | None:

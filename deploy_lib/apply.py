@@ -15,6 +15,7 @@ flight at a time; writes the server was too busy to take get one more, serial, t
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import replace
@@ -27,6 +28,7 @@ from deploy_lib.errors import (
     SettingsError,
 )
 from deploy_lib.models import (
+    AUTOMATION_DEPLOYMENT_MARK,
     CONFLICT,
     CONFLICT_STATUS,
     CREATE,
@@ -60,6 +62,14 @@ class DeploymentApi(Protocol):
     ) -> bool: ...
 
     async def read_deployment_by_name(self, flow_name: str, name: str) -> dict[str, Any] | None: ...
+
+    async def replace_automations(
+        self,
+        deployment_id: str,
+        automations: Any,
+        *,
+        deployment: str | None = None,
+    ) -> None: ...
 
 
 # The note of a write a signal kept from starting.
@@ -237,6 +247,8 @@ class _Runner:
         if change.action == DELETE:
             if change.live_id is None:
                 raise DeployError(f"deployment {change.deployment!r} has no id to delete")
+            # Its triggers' automations first: the server keeps them after the deployment.
+            await self._write_automations(change, change.live_id)
             # False means someone deleted it meanwhile: the desired state holds either way.
             await self._api.delete_deployment(change.live_id, deployment=change.deployment)
             return DELETED, change.live_id, None
@@ -245,6 +257,7 @@ class _Runner:
         if change.action == RENAME and change.body is not None:
             await self._ensure_flow(change.flow_name)
             deployment_id, _ = await self._api.upsert_deployment(change.body)
+            await self._write_automations(change, str(deployment_id))
             note = f"renamed from {change.renamed_from}; the old one is kept (--prune deletes it)"
             if self._prune and change.live_id is not None:
                 await self._api.delete_deployment(change.live_id, deployment=change.renamed_from)
@@ -256,11 +269,23 @@ class _Runner:
             )
         await self._ensure_flow(change.flow_name)
         deployment_id, created = await self._api.upsert_deployment(change.body)
+        await self._write_automations(change, str(deployment_id))
         # A planned create the server calls an update was still made by this run (a busy
         # attempt that landed before its retry); a planned update the server calls a
         # create means it vanished meanwhile and now exists again.
         status = CREATED if created or change.action == CREATE else UPDATED
         return status, str(deployment_id), None
+
+    async def _write_automations(self, change: Change, deployment_id: str) -> None:
+        """Put the automations of ``change``'s triggers in place of those the deployment
+        owns (nothing when the plan leaves them alone)."""
+        if change.automations is None:
+            return
+        mark = AUTOMATION_DEPLOYMENT_MARK
+        bodies = [
+            json.loads(json.dumps(a).replace(mark, deployment_id)) for a in change.automations
+        ]
+        await self._api.replace_automations(deployment_id, bodies, deployment=change.deployment)
 
     async def _check_still_free(self, change: Change) -> None:
         """Just before a create: when a deployment of that flow and name appeared since

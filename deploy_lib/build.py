@@ -43,6 +43,7 @@ Decisions worth knowing:
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import os
 import re
@@ -65,13 +66,22 @@ from deploy_lib.models import (
     Settings,
 )
 from deploy_lib.models import plain as _plain
+from deploy_lib.pools import (
+    RESOURCE_ALIASES,
+    deployment_type,
+    is_container,
+    map_resources,
+    pool_type,
+)
 
 STEP = "prefect.deployments.steps."
 CLONE_STEP_ID = "clone-step"
 VERSION_LENGTH = 12
 _SCHEDULE_KINDS = ("cron", "interval", "rrule")
+_SCHEDULE_ITEM_KEYS = ("active", "parameters", "slug")
 _VAR_KINDS = ("var_positional", "var_keyword")
 SchemaOf = Callable[[FlowMetadata], Mapping[str, Any]]
+Templates = Mapping[str, Mapping[str, Any] | None]
 
 
 @dataclass(frozen=True)
@@ -91,9 +101,12 @@ def build_deployments(
     *,
     git: GitInfo,
     schema_of: SchemaOf,
+    templates: Templates | None = None,
 ) -> BuildResult:
     """Compute every deployment of ``flows`` for ``settings.env``; ``schema_of`` gives a
-    flow's parameter schema (``parameters.parameter_schema``, handed in by the pipeline).
+    flow's parameter schema (``parameters.parameter_schema``, handed in by the pipeline)
+    and ``templates`` each work pool type's base job template (what a type's job
+    variables can say: its image, its resources).
 
     Reads each flow's files once to hash its version (``flow_version``); otherwise pure.
     Returns the contexts sorted by flow name then type, and the warnings as sentences.
@@ -101,7 +114,7 @@ def build_deployments(
     ``SettingsError`` only when two types of one flow would share a deployment name.
     """
     flows = sorted(flows, key=lambda f: (f.name, f.path, f.function))
-    env = _EnvValues.read(settings, git, schema_of)
+    env = _EnvValues.read(settings, git, schema_of, templates or {})
     problems: list[tuple[str, str]] = []
     warnings: list[str] = list(env.warnings)
     contexts: list[BuildContext] = []
@@ -116,6 +129,7 @@ def build_deployments(
                 f"settings key 'flows.{name}' names no discovered flow; its overrides are unused"
             )
     warnings += _shared_name_notes(flows, bases)
+    warnings += _unknown_type_warnings(settings.used_types, env.templates)
 
     for flow in flows:
         if not flow.is_valid:
@@ -146,7 +160,7 @@ def build_deployments(
                         names[type_],
                         shared,
                         env,
-                        image_for(flow, settings, bases, env.digests) if type_ == "docker" else "",
+                        _image(flow, type_, shared.overrides, settings, bases, env),
                     ),
                 )
             )
@@ -157,6 +171,7 @@ def build_deployments(
             f"{len(problems)} settings problem(s) stop the build:\n" + "\n".join(lines)
         )
     notes = _skipped_parameter_warnings(skipped_params)
+    warnings += _unexpressed_warnings(env.unexpressed)
     warnings += [line for is_warning, line in required if is_warning]
     notes += [line for is_warning, line in required if not is_warning]
     return BuildResult(tuple(contexts), tuple(warnings), tuple(notes))
@@ -331,8 +346,9 @@ def image_for(
 
 
 def convert_schedules(items: Any) -> Any:
-    """Settings schedules (``{cron=..., timezone=..., active=...}``) -> the server's
-    ``{"schedule": {...}, "active": bool}`` items. Anything not a list of tables is
+    """Settings schedules (``{cron=..., timezone=..., active=..., parameters=...,
+    slug=...}``) -> the server's ``{"schedule": {...}, "active": bool, "parameters":
+    {...}, "slug": ...}`` items. Anything not a list of tables is
     returned unchanged, for validation to report."""
     if not isinstance(items, Sequence) or isinstance(items, str):
         return items
@@ -341,10 +357,15 @@ def convert_schedules(items: Any) -> Any:
         if not isinstance(item, Mapping):
             out.append(item)
             continue
-        schedule = {k: _plain(v) for k, v in item.items() if k != "active"}
+        schedule = {k: _plain(v) for k, v in item.items() if k not in _SCHEDULE_ITEM_KEYS}
         if isinstance(schedule.get("interval"), int) and not isinstance(schedule["interval"], bool):
             schedule["interval"] = float(schedule["interval"])
-        out.append({"schedule": schedule, "active": _plain(item.get("active", True))})
+        converted = {"schedule": schedule, "active": _plain(item.get("active", True))}
+        # Per-schedule parameters (over the deployment's) and a slug, Prefect's own keys.
+        for key in ("parameters", "slug"):
+            if key in item:
+                converted[key] = _plain(item[key])
+        out.append(converted)
     return out
 
 
@@ -374,12 +395,17 @@ class _EnvValues:
     parameters: dict[str, Any]
     env_vars: dict[str, str]
     queue: str
+    templates: Templates = field(default_factory=dict)
     cache: dict[str, Any] = field(default_factory=dict, compare=False)
+    # (deployment type, resource) -> (settings key, value, deployments it misses).
+    unexpressed: dict[tuple[str, str], list[Any]] = field(default_factory=dict, compare=False)
     # One build-context hash per Dockerfile, for the run.
     digests: dict[str, str] = field(default_factory=dict, compare=False)
 
     @classmethod
-    def read(cls, settings: Settings, git: GitInfo, schema_of: SchemaOf) -> _EnvValues:
+    def read(
+        cls, settings: Settings, git: GitInfo, schema_of: SchemaOf, templates: Templates
+    ) -> _EnvValues:
         warnings: list[str] = []
         types = _known_types(settings.deployment_types)
         return cls(
@@ -396,7 +422,15 @@ class _EnvValues:
             parameters=settings.parameters,
             env_vars=settings.env_vars,
             queue=settings.work_queue,
+            templates=templates,
         )
+
+    def template(self, type_: str) -> Mapping[str, Any] | None:
+        """The base job template of the pool type ``type_`` deployments run on."""
+        return self.templates.get(pool_type(type_))
+
+    def is_container(self, type_: str) -> bool:
+        return type_ == "docker" or is_container(self.template(type_))
 
     def get(self, key: str, default: Any = None) -> Any:
         # Read once per run: every flow asks for the same dozen keys.
@@ -407,8 +441,10 @@ class _EnvValues:
 
 
 def _known_types(raw: Sequence[str]) -> tuple[str, ...]:
-    """``raw`` in the order of ``DEPLOYMENT_TYPES`` (settings checked every name)."""
-    return tuple(t for t in DEPLOYMENT_TYPES if t in raw)
+    """``raw`` without repeats: python and docker first, then the others as named
+    (settings checked every name)."""
+    first = [t for t in DEPLOYMENT_TYPES if t in raw]
+    return tuple(_dedupe([*first, *raw]))
 
 
 # -- per-flow overrides -----------------------------------------------------------------
@@ -425,18 +461,36 @@ def _types_for(
     env: _EnvValues,
     warnings: list[str],
 ) -> tuple[str, ...]:
+    has_image = flow.supports_docker_deployment or bool(overrides.get("image"))
     if "types" in overrides:
         wanted = _known_types(overrides["types"])
-        if "docker" in wanted and not flow.supports_docker_deployment:
-            warnings.append(
-                f"flow {flow.name!r}: settings key 'flows.{flow.name}.types' asks for docker, "
-                f"but no Dockerfile was found beside {flow.path}; docker skipped"
-            )
+        for t in wanted:
+            if env.is_container(t) and not has_image:
+                warnings.append(
+                    f"flow {flow.name!r}: settings key 'flows.{flow.name}.types' asks for {t}, "
+                    f"but no Dockerfile was found beside {flow.path} and "
+                    f"'flows.{flow.name}.image' names no image; {t} skipped"
+                )
     else:
         wanted = env.types
-    return tuple(
-        t for t in wanted if t == "python" or (t == "docker" and flow.supports_docker_deployment)
-    )
+    return tuple(t for t in wanted if not env.is_container(t) or has_image)
+
+
+def _image(
+    flow: FlowMetadata,
+    type_: str,
+    overrides: Mapping[str, Any],
+    settings: Settings,
+    bases: Mapping[str, str],
+    env: _EnvValues,
+) -> str:
+    """The image a container deployment runs: the flow's ``image`` setting, else the
+    one built from its Dockerfile; "" for a type that runs no image."""
+    if not env.is_container(type_):
+        return ""
+    if overrides.get("image"):
+        return str(overrides["image"])
+    return image_for(flow, settings, bases, env.digests)
 
 
 def _names_for(
@@ -566,27 +620,22 @@ def _deployment(
 
     run_env = dict(shared.env)
     image: str | None = None
-    if type_ == "docker":
+    template = env.template(type_)
+    job_variables: dict[str, Any]
+    if env.is_container(type_):
         image = image_of
         extra = env.get("docker.extra_pip_packages", [])
         if extra:
             run_env["EXTRA_PIP_PACKAGES"] = " ".join(str(p) for p in _listed(extra))
             sources["job_variables.env.EXTRA_PIP_PACKAGES"] = "docker.extra_pip_packages"
-        job_variables: dict[str, Any] = {
-            "image": image,
-            "image_pull_policy": env.get("docker.image_pull_policy"),
-            "env": run_env,
-            "mem_limit": env.get("resources.mem_limit"),
-            "memswap_limit": env.get("resources.memswap_limit"),
-        }
-        sources.update(
-            {
-                "job_variables.image": "docker.registry",
-                "job_variables.image_pull_policy": "docker.image_pull_policy",
-                "job_variables.mem_limit": "resources.mem_limit",
-                "job_variables.memswap_limit": "resources.memswap_limit",
-            }
-        )
+        job_variables = {"image": image}
+        sources["job_variables.image"] = f"{fkey}.image" if ov.get("image") else "docker.registry"
+        if type_ == "docker" or "image_pull_policy" in (template or {}).get("variables", {}).get(
+            "properties", {}
+        ):
+            job_variables["image_pull_policy"] = env.get("docker.image_pull_policy")
+            sources["job_variables.image_pull_policy"] = "docker.image_pull_policy"
+        job_variables["env"] = run_env
         pull_steps = [_step("set_working_directory", directory=env.get("docker.working_dir"))]
         sources["pull_steps"] = "docker.working_dir"
     else:
@@ -594,19 +643,39 @@ def _deployment(
         if index_url:
             run_env.setdefault("PIP_INDEX_URL", str(index_url))
             sources["job_variables.env.PIP_INDEX_URL"] = "pull.pip_index_url"
-        job_variables = {"env": run_env, "working_dir": str(env.root)}
+        job_variables = {"env": run_env}
+        if type_ == "python" or "working_dir" in (template or {}).get("variables", {}).get(
+            "properties", {}
+        ):
+            job_variables["working_dir"] = str(env.root)
         pull_steps = _python_pull_steps(flow, env)
         sources["pull_steps"] = "pull"
 
-    concurrency = ov.get("concurrency_limit", env.get("resources.concurrency_limit"))
-    sources["concurrency_limit"] = (
-        f"{fkey}.concurrency_limit" if "concurrency_limit" in ov else "resources.concurrency_limit"
+    limits = _resources(flow, type_, ov, env)
+    if template is not None:
+        mapped, missing = map_resources({k: v for k, (v, _) in limits.items()}, template)
+        for variable, (resource, value) in mapped.items():
+            job_variables[variable] = value
+            sources[f"job_variables.{variable}"] = limits[resource][1]
+        for resource in missing:
+            seen = env.unexpressed.setdefault(
+                (type_, resource), [limits[resource][1], limits[resource][0], 0]
+            )
+            seen[2] += 1
+
+    concurrency, sources["concurrency_limit"] = limits.get(
+        "concurrency_limit", (None, "resources.concurrency_limit")
     )
+    strategy, strategy_key = limits.get("collision_strategy", (None, ""))
+    if strategy is not None:
+        sources["concurrency_options.collision_strategy"] = strategy_key
     paused = ov.get("paused", env.get("paused", False))
     sources["paused"] = f"{fkey}.paused" if "paused" in ov else "paused"
     sources["enforce_parameter_schema"] = "enforce_parameter_schema"
     sources["entrypoint"] = "entrypoint_style"
     sources["tags"] = f"{fkey}.tags" if "tags" in ov else "tags"
+    if "triggers" in ov:
+        sources["triggers"] = f"{fkey}.triggers"
 
     owner = [f"{RUNTIME_TAG_PREFIX}{type_}", f"{ENV_TAG_PREFIX}{env.env}", MANAGED_BY_TAG]
     tags = _dedupe([*owner, f"{PROJECT_TAG_PREFIX}{env.settings.project}", *shared.tags])
@@ -626,13 +695,85 @@ def _deployment(
         "pull_steps": pull_steps,
         "schedules": shared.schedules,
         "concurrency_limit": concurrency,
+        "concurrency_options": (
+            {"collision_strategy": strategy} if strategy is not None else None
+        ),
         "paused": paused,
         "enforce_parameter_schema": env.get("enforce_parameter_schema", True),
+        "triggers": _triggers(ov.get("triggers"), name),
         "type": type_,
         "image": image,
         "slug": flow_slug(flow.name),
         "sources": sources,
     }
+
+
+def _triggers(raw: Any, name: str) -> list[Any]:
+    """The flow's ``triggers``, each named as Prefect names them when it has no name
+    (``<deployment>__automation_<n>``); anything not a table is kept for validation
+    to report."""
+    out: list[Any] = []
+    for number, trigger in enumerate(_listed(raw), start=1):
+        if isinstance(trigger, Mapping):
+            trigger = {"name": f"{name}__automation_{number}", **_plain(trigger)}
+        out.append(trigger)
+    return out
+
+
+def _resources(
+    flow: FlowMetadata, type_: str, ov: Mapping[str, Any], env: _EnvValues
+) -> dict[str, tuple[Any, str]]:
+    """The resource limits of one deployment, each with the settings key it came from:
+    ``resources``, then ``resources.<type>``, then the flow's ``resources`` (and its
+    ``<type>`` table), then the flow's own ``concurrency_limit`` and
+    ``collision_strategy``.  ``mem_limit``/``memswap_limit`` are read as ``memory`` /
+    ``memory_swap``; the new name wins within one table."""
+    out: dict[str, tuple[Any, str]] = {}
+    fkey = f"flows.{flow.name}"
+    layers = [("resources", env.get("resources", {})), (f"{fkey}.resources", ov.get("resources"))]
+    for prefix, table in layers:
+        if not isinstance(table, Mapping):
+            continue
+        for where, part in ((prefix, table), (f"{prefix}.{type_}", table.get(type_))):
+            if not isinstance(part, Mapping):
+                continue
+            ordered = sorted(part.items(), key=lambda kv: kv[0] not in RESOURCE_ALIASES)
+            for key, value in ordered:
+                if isinstance(value, Mapping) or value is None:
+                    continue
+                out[RESOURCE_ALIASES.get(key, key)] = (value, f"{where}.{key}")
+    for key in ("concurrency_limit", "collision_strategy"):
+        if key in ov:
+            out[key] = (ov[key], f"{fkey}.{key}")
+    return out
+
+
+def _unknown_type_warnings(types: Sequence[str], templates: Templates) -> list[str]:
+    """A type whose pool type Prefect ships no job template for: a typo, or a pool type
+    of the user's own (then the live pool's template is the only check)."""
+    if not templates:
+        return []
+    known = sorted(deployment_type(t) for t in templates)
+    out = []
+    for type_ in types:
+        if pool_type(type_) in templates:
+            continue
+        close = difflib.get_close_matches(type_, known, n=1)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        out.append(
+            f"deployment type {type_!r} is no work pool type Prefect ships ({hint}known: "
+            f"{', '.join(known)}); its job variables are checked against its live work pool only"
+        )
+    return out
+
+
+def _unexpressed_warnings(unexpressed: Mapping[tuple[str, str], list[Any]]) -> list[str]:
+    """One warning per deployment type and resource limit its pool type cannot say."""
+    return [
+        f"{key} = {value!r} is not applied to {count} {type_} deployment(s): the job template "
+        f"of {pool_type(type_)} work pools has no variable for {resource.replace('_', ' ')}"
+        for (type_, resource), (key, value, count) in sorted(unexpressed.items())
+    ]
 
 
 def _work_pool(

@@ -3,10 +3,11 @@
 ``invoke migrate --prefect-yaml PATH`` reads the deployments of a prefect.yaml (YAML
 anchors and aliases resolved, as Prefect's loader does) and, for each whose entrypoint is
 a discovered flow, writes a ``[default.flows."<flow>"]`` table: the deployment's name
-(``names.python``), description, tags, parameters, schedules, work pool and queue,
-concurrency limit and paused flag.  What our settings cannot say per flow (job
-variables, build/push/pull steps, a per-deployment ``enforce_parameter_schema``, a
-schedule's own parameters or slug) is listed as a note, never silently dropped.  With
+(``names.python``), description, tags, parameters, schedules (with their own
+parameters and slug), work pool and queue, concurrency limit and collision strategy,
+triggers and paused flag.  What our settings cannot say per flow (job variables,
+build/push/pull steps, a per-deployment ``enforce_parameter_schema``, SLAs) is listed
+as a note, never silently dropped.  With
 ``--write`` the tables are appended to settings.toml (a flow that already has a table
 there is refused, so nothing of the user's is overwritten); after ``invoke adopt`` the
 plan against a server deployed from that prefect.yaml is empty.
@@ -31,8 +32,10 @@ from deploy_lib.errors import InputError
 from deploy_lib.models import RESERVED_TAG_PREFIXES, FlowMetadata
 
 # Keys of a prefect.yaml deployment that become settings, and those we note instead.
-_SCHEDULE_KEYS = ("cron", "interval", "rrule", "timezone", "anchor_date", "day_or", "active")
-_NOTED = ("build", "push", "pull", "version", "enforce_parameter_schema", "concurrency_options")
+_SCHEDULE_KEYS = (
+    "cron", "interval", "rrule", "timezone", "anchor_date", "day_or", "active", "parameters", "slug",
+)
+_NOTED = ("build", "push", "pull", "version", "enforce_parameter_schema", "sla")
 
 
 @dataclass(frozen=True)
@@ -125,8 +128,20 @@ def _table(
                 f"{where}: work_pool.job_variables {sorted(pool['job_variables'])} are not "
                 "per-flow settings here; put them in env_vars or a template overlay"
             )
-    if deployment.get("concurrency_limit") is not None:
-        table["concurrency_limit"] = deployment["concurrency_limit"]
+    limit = deployment.get("concurrency_limit")
+    if isinstance(limit, Mapping):  # {limit: N, collision_strategy: X}
+        if limit.get("limit") is not None:
+            table["concurrency_limit"] = limit["limit"]
+        if limit.get("collision_strategy"):
+            table["collision_strategy"] = str(limit["collision_strategy"]).upper()
+    elif limit is not None:
+        table["concurrency_limit"] = limit
+    options = deployment.get("concurrency_options")
+    if isinstance(options, Mapping) and options.get("collision_strategy"):
+        table["collision_strategy"] = str(options["collision_strategy"]).upper()
+    triggers = deployment.get("triggers")
+    if isinstance(triggers, list) and triggers:
+        table["triggers"] = [dict(t) for t in triggers if isinstance(t, Mapping)]
     if deployment.get("paused") is not None:
         table["paused"] = bool(deployment["paused"])
     for key in _NOTED:

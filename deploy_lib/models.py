@@ -25,7 +25,29 @@ from typing import Any
 
 from deploy_lib.errors import DeployError, DiscoveryError, PartialFailure
 
+# The deployment types a flow gets when settings name none.  Every work pool type with a
+# known job template is a deployment type too (``pools``: python runs on process pools,
+# any other type on pools of its own name).
 DEPLOYMENT_TYPES = ("python", "docker")
+PROCESS = "process"
+
+
+def pool_type(deployment_type: str) -> str:
+    """The work pool type a deployment type runs on (``python`` -> ``process``; every
+    other type runs on pools of its own name)."""
+    return PROCESS if deployment_type == "python" else deployment_type
+
+
+def deployment_type(pool_type_: str) -> str:
+    """The deployment type of a work pool type (``process`` -> ``python``)."""
+    return "python" if pool_type_ == PROCESS else pool_type_
+
+
+# What a deployment does when its concurrency limit is reached (Prefect's
+# ConcurrencyLimitStrategy).
+COLLISION_STRATEGIES = ("ENQUEUE", "CANCEL_NEW")
+# A deployment type as settings may name one: a work pool type's spelling.
+TYPE_NAME = r"[a-z][a-z0-9:_-]{0,62}"
 
 
 @dataclass(frozen=True)
@@ -310,7 +332,7 @@ class Settings:
         return str(Path(self.root) / value) if value else ""
 
     def work_pool(self, type: str) -> str:
-        """The work pool for a deployment type (``python`` or ``docker``)."""
+        """The work pool for a deployment type (``python``, ``docker``, ``kubernetes``...)."""
         return str(self.get(f"work_pool.{type}") or "")
 
     @property
@@ -340,6 +362,18 @@ class Settings:
         """The types every flow gets (those it can have); all of them when unset."""
         types = self.get("deployment_types")
         return list(DEPLOYMENT_TYPES if types is None else types)
+
+    @property
+    def used_types(self) -> list[str]:
+        """``deployment_types`` and then every type a flow's own ``types`` names."""
+        found = self.deployment_types
+        flows = self.get("flows")
+        for override in flows.values() if isinstance(flows, Mapping) else ():
+            types = override.get("types") if isinstance(override, Mapping) else None
+            for item in types if isinstance(types, list) else ():
+                if item not in found:
+                    found.append(str(item))
+        return found
 
     @property
     def apply_concurrency(self) -> int:
@@ -423,6 +457,11 @@ RUNTIME_TAG_PREFIX = "runtime:"
 RESERVED_TAG_PREFIXES = (PROJECT_TAG_PREFIX, ENV_TAG_PREFIX, RUNTIME_TAG_PREFIX, "managed-by")
 LABEL_FINGERPRINT = "deploy-lib.fingerprint"
 LABEL_FIELDS = "deploy-lib.fields"
+# The deployment id a trigger's automation is computed with before the deployment
+# exists; apply puts the real one in its place.
+AUTOMATION_DEPLOYMENT_MARK = "00000000-0000-4000-8000-00000000d1d0"
+# The hash of the automations a deployment's triggers made when this tool wrote it.
+LABEL_TRIGGERS = "deploy-lib.triggers"
 
 
 def ownership_tags(project: str, env: str) -> list[str]:
@@ -474,13 +513,16 @@ class DeploymentSpec:
     so it maps onto POST /deployments/ one to one): ``name``, ``flow_name``,
     ``entrypoint``, ``description``, ``version``, ``work_pool_name``,
     ``work_queue_name``, ``tags``, ``parameters``, ``parameter_openapi_schema``,
-    ``job_variables``, ``pull_steps``, ``schedules``, ``concurrency_limit``, ``paused``,
-    ``enforce_parameter_schema``.  ``schedules`` use the server's shape, one item per
-    schedule: ``{"schedule": {"cron": "0 6 * * *", "timezone": "UTC"}, "active": True}``
-    (or ``{"interval": 3600.0, ...}`` / ``{"rrule": "...", ...}`` inside ``schedule``);
+    ``job_variables``, ``pull_steps``, ``schedules``, ``concurrency_limit``,
+    ``concurrency_options``, ``paused``, ``enforce_parameter_schema``.
+    ``schedules`` use the server's shape, one item per schedule: ``{"schedule":
+    {"cron": "0 6 * * *", "timezone": "UTC"}, "active": True}`` (or ``{"interval": 3600.0, ...}`` /
+    ``{"rrule": "...", ...}`` inside ``schedule``; ``parameters`` and ``slug`` beside
+    ``active`` when given); ``concurrency_options`` is None or
+    ``{"collision_strategy": "ENQUEUE" | "CANCEL_NEW"}``;
     ``pull_steps`` use Prefect's step shape, e.g.
     ``{"prefect.deployments.steps.set_working_directory": {"directory": "/abs/root"}}``.
-    ``type`` is ``python`` or ``docker``; ``source`` names
+    ``type`` is the deployment type (``python``, ``docker``, ``kubernetes``, ...); ``source`` names
     the template file it was rendered from, for error messages; ``sources`` maps a
     dotted body key (``parameters.debug``, ``job_variables.env.X``) to the settings key
     its value came from (build records them), so a problem can name that key too.
@@ -492,6 +534,9 @@ class DeploymentSpec:
     body: Mapping[str, Any]
     source: str = ""
     sources: Mapping[str, str] = field(default_factory=dict)
+    # Prefect deployment triggers (event, compound, sequence, metric), as settings give
+    # them: applied as automations owned by the deployment, never sent in the body.
+    triggers: tuple[Mapping[str, Any], ...] = ()
 
     @property
     def name(self) -> str:
@@ -775,6 +820,9 @@ class Change:
     # For a delete that must not happen even with --prune, why (its flow's file could
     # not be read or has problems: the flow may well still be there).
     kept: str | None = None
+    # The automations (of the deployment's triggers) apply writes in place of those
+    # the deployment owns; None leaves them as they are.
+    automations: tuple[Mapping[str, Any], ...] | None = None
 
     @property
     def flow_name(self) -> str:
@@ -953,7 +1001,7 @@ class ApplyResult:
 
 
 # The values build computes beside the body keys: for templates and messages, never sent.
-BUILD_EXTRAS = ("type", "image", "slug", "sources")
+BUILD_EXTRAS = ("type", "image", "slug", "sources", "triggers")
 
 
 @dataclass(frozen=True)
@@ -969,10 +1017,6 @@ class BuildContext:
     @property
     def name(self) -> str:
         return str(self.deployment["name"])
-
-
-# The work pool type each deployment type needs.
-POOL_TYPES = {"python": "process", "docker": "docker"}
 
 
 @dataclass(frozen=True)

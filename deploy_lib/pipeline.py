@@ -80,7 +80,6 @@ from deploy_lib.models import (
     CONFLICT,
     CONFLICT_STATUS,
     DELETE,
-    POOL_TYPES,
     RENAME,
     UNCHANGED,
     ApplyResult,
@@ -434,7 +433,11 @@ def _build(
     templates_dir: str | os.PathLike[str] | None = None,
 ) -> tuple[list[DeploymentSpec], list[str], list[str]]:
     built = build.build_deployments(
-        flows, settings, git=git, schema_of=parameters.parameter_schema
+        flows,
+        settings,
+        git=git,
+        schema_of=parameters.parameter_schema,
+        templates=api.bundled_job_templates(),
     )
     specs = templates.render_specs(
         built.contexts, settings, git=git, now=now, templates_dir=templates_dir
@@ -446,8 +449,10 @@ def check(specs: Sequence[DeploymentSpec], found: Discovery) -> list[Problem]:
     """Every problem with ``specs``: the strict schema, the cross checks against the
     discovered flows, and the job variables against Prefect's default job templates
     (offline).  The CLI and the Python API validate through this one function."""
-    problems = validate.validate_specs(specs, found.flows, functions=found.functions)
-    bundled = {pool_type: api.bundled_job_template(pool_type) for pool_type in POOL_TYPES.values()}
+    bundled = api.bundled_job_templates()
+    problems = validate.validate_specs(
+        specs, found.flows, functions=found.functions, templates=bundled
+    )
     return problems + validate.default_job_variable_problems(specs, bundled)
 
 
@@ -683,13 +688,34 @@ async def compute_plan(client: Any, prepared: Prepared) -> Plan:
     if prepared.types:
         wanted = {f"runtime:{t}" for t in prepared.types}
         live = [d for d in live if wanted & set(d.get("tags") or ())]
+    automations = trigger_automations(prepared.specs)
+    # The automations of the live deployments that have (or had) triggers: one read each.
+    by_name = {f"{d.get('flow_name')}/{d.get('name')}": d for d in live}
+    read = [
+        str(d["id"])
+        for name, d in by_name.items()
+        if d.get("id") is not None and (name in automations or planning.has_triggers(d))
+    ]
+    found = await asyncio.gather(*map(client.automations_owned_by, read))
     return planning.make_plan(
         prepared.specs,
         live,
         settings.env,
         project=settings.project,
         protected=protected_files(prepared.discovery),
+        automations=automations,
+        live_automations=dict(zip(read, found, strict=True)),
     )
+
+
+def trigger_automations(specs: Sequence[DeploymentSpec]) -> dict[str, list[dict[str, Any]]]:
+    """The automations each spec's triggers make (validated specs only), by
+    ``flow/name``; specs without triggers are left out."""
+    return {
+        spec.full_name: [validate.trigger_automation(t) for t in spec.triggers]
+        for spec in specs
+        if spec.triggers
+    }
 
 
 async def deploy_prepared(
@@ -1197,13 +1223,11 @@ def build_images(
 def pools(
     settings: Settings, *, create: bool = False, notify: LineSink | None = None
 ) -> list[dict[str, Any]]:
-    """``api.work_pools_report`` for the environment's ``work_pool.python`` and
-    ``work_pool.docker`` pools (only the types in ``deployment_types``); with ``create``,
-    the missing ones are made."""
+    """``api.work_pools_report`` for the work pool of every deployment type in use
+    (``deployment_types`` and the flows' own ``types``: ``work_pool.<type>``); with
+    ``create``, the missing ones are made from their type's default job template."""
     wanted: dict[str, str] = {}
-    for deployment_type in settings.deployment_types:
-        if deployment_type not in POOL_TYPES:
-            continue
+    for deployment_type in settings.used_types:
         name = settings.work_pool(deployment_type)
         if not name:
             raise SettingsError(

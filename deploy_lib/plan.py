@@ -41,6 +41,7 @@ from deploy_lib.models import (
     DELETE,
     LABEL_FIELDS,
     LABEL_FINGERPRINT,
+    LABEL_TRIGGERS,
     MANAGED_BY_TAG,
     RENAME,
     UNCHANGED,
@@ -68,6 +69,7 @@ COMPARED_KEYS = (
     "pull_steps",
     "schedules",
     "concurrency_limit",
+    "concurrency_options",
     "paused",
     "enforce_parameter_schema",
 )
@@ -83,6 +85,8 @@ def make_plan(
     *,
     project: str | None = None,
     protected: Mapping[str, str] | None = None,
+    automations: Mapping[str, Sequence[Mapping[str, Any]]] | None = None,
+    live_automations: Mapping[str, Sequence[Mapping[str, Any]]] | None = None,
 ) -> Plan:
     """Compare ``desired`` specs with ``live`` DeploymentResponse dicts for ``env``.
 
@@ -96,6 +100,10 @@ def make_plan(
     a delete is any ``managed-by:deploy-lib`` + ``env:<env>`` deployment.
     ``protected`` maps flow files (path or module form) to a reason: a delete whose
     live entrypoint is in one of them is ``kept`` with that reason, never deleted.
+    ``automations`` maps a desired deployment (``flow/name``) to the automations its
+    triggers make, and ``live_automations`` a live deployment's id to those it owns
+    (read only for deployments that have or had triggers): a difference is a
+    ``triggers`` change, and ``Change.automations`` what apply writes.
 
     Every create and update carries, as labels, the fingerprint of the body it writes;
     an update names the fields changed on the server since (``Change.drift``).  Raises
@@ -112,9 +120,14 @@ def make_plan(
     for spec in desired:
         desired_names.add(spec.full_name)
         current = live_by_name.get(spec.full_name)
+        want = _normal_automations((automations or {}).get(spec.full_name) or ())
         if current is None:
             changes.append(
-                Change(CREATE, spec.full_name, spec.type, spec=spec, body=stamped(spec.body))
+                Change(
+                    CREATE, spec.full_name, spec.type, spec=spec,
+                    body=_with_triggers(stamped(spec.body), want),
+                    automations=tuple((automations or {}).get(spec.full_name) or ()) or None,
+                )
             )
             continue
         live_id = str(current["id"]) if current.get("id") is not None else None
@@ -136,12 +149,24 @@ def make_plan(
             continue
         diff = diff_bodies(spec.body, current)
         drift = drifted_fields(current)
+        write_automations = None
+        have = (live_automations or {}).get(str(live_id)) if live_id is not None else None
+        if have is not None or want:
+            have_normal = _normal_automations(have or ())
+            if have_normal != want:
+                diff.append(FieldChange("triggers", have_normal or None, want or None))
+                write_automations = tuple((automations or {}).get(spec.full_name) or ())
+            recorded = _recorded_triggers(current)
+            if have is not None and recorded is not None and recorded != _hash(have_normal):
+                drift = (*drift, "triggers")
         if diff:
-            body = stamped(carry_schedule_state(spec.body, current.get("schedules") or []))
+            body = _with_triggers(
+                stamped(carry_schedule_state(spec.body, current.get("schedules") or [])), want
+            )
             changes.append(
                 Change(
                     UPDATE, spec.full_name, spec.type, spec, live_id, tuple(diff), body,
-                    drift=drift, live_updated=updated,
+                    drift=drift, live_updated=updated, automations=write_automations,
                 )
             )
         else:
@@ -170,6 +195,7 @@ def make_plan(
                 live_id=str(item.get("id")),
                 live_updated=str(item["updated"]) if item.get("updated") is not None else None,
                 kept=_protected(item, protected or {}),
+                automations=() if has_triggers(item) else None,
             )
         )
 
@@ -294,6 +320,56 @@ def drifted_fields(item: Mapping[str, Any]) -> tuple[str, ...]:
     return tuple(key for key in order if key in recorded and now.get(key) != recorded[key])
 
 
+# The automation fields a trigger decides; the rest (ids, stamps, the deployment's own
+# id in the action and the owner) is the server's or follows from the deployment.
+_AUTOMATION_KEYS = ("name", "description", "enabled", "trigger", "actions",
+                    "actions_on_trigger", "actions_on_resolve")
+
+
+def _normal_automations(items: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Automations in a comparable form, sorted by name: their own fields, the
+    trigger without its id, and actions without the deployment id they run."""
+    out = []
+    for item in items:
+        normal = {k: plain(item.get(k)) for k in _AUTOMATION_KEYS}
+        if isinstance(normal["trigger"], dict):
+            normal["trigger"] = _without_ids(normal["trigger"])
+        for key in ("actions", "actions_on_trigger", "actions_on_resolve"):
+            normal[key] = [
+                {k: v for k, v in a.items() if k != "deployment_id"} if isinstance(a, dict) else a
+                for a in normal[key] or []
+            ]
+        out.append(normal)
+    return sorted(out, key=lambda a: (str(a["name"]), _hash(a)))
+
+
+def _without_ids(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _without_ids(v) for k, v in value.items() if k != "id"}
+    if isinstance(value, list):
+        return [_without_ids(v) for v in value]
+    return value
+
+
+def _with_triggers(body: dict[str, Any], want: list[dict[str, Any]]) -> dict[str, Any]:
+    """``body`` whose labels record the hash of the automations it is written with
+    (so an edit of them on the server shows as drift)."""
+    if want:
+        body["labels"] = {**(body.get("labels") or {}), LABEL_TRIGGERS: _hash(want)}
+    return body
+
+
+def _recorded_triggers(item: Mapping[str, Any]) -> str | None:
+    labels = item.get("labels") or {}
+    value = labels.get(LABEL_TRIGGERS) if isinstance(labels, Mapping) else None
+    return value if isinstance(value, str) else None
+
+
+def has_triggers(item: Mapping[str, Any]) -> bool:
+    """Whether a live deployment was written with triggers by this tool."""
+    return _recorded_triggers(item) is not None
+
+
 def _hash(value: Any) -> str:
     text = json.dumps(value, sort_keys=True, default=str, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()[:10]
@@ -387,6 +463,9 @@ def _normalise_common(body: dict[str, Any]) -> dict[str, Any]:
         body["paused"] = False
     if "enforce_parameter_schema" in body and body["enforce_parameter_schema"] is None:
         body["enforce_parameter_schema"] = True
+    options = body.get("concurrency_options")
+    if isinstance(options, dict):  # the server adds grace_period_seconds: null
+        body["concurrency_options"] = {k: v for k, v in options.items() if v is not None} or None
     if "schedules" in body:
         body["schedules"] = sorted(
             (_normalise_schedule_item(s) for s in body["schedules"] or ()), key=_sort_key

@@ -1,9 +1,10 @@
 """The Cerberus schemas of a deployment body, as plain data.
 
-One schema per deployment type (``SCHEMAS["python"]``, ``SCHEMAS["docker"]``); they
-differ only in ``job_variables``, whose keys are the variables of the work pool's job
-template (Prefect's process worker, and prefect-docker's docker worker).  Every schema
-is strict: a key it does not name is an error.
+One schema per work pool job template: ``deployment_schema(job_variables_schema(t))``.
+Deployment types differ only in ``job_variables``, whose rules are derived from the
+``variables`` of the pool type's base job template (Prefect's bundled copy offline,
+the live pool's before a write), so a new pool type or Prefect release needs no code
+here.  Every schema is strict: a key it does not name is an error.
 
 Rules that Cerberus cannot express are named ``check_with`` rules implemented by the
 validator in ``validate.py``:
@@ -21,9 +22,13 @@ messages quote it instead of the pattern.  Types are Cerberus's, except that
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from typing import Any
 
+from deploy_lib.models import COLLISION_STRATEGIES
+
 __all__ = [
+    "COLLISION_STRATEGIES",
     "DEPLOYMENT_KEYS",
     "ENTRYPOINT",
     "ENV_VAR_NAME",
@@ -31,8 +36,9 @@ __all__ = [
     "NAME",
     "SCHEDULE",
     "SCHEDULE_KINDS",
-    "SCHEMAS",
     "STEP_REQUIRED_INPUTS",
+    "deployment_schema",
+    "job_variables_schema",
 ]
 
 # Prefect refuses these characters in deployment and flow names (prefect/types/names.py).
@@ -60,6 +66,7 @@ IMAGE_REFERENCE = re.compile(
 IMAGE_NAME_MAX_LENGTH = 255
 
 SCHEDULE_KINDS = ("cron", "interval", "rrule")
+
 
 # Inputs a Prefect pull step cannot run without (prefect/deployments/steps).
 STEP_REQUIRED_INPUTS: dict[str, tuple[str, ...]] = {
@@ -110,39 +117,91 @@ _ENV_RULE: dict[str, Any] = {
     },
 }
 
-# Variables of Prefect's process worker job template (prefect/workers/process.py).
-_PROCESS_JOB_VARIABLES: dict[str, Any] = {
+# Refinements of what a job template says, by variable name: checks that JSON schema
+# cannot state (an image reference, a size) or that it states loosely (env values).
+_REFINED: dict[str, dict[str, Any]] = {
     "env": _ENV_RULE,
-    "working_dir": _text(nullable=True),
-    "command": _text(nullable=True),
-    "labels": _string_map(),
-    "name": _text(nullable=True),
-    "stream_output": {"type": "boolean"},
-}
-
-# Variables of the docker worker's base job template as Prefect ships it.
-_DOCKER_JOB_VARIABLES: dict[str, Any] = {
-    "env": _ENV_RULE,
-    "image": {"required": True, "type": "string", "empty": False, "check_with": "image_reference"},
-    "image_pull_policy": {
-        "type": "string",
-        "nullable": True,
-        "allowed": ["Always", "IfNotPresent", "Never"],
-    },
-    "registry_credentials": {"type": ["dict", "string"], "nullable": True},
-    "networks": {"type": "list", "schema": _text()},
-    "network_mode": _text(nullable=True),
-    "auto_remove": {"type": "boolean"},
-    "volumes": {"type": "list", "schema": _text()},
-    "stream_output": {"type": "boolean"},
+    "image": {"type": "string", "empty": False, "check_with": "image_reference"},
     "mem_limit": _SIZE_RULE,
     "memswap_limit": _SIZE_RULE,
-    "privileged": {"type": "boolean"},
-    "container_wait_timeout": {"type": "integer", "min": 0, "nullable": True},
-    "command": _text(nullable=True),
-    "labels": _string_map(),
-    "name": _text(nullable=True),
 }
+_JSON_TYPES = {
+    "string": "string",
+    "integer": "integer",
+    "number": "number",
+    "boolean": "boolean",
+    "object": "dict",
+    "array": "list",
+}
+
+
+def job_variables_schema(template: Mapping[str, Any] | None, *, container: bool = False) -> dict[str, Any]:
+    """The Cerberus rules of ``job_variables`` for a work pool's base job ``template``,
+    derived from its ``variables`` JSON schema (so a new Prefect release needs no code
+    here): each variable's type, enum, pattern, bounds, list items and string maps; an
+    object given by reference may also be a ``{{ prefect.blocks... }}`` placeholder.
+    A few variables are refined by name (``env``, ``image``, docker sizes).  With
+    ``container``, ``image`` is required (a container deployment always names one)."""
+    variables = (template or {}).get("variables") or {}
+    definitions = variables.get("definitions") or {}
+    rules: dict[str, Any] = {}
+    for name, prop in (variables.get("properties") or {}).items():
+        if not isinstance(prop, Mapping):
+            continue
+        rule = _REFINED.get(name) or _json_rule(prop, definitions)
+        rules[str(name)] = dict(rule)
+    if container and "image" in rules:
+        rules["image"]["required"] = True
+    return rules
+
+
+def _json_rule(prop: Mapping[str, Any], definitions: Mapping[str, Any], depth: int = 0) -> dict[str, Any]:
+    """One JSON schema property as a Cerberus rule (permissive where it cannot say)."""
+    if depth > 8:
+        return {"nullable": True}
+    target = _resolve(prop, definitions)
+    kinds = target.get("type")
+    if kinds is None and "anyOf" in target:
+        kinds = [
+            _resolve(option, definitions).get("type")
+            for option in target["anyOf"]
+            if isinstance(option, Mapping)
+        ]
+    kinds = kinds if isinstance(kinds, list) else [kinds]
+    rule: dict[str, Any] = {"nullable": True}
+    types = [_JSON_TYPES[k] for k in kinds if k in _JSON_TYPES]
+    if target is not prop and "dict" in types:
+        types.append("string")  # a block given by reference: {{ prefect.blocks.x.y }}
+    if types:
+        rule["type"] = types[0] if len(types) == 1 else sorted(set(types))
+    if isinstance(target.get("enum"), list):
+        rule["allowed"] = list(target["enum"])
+    if isinstance(target.get("pattern"), str) and rule.get("type") == "string":
+        rule["regex"] = target["pattern"].removeprefix("^").removesuffix("$")
+        rule["meta"] = {"hint": f"text matching {target['pattern']}" + (
+            f", such as {target['example']!r}" if "example" in target else "")}
+    for json_key, cerberus_key in (("minimum", "min"), ("maximum", "max")):
+        if isinstance(target.get(json_key), (int, float)) and rule.get("type") in ("integer", "number"):
+            rule[cerberus_key] = target[json_key]
+    if rule.get("type") == "list" and isinstance(target.get("items"), Mapping):
+        rule["schema"] = _json_rule(target["items"], definitions, depth + 1)
+    extra = target.get("additionalProperties")
+    if rule.get("type") == "dict" and isinstance(extra, Mapping) and extra.get("type") in _JSON_TYPES:
+        rule["valuesrules"] = {"type": _JSON_TYPES[extra["type"]]}
+    return rule
+
+
+def _resolve(prop: Mapping[str, Any], definitions: Mapping[str, Any]) -> Mapping[str, Any]:
+    """``prop`` itself, or the definition it names (``$ref``, or ``allOf`` of one)."""
+    ref = prop.get("$ref")
+    if ref is None and isinstance(prop.get("allOf"), list) and len(prop["allOf"]) == 1:
+        ref = (prop["allOf"][0] or {}).get("$ref")
+    if isinstance(ref, str) and ref.startswith("#/definitions/"):
+        found = definitions.get(ref.removeprefix("#/definitions/"))
+        if isinstance(found, Mapping):
+            return found
+    return prop
+
 
 # Inside one schedule item: the union of what Prefect's three schedule models accept.
 # The check_with rule then lets the matching model judge the values.
@@ -177,7 +236,9 @@ _PULL_STEP: dict[str, Any] = {
 }
 
 
-def _deployment_schema(job_variables: dict[str, Any]) -> dict[str, Any]:
+def deployment_schema(job_variables: dict[str, Any]) -> dict[str, Any]:
+    """The rules of a whole deployment body whose ``job_variables`` follow
+    ``job_variables`` (see ``job_variables_schema``)."""
     return {
         "name": _text(
             required=True,
@@ -219,15 +280,22 @@ def _deployment_schema(job_variables: dict[str, Any]) -> dict[str, Any]:
             "schema": {"type": "dict", "schema": _SCHEDULE_ITEM},
         },
         "concurrency_limit": {"required": True, "type": "integer", "nullable": True, "min": 1},
+        "concurrency_options": {
+            "required": False,
+            "type": "dict",
+            "nullable": True,
+            "schema": {
+                "collision_strategy": {
+                    "required": True,
+                    "type": "string",
+                    "allowed": list(COLLISION_STRATEGIES),
+                }
+            },
+        },
         "paused": {"required": True, "type": "boolean"},
         "enforce_parameter_schema": {"required": True, "type": "boolean"},
     }
 
 
-SCHEMAS: dict[str, dict[str, Any]] = {
-    "python": _deployment_schema(_PROCESS_JOB_VARIABLES),
-    "docker": _deployment_schema(_DOCKER_JOB_VARIABLES),
-}
-
 # The keys of every deployment body, in the order Prefect's API documents them.
-DEPLOYMENT_KEYS: tuple[str, ...] = tuple(SCHEMAS["python"])
+DEPLOYMENT_KEYS: tuple[str, ...] = tuple(deployment_schema({}))

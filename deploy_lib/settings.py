@@ -49,13 +49,16 @@ from dynaconf import Dynaconf, ValidationError, Validator
 
 from deploy_lib.errors import DeployError, SettingsError, UnknownEnvironmentError
 from deploy_lib.models import (
+    COLLISION_STRATEGIES,
     DEPLOYMENT_TYPES,
     RESERVED_TAG_PREFIXES,
+    TYPE_NAME,
     Masker,
     Settings,
     is_secret_name,
 )
 from deploy_lib.models import plain as _plain
+from deploy_lib.pools import parse_cpu, parse_size
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -453,8 +456,67 @@ def _is_str_list(v: Any) -> bool:
     return isinstance(v, list) and all(isinstance(item, str) for item in v)
 
 
+_TYPE = re.compile(TYPE_NAME + r"\Z")
+
+
+def _is_type(v: Any) -> bool:
+    return isinstance(v, str) and bool(_TYPE.match(v))
+
+
 def _is_types(v: Any) -> bool:
-    return _is_str_list(v) and bool(v) and set(v) <= set(DEPLOYMENT_TYPES)
+    return _is_str_list(v) and bool(v) and all(map(_is_type, v))
+
+
+def _is_cpu(v: Any) -> bool:
+    try:
+        parse_cpu(v)
+    except ValueError:
+        return False
+    return True
+
+
+def _is_size(v: Any) -> bool:
+    try:
+        parse_size(v)
+    except ValueError:
+        return False
+    return True
+
+
+_STRATEGY = '"ENQUEUE" or "CANCEL_NEW"'
+# What a [resources] table (or a [resources.<type>] table in it, or a flow's) may hold.
+_RESOURCE_RULES: dict[str, tuple[str, Callable[[Any], bool]]] = {
+    "concurrency_limit": ("an integer of at least 1", lambda v: _is_int(1)(v)),
+    "collision_strategy": (_STRATEGY, lambda v: v in COLLISION_STRATEGIES),
+    "cpu": ('a number of CPUs such as 0.5, 2 or "500m"', lambda v: _is_cpu(v)),
+    "memory": ('a size such as "512m", "2g" or "1Gi"', lambda v: _is_size(v)),
+    "memory_swap": ('a size such as "2g"', lambda v: _is_size(v)),
+    "mem_limit": ('a size such as "1g" (the older name of memory)', lambda v: _is_size(v)),
+    "memswap_limit": ('a size such as "2g" (the older name of memory_swap)', lambda v: _is_size(v)),
+}
+
+
+def _resource_problems(table: Any, prefix: str, types: Iterable[str], nested: bool = True) -> list[tuple[str, str, Any]]:
+    """``(dotted key, what it must be, value)`` for each bad key of a resources table;
+    with ``nested``, a table named after a deployment type holds that type's own."""
+    if not isinstance(table, Mapping):
+        return [(prefix, "a table of resource limits", table)]
+    out: list[tuple[str, str, Any]] = []
+    for key, value in table.items():
+        dotted = f"{prefix}.{key}"
+        if nested and isinstance(value, Mapping) and _is_type(key):
+            # One deployment type's own limits (kept even where the type is not in use:
+            # [default] may hold the limits of a type only one environment deploys).
+            out += _resource_problems(value, dotted, types, nested=False)
+        elif prefix == "resources" and key == "concurrency_limit":
+            continue  # a rule of its own (required)
+        elif key not in _RESOURCE_RULES:
+            close = difflib.get_close_matches(str(key), list(_RESOURCE_RULES), n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            out.append((dotted, f"one of {', '.join(_RESOURCE_RULES)}{hint}", "an unknown key"))
+        elif not _RESOURCE_RULES[key][1](value):
+            out.append((dotted, _RESOURCE_RULES[key][0], value))
+    return out
 
 
 def _is_scalar(v: Any) -> bool:
@@ -498,13 +560,13 @@ _NO_RESERVED = f"a list of tags none of which starts with {_RESERVED} (this tool
 
 def _is_name_table(v: Any) -> bool:
     return isinstance(v, Mapping) and all(
-        k in DEPLOYMENT_TYPES and _is_filled_str(name) for k, name in v.items()
+        _is_type(k) and _is_filled_str(name) for k, name in v.items()
     )
 
 
 def _is_pool_override(v: Any) -> bool:
     if isinstance(v, Mapping):
-        return set(v) <= {*DEPLOYMENT_TYPES, "queue"} and all(map(_is_filled_str, v.values()))
+        return all(_is_type(k) for k in v) and all(map(_is_filled_str, v.values()))
     return _is_filled_str(v)
 
 
@@ -523,6 +585,10 @@ def _is_name_format(v: Any) -> bool:
     return True
 
 
+_TYPES = (
+    'a non-empty list of deployment types ("python", "docker", or a work pool type such '
+    'as "kubernetes", "ecs", "cloud-run")'
+)
 _NAME_FORMAT = "a format such as \"{flow}-python\" using only {flow}, {env} and {type}"
 NON_EMPTY = "a non-empty string"
 STR_LIST = "a list of strings"
@@ -532,7 +598,7 @@ _RULES: list[tuple[str, str, Callable[[Any], bool], bool]] = [
     ("exclude", STR_LIST, _is_str_list, False),
     ("follow_outside_links", "true or false", _is_bool, False),
     ("entrypoint_style", '"path" or "module"', _one_of("path", "module"), True),
-    ("deployment_types", 'a non-empty list of "python" and/or "docker"', _is_types, True),
+    ("deployment_types", _TYPES, _is_types, True),
     ("api_url", 'a string: "" (the embedded server) or an http(s):// URL', _is_url, True),
     ("api_key", "a string", _is_str, False),
     ("ca_bundle", '"" or the path of a CA bundle file (PEM)', _is_str, False),
@@ -549,8 +615,6 @@ _RULES: list[tuple[str, str, Callable[[Any], bool], bool]] = [
     ("paused", "true or false", _is_bool, False),
     ("enforce_parameter_schema", "true or false", _is_bool, False),
     ("masked_env_vars", STR_LIST, _is_str_list, False),
-    ("work_pool.python", NON_EMPTY, _is_filled_str, True),
-    ("work_pool.docker", NON_EMPTY, _is_filled_str, True),
     ("work_pool.queue", NON_EMPTY, _is_filled_str, True),
     ("naming.python", _NAME_FORMAT, _is_name_format, False),
     ("naming.docker", _NAME_FORMAT, _is_name_format, False),
@@ -562,8 +626,6 @@ _RULES: list[tuple[str, str, Callable[[Any], bool], bool]] = [
     ("retries.retry_delay_seconds", "an integer of at least 0", _is_int(0), True),
     ("health.heartbeat_frequency", "an integer of at least 30 (seconds)", _is_int(30), True),
     ("resources.concurrency_limit", "an integer of at least 1", _is_int(1), True),
-    ("resources.mem_limit", 'a string such as "1g"', _is_str, False),
-    ("resources.memswap_limit", 'a string such as "2g"', _is_str, False),
     ("docker.registry", "a string", _is_str, False),
     ("docker.tag", "a string", _is_str, False),
     (
@@ -584,10 +646,14 @@ _RULES: list[tuple[str, str, Callable[[Any], bool], bool]] = [
 # (whatever the flow's name holds: dots too); no other key is known.
 _FLOW_RULES: list[tuple[str, str, Callable[[Any], bool]]] = [
     ("enabled", "true or false", _is_bool),
-    ("types", 'a list of "python" and/or "docker"', _is_types),
+    ("types", _TYPES, _is_types),
     ("name", NON_EMPTY, _is_filled_str),
-    ("names", 'a table of "python" / "docker" to deployment names', _is_name_table),
-    ("work_pool", "a pool name or a table of python/docker/queue", _is_pool_override),
+    ("names", "a table of deployment types to deployment names", _is_name_table),
+    ("work_pool", "a pool name or a table of deployment types (and queue) to pools", _is_pool_override),
+    ("image", "an image reference such as registry/flows:1.2", _is_filled_str),
+    ("collision_strategy", _STRATEGY, lambda v: v in COLLISION_STRATEGIES),
+    ("resources", "a table of resource limits (cpu, memory, memory_swap)", _is_table),
+    ("triggers", "a list of trigger tables (Prefect's deployment trigger shape)", _is_table_list),
     ("parameters", "a table of flow parameters", _is_table),
     ("tags", _NO_RESERVED, _is_user_tags),
     ("schedules", "a list of schedule tables", _is_table_list),
@@ -628,6 +694,22 @@ def _validators(data: Mapping[str, Any]) -> list[Any]:
             when=Validator("pull.strategy", must_exist=True, eq="git"),
         )
     )
+    pools = data.get("work_pool")
+    used = used_types(data)
+    for type_ in pools if isinstance(pools, Mapping) else ():
+        if type_ != "queue" and type_ not in used:
+            validators.append(_validator(f"work_pool.{type_}", NON_EMPTY, _is_filled_str, False))
+    for type_ in used:
+        validators.append(
+            _validator(
+                f"work_pool.{type_}",
+                f"a work pool name (deployment type {type_} is in use)",
+                _is_filled_str,
+                True,
+            )
+        )
+        if type_ not in ("python", "docker"):
+            validators.append(_validator(f"naming.{type_}", _NAME_FORMAT, _is_name_format, False))
     env_vars = data.get("env_vars")
     for name in env_vars if isinstance(env_vars, Mapping) else ():
         if "." not in name:
@@ -684,7 +766,10 @@ def _validate(
 # Keys that are settings without a rule of their own (read where they are used), and the
 # tables whose keys a user names (parameters, job variables, flows).
 _UNRULED = ("git_access_token", "registry_username", "registry_password", "pull.repository")
-_FREE_TABLES = frozenset({"parameters", "env_vars", "flows"})
+_FREE_TABLES = frozenset({"parameters", "env_vars", "flows", "resources"})
+# Tables whose keys may be deployment types (those in use).
+_TYPED_TABLES = frozenset({"work_pool", "naming"})
+_TYPE_KEY = re.compile(TYPE_NAME + r"\Z")
 
 
 def _known_keys() -> dict[str, set[str]]:
@@ -704,6 +789,7 @@ def _unknown_keys(data: Mapping[str, Any], sources: Mapping[str, str]) -> tuple[
     holds it, a warning when a DEPLOY_ variable does (another tool may share the
     prefix).  Returns (error lines, warnings)."""
     known = _known_keys()
+    types = set(used_types(data))
     lines: list[str] = []
     warnings: list[str] = []
 
@@ -725,16 +811,44 @@ def _unknown_keys(data: Mapping[str, Any], sources: Mapping[str, str]) -> tuple[
         if key in _FREE_TABLES or not known[key] or not isinstance(value, Mapping):
             continue
         for sub in value:
-            if sub not in known[key]:
-                unknown(f"{key}.{sub}", known[key])
+            # work_pool.<type> / naming.<type>: any type's spelling (an environment may
+            # keep the pools of types only another one deploys).
+            if sub not in known[key] and not (key in _TYPED_TABLES and _TYPE_KEY.match(sub)):
+                unknown(f"{key}.{sub}", known[key] | (types if key in _TYPED_TABLES else set()))
     return lines, warnings
 
 
+def used_types(data: Mapping[str, Any]) -> list[str]:
+    """The deployment types the settings ask for: ``deployment_types`` and every flow's
+    ``types``, in the order first named (unreadable values are left to their rules)."""
+    found: list[str] = []
+    named = data.get("deployment_types")
+    lists = [named if named is not None else list(DEPLOYMENT_TYPES)]
+    flows = data.get("flows")
+    for override in flows.values() if isinstance(flows, Mapping) else ():
+        if isinstance(override, Mapping):
+            lists.append(override.get("types"))
+    for items in lists:
+        for item in items if isinstance(items, list) else ():
+            if _is_type(item) and item not in found:
+                found.append(item)
+    return found
+
+
 def _flow_problems(data: Mapping[str, Any], sources: Mapping[str, str], masker: Masker) -> list[str]:
-    """The problems of the per-flow overrides, ``flows.<name>.<key>``.  Checked here, not
-    by dotted Dynaconf validators, because a flow's name may hold dots."""
+    """The problems of the per-flow overrides, ``flows.<name>.<key>``, and of every
+    resources table.  Checked here, not by dotted Dynaconf validators, because a flow's
+    name may hold dots."""
     flows = data.get("flows")
     lines: list[str] = []
+    types = used_types(data)
+    found = _resource_problems(data.get("resources", {}), "resources", types)
+    for flow, override in flows.items() if isinstance(flows, Mapping) else ():
+        if isinstance(override, Mapping) and "resources" in override:
+            found += _resource_problems(override["resources"], f"flows.{flow}.resources", types)
+    for dotted, what, value in found:
+        got = value if isinstance(value, str) and value.startswith(("a table", "an unknown")) else repr(value)
+        lines.append(f"  - {masker.text(f'{dotted}: must be {what}, got {got}')}{_from(dotted, sources)}")
     rules = {key: (what, test) for key, what, test in _FLOW_RULES}
     for flow, override in flows.items() if isinstance(flows, Mapping) else ():
         prefix = f"flows.{flow}"

@@ -203,7 +203,14 @@ class TemplateRenderer:
 
     def select(self, type_: str, env: str) -> Path:
         """The most specific template of ``type_`` in ``env`` (the last of ``layers``)."""
-        return self.layers(type_, env)[-1]
+        layers = self.layers(type_, env)
+        if not layers:
+            raise TemplateError(
+                f"no template for type {type_!r} in environment {env!r}: the built body is "
+                f"used as it is (add {type_}_deployment.yaml to change it)",
+                path=self.display(self.templates_dir),
+            )
+        return layers[-1]
 
     def layers(self, type_: str, env: str) -> tuple[Path, ...]:
         """``<type>_deployment.yaml``, then ``<type>_<env>.yaml``, those that exist."""
@@ -216,7 +223,9 @@ class TemplateRenderer:
         specific = self.templates_dir / f"{type_}_{env}.yaml"
         base = self.templates_dir / f"{type_}_deployment.yaml"
         found = tuple(path for path in (base, specific) if path.is_file())
-        if found:
+        if found or type_ not in DEPLOYMENT_TYPES:
+            # A pool type beyond python and docker needs no overlay of its own: the body
+            # build makes is the deployment unless a <type>_*.yaml changes it.
             return found
         raise TemplateError(
             f"no template for type {type_!r} in environment {env!r}: "
@@ -538,8 +547,9 @@ def render_specs(
                 env=settings.env,
                 flow=context.flow,
                 body=body,
-                source=renderer.display(paths[-1]),
+                source=renderer.display(paths[-1]) if paths else "settings.toml",
                 sources=sources,
+                triggers=tuple(context.deployment.get("triggers") or ()),
             )
         )
     return specs
@@ -622,34 +632,38 @@ def dump(body: Any, fmt: str, *, header: str = "") -> str:
 
 
 def prefect_yaml(specs: Sequence[DeploymentSpec], *, name: str) -> dict[str, Any]:
-    """A prefect.yaml mapping for the python ``specs`` that ``prefect deploy --all
-    --prefect-file`` accepts: flat schedules, ``work_pool`` with its queue and job
-    variables, and each deployment's own ``pull`` steps."""
+    """A prefect.yaml mapping for ``specs`` (every type) that ``prefect deploy --all
+    --prefect-file`` accepts: flat schedules with their own parameters and slug,
+    ``work_pool`` with its queue and job variables, ``concurrency_limit`` with its
+    collision strategy, the triggers, and each deployment's own ``pull`` steps."""
     deployments = []
     for spec in specs:
-        if spec.type != "python":
-            continue
         body = spec.body
-        deployments.append(
-            {
-                "name": body["name"],
-                "version": body["version"],
-                "description": body["description"],
-                "entrypoint": body["entrypoint"],
-                "tags": list(body["tags"]),
-                "parameters": dict(body["parameters"]),
-                "enforce_parameter_schema": body["enforce_parameter_schema"],
-                "concurrency_limit": body["concurrency_limit"],
-                "paused": body["paused"],
-                "schedules": [_flat_schedule(s) for s in body["schedules"] or []],
-                "work_pool": {
-                    "name": body["work_pool_name"],
-                    "work_queue_name": body["work_queue_name"],
-                    "job_variables": dict(body["job_variables"]),
-                },
-                "pull": list(body["pull_steps"]),
-            }
-        )
+        limit: Any = body["concurrency_limit"]
+        options = body.get("concurrency_options")
+        if isinstance(options, Mapping) and options.get("collision_strategy"):
+            limit = {"limit": limit, "collision_strategy": options["collision_strategy"]}
+        deployment: dict[str, Any] = {
+            "name": body["name"],
+            "version": body["version"],
+            "description": body["description"],
+            "entrypoint": body["entrypoint"],
+            "tags": list(body["tags"]),
+            "parameters": dict(body["parameters"]),
+            "enforce_parameter_schema": body["enforce_parameter_schema"],
+            "concurrency_limit": limit,
+            "paused": body["paused"],
+            "schedules": [_flat_schedule(s) for s in body["schedules"] or []],
+            "work_pool": {
+                "name": body["work_pool_name"],
+                "work_queue_name": body["work_queue_name"],
+                "job_variables": dict(body["job_variables"]),
+            },
+            "pull": list(body["pull_steps"]),
+        }
+        if spec.triggers:
+            deployment["triggers"] = [dict(t) for t in spec.triggers]
+        deployments.append(deployment)
     return {"name": name, "deployments": deployments}
 
 
@@ -838,6 +852,9 @@ def _flat_schedule(item: Any) -> Any:
     if isinstance(item, Mapping) and isinstance(item.get("schedule"), Mapping):
         flat = dict(item["schedule"])
         flat["active"] = item.get("active", True)
+        for key in ("parameters", "slug"):
+            if item.get(key):
+                flat[key] = item[key]
         return flat
     return item
 

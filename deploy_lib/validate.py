@@ -14,6 +14,8 @@ has a schedule, so validating schedule-less deployments never imports Prefect.
 from __future__ import annotations
 
 import difflib
+import hashlib
+import json
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
@@ -26,9 +28,9 @@ from cerberus.validator import TypeDefinition
 
 from deploy_lib.errors import ValidationFailed, format_problems, problem_sort_key
 from deploy_lib.models import (
+    AUTOMATION_DEPLOYMENT_MARK,
     ENV_TAG_PREFIX,
     MANAGED_BY_TAG,
-    POOL_TYPES,
     PROJECT_TAG_PREFIX,
     RESERVED_TAG_PREFIXES,
     RUNTIME_TAG_PREFIX,
@@ -38,13 +40,15 @@ from deploy_lib.models import (
     module_path_for,
 )
 from deploy_lib.parameters import python_type_check
+from deploy_lib.pools import is_container, pool_type
 from deploy_lib.schema import (
     IMAGE_NAME_MAX_LENGTH,
     IMAGE_REFERENCE,
     SCHEDULE,
     SCHEDULE_KINDS,
-    SCHEMAS,
     STEP_REQUIRED_INPUTS,
+    deployment_schema,
+    job_variables_schema,
 )
 
 __all__ = [
@@ -141,9 +145,28 @@ _SPLITS: dict[tuple[str, ...], tuple[str, ...]] = {
 }
 
 
+_ENV_ONLY = {"variables": {"properties": {"env": {"type": "object"}}}}
+# Schemas by key (``schema_key``): one per distinct job template seen in this process.
+_SCHEMAS: dict[str, dict[str, Any]] = {}
+Templates = Mapping[str, Mapping[str, Any] | None]
+
+
+def schema_key(deployment_type: str, template: Mapping[str, Any] | None) -> str:
+    """The key of the body schema for ``deployment_type`` on a pool with job
+    ``template`` (derived and kept on first use)."""
+    text = json.dumps(template, sort_keys=True, default=str)
+    key = f"{deployment_type}:{hashlib.sha256(text.encode()).hexdigest()[:16]}"
+    if key not in _SCHEMAS:
+        _SCHEMAS[key] = deployment_schema(
+            job_variables_schema(template, container=is_container(template))
+        )
+    return key
+
+
 def _fields(kind: str, path: tuple[str, ...]) -> dict[str, Any]:
-    """The field rules of the mapping at ``path`` in the schema of ``kind``."""
-    fields = SCHEMAS[kind]
+    """The field rules of the mapping at ``path`` in the schema ``kind`` (a
+    ``schema_key``)."""
+    fields = _SCHEMAS[kind]
     for key in path:
         fields = fields[key]["schema"]
     return fields
@@ -171,21 +194,26 @@ def validate_specs(
     flows: Sequence[FlowMetadata],
     *,
     functions: Mapping[str, Sequence[str]] | None = None,
+    templates: Templates | None = None,
 ) -> list[Problem]:
     """Every problem with ``specs``, sorted by deployment, key path and message.
 
+    ``templates`` maps a work pool type to its base job template (Prefect's bundled
+    ones offline); a spec's ``job_variables`` are checked against the rules derived
+    from its pool type's template (none known: only that they form a mapping).
     ``flows`` are the discovered flows the entrypoints must point at; ``functions``
     optionally maps a project-relative file to its module-level functions that are not
     flows (discovery knows them), so that an entrypoint naming one of those says so.
     Pure: reads no files, and imports Prefect only to judge schedules.
     """
     index = _FlowIndex(flows, functions or {})
-    checker = _BodyChecker()
+    checker = _BodyChecker(templates or {})
     problems: list[Problem] = []
     for spec in specs:
         problems.extend(checker.problems(spec))
         problems.extend(_cross_check(spec, index))
         problems.extend(_reserved_tags(spec))
+        problems.extend(_trigger_problems(spec))
     problems.extend(_duplicate_names(specs))
     return sorted(set(problems), key=problem_sort_key)
 
@@ -200,14 +228,24 @@ class _BodyChecker:
     table shared by many deployments (the env, the pull steps, the schedules) is
     checked once per run, and the remaining scalars of a mapping in one call."""
 
-    def __init__(self) -> None:
+    def __init__(self, templates: Templates) -> None:
         self._seen: dict[tuple[str, tuple[str, ...], str, str], _Found] = {}
+        self._templates = templates
+        self._kinds: dict[str, str] = {}
 
     def problems(self, spec: DeploymentSpec) -> list[Problem]:
         body = spec.body
         if not isinstance(body, Mapping):
             return [_problem(spec, None, f"the deployment must be a mapping, got {_kind(body)}")]
-        kind = spec.type if spec.type in SCHEMAS else "python"
+        template = self._templates.get(pool_type(spec.type))
+        if spec.type not in self._kinds:
+            self._kinds[spec.type] = schema_key(spec.type, template or _ENV_ONLY)
+        kind = self._kinds[spec.type]
+        variables = body.get("job_variables")
+        if template is None and isinstance(variables, Mapping):
+            # A pool type known only to the server: its live template judges the
+            # variables before a write (pipeline.check_server); here only env.
+            body = {**body, "job_variables": {k: v for k, v in variables.items() if k == "env"}}
         found = self._mapping(kind, (), body)
         return [_problem(spec, path, message) for path, message in found]
 
@@ -256,9 +294,10 @@ def ensure_valid(
     flows: Sequence[FlowMetadata],
     *,
     functions: Mapping[str, Sequence[str]] | None = None,
+    templates: Templates | None = None,
 ) -> None:
     """Raise ``ValidationFailed`` carrying every problem, if there is any."""
-    problems = validate_specs(specs, flows, functions=functions)
+    problems = validate_specs(specs, flows, functions=functions, templates=templates)
     if problems:
         raise ValidationFailed(problems)
 
@@ -650,7 +689,7 @@ def pool_problems(
     def problem(message: str, key: str) -> Problem:
         return Problem(message, key=key, deployment=spec.full_name, source=spec.source)
 
-    expected = POOL_TYPES[spec.type]
+    expected = pool_type(spec.type)
     if pool is None:
         server = f" on {api_url}" if api_url else ""
         return [
@@ -669,7 +708,34 @@ def pool_problems(
             )
         ]
     where = f"work pool {pool_name!r} ({pool.get('type')})"
-    return job_variable_problems(spec, pool.get("base_job_template"), pool=where)
+    template = pool.get("base_job_template")
+    problems = job_variable_problems(spec, template, pool=where)
+    if problems or not isinstance(template, Mapping) or not isinstance(spec.body, Mapping):
+        return problems
+    # The values too, by the live template's own rules (a pool may narrow its defaults'
+    # types or enums), and the variables it requires that neither it nor the
+    # deployment gives a value.
+    checker = _BodyChecker({expected: template})
+    variables = spec.body.get("job_variables")
+    if isinstance(variables, Mapping):
+        kind = schema_key(spec.type, template)
+        for path, message in checker._mapping(kind, ("job_variables",), variables):
+            problems.append(_problem(spec, path, f"{message} (by the job template of {where})"))
+        props = (template.get("variables") or {}).get("properties") or {}
+        for name in (template.get("variables") or {}).get("required") or ():
+            prop = props.get(name)
+            if name in variables or (isinstance(prop, Mapping) and "default" in prop):
+                continue
+            problems.append(
+                _problem(
+                    spec,
+                    ("job_variables", name),
+                    f"{where} requires job variable {name!r} and gives it no default; set it "
+                    f"in the deployment (a {pool_type(spec.type)}_<env>.yaml template, or "
+                    "a default in the pool's base job template)",
+                )
+            )
+    return problems
 
 
 def job_variable_problems(
@@ -703,13 +769,65 @@ def default_job_variable_problems(
     template; the live pool is checked again before a deploy, ``pool_problems``)."""
     problems: list[Problem] = []
     for spec in specs:
-        pool_type = POOL_TYPES.get(spec.type, "")
+        kind = pool_type(spec.type)
         where = (
-            f"the default job template of {pool_type} work pools "
+            f"the default job template of {kind} work pools "
             f"(work pool {spec.body.get('work_pool_name')!r})"
         )
-        problems += job_variable_problems(spec, templates.get(pool_type), pool=where)
+        problems += job_variable_problems(spec, templates.get(kind), pool=where)
     return problems
+
+
+
+
+def _trigger_problems(spec: DeploymentSpec) -> Iterator[Problem]:
+    """Each trigger judged by Prefect's own deployment-trigger models (imported only
+    when a deployment has triggers), with the key path of what it refused."""
+    for index, trigger in enumerate(spec.triggers):
+        try:
+            trigger_automation(trigger)
+        except _TriggerInvalid as exc:
+            for loc, message in exc.errors:
+                path = ("triggers", index, *loc)
+                yield _problem(spec, path, message, source=spec.source or None)
+
+
+class _TriggerInvalid(Exception):
+    def __init__(self, errors: list[tuple[tuple[Any, ...], str]]) -> None:
+        super().__init__("; ".join(m for _, m in errors))
+        self.errors = errors
+
+
+def trigger_automation(trigger: Mapping[str, Any]) -> dict[str, Any]:
+    """The automation Prefect creates for a deployment ``trigger`` (event, compound,
+    sequence or metric; Prefect's own ``DeploymentTriggerTypes`` and ``as_automation``),
+    as JSON, with ``AUTOMATION_DEPLOYMENT_MARK`` where the deployment's id goes.  Raises
+    ``_TriggerInvalid`` naming each refused key."""
+    from prefect.events import DeploymentTriggerTypes  # about a second: only when used
+    from pydantic import TypeAdapter
+    from pydantic import ValidationError as PydanticError
+
+    if not isinstance(trigger, Mapping):
+        raise _TriggerInvalid([((), f"must be a table, got {_kind(trigger)}")])
+    try:
+        model = _trigger_adapter(TypeAdapter, DeploymentTriggerTypes).validate_python(dict(trigger))
+    except PydanticError as exc:
+        errors = []
+        for error in exc.errors():
+            # Drop pydantic's union tag ("event", "compound", ...) from the path.
+            loc = tuple(p for p in error["loc"][1:] if not str(p).endswith("]"))
+            errors.append((loc, str(error["msg"])))
+        raise _TriggerInvalid(errors) from exc
+    import uuid
+
+    model.set_deployment_id(uuid.UUID(AUTOMATION_DEPLOYMENT_MARK))
+    data: dict[str, Any] = json.loads(model.as_automation().model_dump_json())
+    return data
+
+
+@cache
+def _trigger_adapter(adapter: Any, kind: Any) -> Any:
+    return adapter(kind)
 
 
 def _reserved_tags(spec: DeploymentSpec) -> Iterator[Problem]:

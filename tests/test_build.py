@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from deploy_lib.api import bundled_job_templates
 from deploy_lib.build import (
     CLONE_STEP_ID,
     BuildContext,
@@ -47,7 +48,7 @@ STAGING: dict[str, Any] = {
     "env_vars": {"PYTHONPATH": ".", "PREFECT_LOGGING_LEVEL": "INFO"},
     "retries": {"retries": 2, "retry_delay_seconds": 30},
     "health": {"heartbeat_frequency": 30},
-    "resources": {"concurrency_limit": 5, "mem_limit": "2g", "memswap_limit": "4g"},
+    "resources": {"concurrency_limit": 5, "docker": {"mem_limit": "2g", "memswap_limit": "4g"}},
     "docker": {
         "registry": "registry.staging.internal/deploy-lib",
         "tag": "",
@@ -68,7 +69,9 @@ STAGING: dict[str, Any] = {
 
 def build_deployments(flows: Any, settings: Any, *, git: GitInfo) -> Any:
     """``build.build_deployments`` with the parameter schemas the pipeline hands it."""
-    return _build_deployments(flows, settings, git=git, schema_of=parameter_schema)
+    return _build_deployments(
+        flows, settings, git=git, schema_of=parameter_schema, templates=bundled_job_templates()
+    )
 
 
 def _merge(base: dict[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
@@ -443,7 +446,7 @@ def test_asking_for_docker_without_a_dockerfile_warns_and_skips_it(tmp_path: Pat
     assert result.contexts == ()
     assert result.warnings == (
         "flow 'hello': settings key 'flows.hello.types' asks for docker, but no Dockerfile "
-        "was found beside flows/hello.py; docker skipped",
+        "was found beside flows/hello.py and 'flows.hello.image' names no image; docker skipped",
     )
 
 
@@ -806,4 +809,137 @@ def test_two_files_of_one_flow_name_build_images_of_their_own(tmp_path: Path) ->
     assert images == [
         f"registry.staging.internal/deploy-lib/report-sales-report:{context_digest(flows[0], tmp_path)}",
         f"registry.staging.internal/deploy-lib/report-stock-report:{context_digest(flows[1], tmp_path)}",
+    ]
+
+
+# -- every pool type, resources, concurrency options, schedules ----------------------------
+
+
+K8S = {
+    "deployment_types": ["python", "kubernetes", "ecs", "cloud-run"],
+    "work_pool": {"kubernetes": "k8s-pool", "ecs": "ecs-pool", "cloud-run": "run-pool"},
+}
+
+
+def test_a_flow_with_a_dockerfile_gets_a_deployment_per_container_type_running_its_image(
+    tmp_path: Path,
+) -> None:
+    s = settings(tmp_path, **K8S)
+
+    result = build_deployments([docker_flow(tmp_path)], s, git=GIT)
+
+    assert sorted(c.type for c in result.contexts) == ["cloud-run", "ecs", "kubernetes", "python"]
+    k8s = one(result, "kubernetes")
+    assert k8s["name"] == "table-report-kubernetes"
+    assert k8s["work_pool_name"] == "k8s-pool"
+    assert k8s["image"] == one(result, "ecs")["image"]
+    assert k8s["job_variables"]["image"].startswith("registry.staging.internal/deploy-lib/table-report:")
+    assert k8s["job_variables"]["image_pull_policy"] == "IfNotPresent"
+    assert "image_pull_policy" not in one(result, "ecs")["job_variables"]  # ECS has none
+    assert k8s["pull_steps"] == [{STEP + "set_working_directory": {"directory": "/opt/prefect/app"}}]
+    assert "runtime:kubernetes" in k8s["tags"]
+
+
+def test_a_flow_without_a_dockerfile_runs_a_container_type_only_with_an_image_set(
+    tmp_path: Path,
+) -> None:
+    s = settings(tmp_path, **K8S, flows={"hello": {"image": "ghcr.io/acme/hello:1.0"}})
+
+    result = build_deployments([hello_flow(tmp_path)], s, git=GIT)
+
+    assert one(result, "kubernetes")["job_variables"]["image"] == "ghcr.io/acme/hello:1.0"
+    assert one(result, "kubernetes")["sources"]["job_variables.image"] == "flows.hello.image"
+    bare = build_deployments([hello_flow(tmp_path)], settings(tmp_path, **K8S), git=GIT)
+    assert [c.type for c in bare.contexts] == ["python"]
+
+
+def test_resources_map_onto_each_types_variables_with_type_and_flow_overrides(
+    tmp_path: Path,
+) -> None:
+    s = settings(
+        tmp_path,
+        **K8S,
+        resources={"cpu": 1, "memory": "2g", "kubernetes": {"cpu": "500m"}},
+        flows={"table-report": {"resources": {"memory": "4Gi"}}},
+    )
+
+    result = build_deployments([docker_flow(tmp_path)], s, git=GIT)
+
+    k8s = one(result, "kubernetes")
+    assert {k: k8s["job_variables"][k] for k in ("cpu_request", "cpu_limit", "memory_limit")} == {
+        "cpu_request": "500m", "cpu_limit": "500m", "memory_limit": "4Gi",
+    }
+    assert k8s["sources"]["job_variables.cpu_limit"] == "resources.kubernetes.cpu"
+    assert k8s["sources"]["job_variables.memory_limit"] == "flows.table-report.resources.memory"
+    assert (one(result, "ecs")["job_variables"]["cpu"], one(result, "ecs")["job_variables"]["memory"]) == (1024, 4096)
+    assert one(result, "cloud-run")["job_variables"]["memory"] == "4Gi"
+
+
+def test_a_limit_a_pool_type_cannot_express_is_one_warning_naming_it(tmp_path: Path) -> None:
+    s = settings(tmp_path, **K8S, resources={"concurrency_limit": 2, "memory_swap": "4g"})
+
+    result = build_deployments([docker_flow(tmp_path), hello_flow(tmp_path)], s, git=GIT)
+
+    swap = [w for w in result.warnings if "memory_swap" in w]
+    assert swap == [
+        "resources.memory_swap = '4g' is not applied to 1 cloud-run deployment(s): the job "
+        "template of cloud-run work pools has no variable for memory swap",
+        "resources.memory_swap = '4g' is not applied to 1 ecs deployment(s): the job "
+        "template of ecs work pools has no variable for memory swap",
+        "resources.memory_swap = '4g' is not applied to 1 kubernetes deployment(s): the job "
+        "template of kubernetes work pools has no variable for memory swap",
+        "resources.memory_swap = '4g' is not applied to 2 python deployment(s): the job "
+        "template of process work pools has no variable for memory swap",
+    ]
+
+
+def test_a_type_prefect_does_not_ship_is_named_with_the_closest_known_one(tmp_path: Path) -> None:
+    s = settings(tmp_path, deployment_types=["python", "kubernets"], work_pool={"kubernets": "p"})
+
+    result = build_deployments([hello_flow(tmp_path)], s, git=GIT)
+
+    assert any(
+        w.startswith("deployment type 'kubernets' is no work pool type Prefect ships (did you "
+                     "mean 'kubernetes'?") for w in result.warnings
+    ), result.warnings
+
+
+def test_collision_strategy_is_sent_as_concurrency_options_flow_over_environment(
+    tmp_path: Path,
+) -> None:
+    s = settings(
+        tmp_path,
+        resources={"concurrency_limit": 3, "collision_strategy": "ENQUEUE"},
+        flows={"hello": {"collision_strategy": "CANCEL_NEW", "concurrency_limit": 1}},
+    )
+
+    hello = one(build_deployments([hello_flow(tmp_path)], s, git=GIT))
+    report = one(build_deployments([docker_flow(tmp_path)], s, git=GIT))
+
+    assert (hello["concurrency_limit"], hello["concurrency_options"]) == (
+        1, {"collision_strategy": "CANCEL_NEW"},
+    )
+    assert hello["sources"]["concurrency_options.collision_strategy"] == "flows.hello.collision_strategy"
+    assert (report["concurrency_limit"], report["concurrency_options"]) == (
+        3, {"collision_strategy": "ENQUEUE"},
+    )
+    plain = one(build_deployments([hello_flow(tmp_path)], settings(tmp_path), git=GIT))
+    assert plain["concurrency_options"] is None
+
+
+def test_a_schedule_keeps_its_own_parameters_and_slug(tmp_path: Path) -> None:
+    s = settings(
+        tmp_path,
+        flows={"hello": {"schedules": [
+            {"cron": "0 6 * * *", "slug": "morning", "parameters": {"name": "early"}},
+            {"interval": 3600, "active": False},
+        ]}},
+    )
+
+    hello = one(build_deployments([hello_flow(tmp_path)], s, git=GIT))
+
+    assert hello["schedules"] == [
+        {"schedule": {"cron": "0 6 * * *"}, "active": True, "parameters": {"name": "early"},
+         "slug": "morning"},
+        {"schedule": {"interval": 3600.0}, "active": False},
     ]

@@ -351,7 +351,7 @@ def test_validate_names_every_problem_with_its_key_path(config: ConfigurationMan
         "parameters.debug",
         "schedules.0.schedule.cron",
     }
-    assert messages["colour"].startswith("unknown key (allowed: concurrency_limit, description")
+    assert messages["colour"].startswith("unknown key (allowed: concurrency_limit, concurrency_options, description")
     assert messages["concurrency_limit"] == "must be at least 1 (got 0)"
     assert messages["parameters.debug"] == (
         "parameter 'debug' of flow 'env-report' expects bool, got string 'yes'"

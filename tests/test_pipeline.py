@@ -616,6 +616,7 @@ STAGES = {
     "templates": {"yaml", "jinja2"},
     "validate": {"cerberus", "pydantic", "prefect"},
     "schema": set(),
+    "pools": set(),
     "plan": set(),
     "apply": set(),
     "api": {"httpx"},
@@ -630,8 +631,15 @@ STAGES = {
 SHARED = {"models", "errors"}
 # validate reads two pure helpers of its own: the Cerberus tables (schema) and the
 # annotation type check (parameters.python_type_check); discovery reads source through
-# pysource (literal folding, scopes and the types annotations name).
-STAGE_HELPERS = {"validate": {"schema", "parameters"}, "discovery": {"pysource"}}
+# pysource (literal folding, scopes and the types annotations name); pools (what a work
+# pool type's job template can say, the resources vocabulary) serves build, validate
+# and the settings' checks of sizes and CPUs.
+STAGE_HELPERS = {
+    "validate": {"schema", "parameters", "pools"},
+    "discovery": {"pysource"},
+    "build": {"pools"},
+    "settings": {"pools"},
+}
 THIRD_PARTY = {"dynaconf", "dotenv", "yaml", "jinja2", "cerberus", "pydantic", "prefect", "httpx", "rich", "invoke", "jsonschema"}
 
 

@@ -7,6 +7,7 @@ import re
 import pytest
 from cerberus import Validator
 
+from deploy_lib.api import bundled_job_templates
 from deploy_lib.models import DeploymentSpec
 from deploy_lib.schema import (
     DEPLOYMENT_KEYS,
@@ -15,8 +16,15 @@ from deploy_lib.schema import (
     NAME,
     SCHEDULE,
     SCHEDULE_KINDS,
-    SCHEMAS,
+    deployment_schema,
+    job_variables_schema,
 )
+
+TEMPLATES = bundled_job_templates()
+SCHEMAS = {
+    kind: deployment_schema(job_variables_schema(t, container="image" in t["variables"]["properties"]))
+    for kind, t in TEMPLATES.items()
+}
 
 
 def _documented_body_keys() -> list[str]:
@@ -28,11 +36,12 @@ def _documented_body_keys() -> list[str]:
 
 def test_every_schema_names_exactly_the_documented_body_keys() -> None:
     documented = _documented_body_keys()
-    assert len(documented) == 16
+    assert len(documented) == 17
     assert list(DEPLOYMENT_KEYS) == documented
     for kind, schema in SCHEMAS.items():
         assert list(schema) == documented, kind
-        assert all(rules.get("required") for rules in schema.values()), kind
+        optional = [key for key, rules in schema.items() if not rules.get("required")]
+        assert optional == ["concurrency_options"], kind
 
 
 @pytest.mark.parametrize("kind", sorted(SCHEMAS))
@@ -49,13 +58,46 @@ def test_schemas_are_valid_cerberus_schemas(kind: str) -> None:
     Validator(without_check_with(SCHEMAS[kind]))
 
 
-def test_only_docker_requires_an_image() -> None:
-    docker = SCHEMAS["docker"]["job_variables"]["schema"]
-    python = SCHEMAS["python"]["job_variables"]["schema"]
-    assert docker["image"]["required"] is True
-    assert docker["image"]["check_with"] == "image_reference"
-    assert "image" not in python
-    assert "working_dir" in python and "working_dir" not in docker
+def test_every_pool_type_prefect_ships_has_a_schema() -> None:
+    assert {"process", "docker", "kubernetes", "ecs", "cloud-run", "cloud-run-v2",
+            "azure-container-instance", "vertex-ai"} <= set(SCHEMAS)
+
+
+def test_container_types_require_an_image_and_process_has_none() -> None:
+    process = SCHEMAS["process"]["job_variables"]["schema"]
+    for kind in ("docker", "kubernetes", "ecs", "cloud-run"):
+        rules = SCHEMAS[kind]["job_variables"]["schema"]
+        assert rules["image"]["required"] is True, kind
+        assert rules["image"]["check_with"] == "image_reference", kind
+    assert "image" not in process
+    assert "working_dir" in process and "working_dir" not in SCHEMAS["docker"]["job_variables"]["schema"]
+
+
+def test_job_variable_rules_follow_the_templates_json_schema() -> None:
+    k8s = SCHEMAS["kubernetes"]["job_variables"]["schema"]
+    assert k8s["image_pull_policy"]["allowed"] == ["IfNotPresent", "Always", "Never"]
+    assert k8s["cpu_request"]["type"] == "string"
+    # An object given by reference may also be a block placeholder.
+    assert k8s["cluster_config"]["type"] == ["dict", "string"]
+    ecs = SCHEMAS["ecs"]["job_variables"]["schema"]
+    assert ecs["cpu"]["type"] == "integer" and ecs["memory"]["type"] == "integer"
+    run = SCHEMAS["cloud-run"]["job_variables"]["schema"]
+    assert run["memory"]["regex"] == r"\d+(?:G|Gi|M|Mi)"
+    assert SCHEMAS["docker"]["job_variables"]["schema"]["mem_limit"]["meta"]["hint"].startswith("a size")
+
+
+def test_a_template_of_a_type_unknown_today_gets_a_schema_too() -> None:
+    template = {"variables": {"properties": {
+        "image": {"type": "string"},
+        "gpus": {"type": "integer", "minimum": 0},
+        "zones": {"type": "array", "items": {"type": "string"}},
+        "size": {"enum": ["s", "m"], "type": "string"},
+    }}}
+    rules = job_variables_schema(template, container=True)
+    assert rules["gpus"] == {"nullable": True, "type": "integer", "min": 0}
+    assert rules["zones"]["schema"]["type"] == "string"
+    assert rules["size"]["allowed"] == ["s", "m"]
+    assert rules["image"]["required"] is True
 
 
 def test_schedule_keys_are_the_union_of_prefects_schedule_fields() -> None:

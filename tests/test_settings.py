@@ -146,7 +146,7 @@ def test_requirement_6_2_environment_appropriate_settings(tmp_path: Path) -> Non
     def profile(s: Settings) -> tuple[Any, ...]:
         return (
             s.get("resources.concurrency_limit"),
-            s.get("resources.mem_limit"),
+            s.get("resources.docker.memory"),
             s.get("retries.retries"),
             s.get("retries.retry_delay_seconds"),
             s.env_vars["PREFECT_LOGGING_LEVEL"],
@@ -283,7 +283,7 @@ def test_validation_sees_the_replaced_list_not_the_concatenation(tmp_path: Path)
         settings_toml.read_text().replace('["python", "docker"]', '["k8s"]', 1)
     )
     assert load_settings("staging", root).deployment_types == ["python"]
-    with pytest.raises(SettingsError, match=r"deployment_types: must be .*got \['k8s'\]"):
+    with pytest.raises(SettingsError, match=r"work_pool.k8s: missing; .*deployment type k8s is in use"):
         load_settings("production", root)
 
 
@@ -376,7 +376,7 @@ def test_dynaconf_configuration_variables_are_refused_not_obeyed(
 INVALID = [
     pytest.param(
         {"DEPLOY_WORK_POOL__PYTHON": '""'},
-        "work_pool.python: must be a non-empty string, got ''"
+        "work_pool.python: must be a work pool name (deployment type python is in use), got ''"
         " (from env var DEPLOY_WORK_POOL__PYTHON)",
         id="an empty python work pool",
     ),
@@ -422,9 +422,39 @@ INVALID = [
     ),
     pytest.param(
         {"DEPLOY_DEPLOYMENT_TYPES": '["python", "k8s"]'},
-        'deployment_types: must be a non-empty list of "python" and/or "docker",'
-        " got ['python', 'k8s']",
-        id="a deployment type that does not exist",
+        "work_pool.k8s: missing; it must be a work pool name (deployment type k8s is in use)",
+        id="a deployment type with no work pool",
+    ),
+    pytest.param(
+        {"DEPLOY_DEPLOYMENT_TYPES": '["python", "K 8s"]'},
+        "deployment_types: must be a non-empty list of deployment types",
+        id="a deployment type that is no type's spelling",
+    ),
+    pytest.param(
+        {"DEPLOY_RESOURCES__CPU": '"lots"'},
+        "resources.cpu: must be a number of CPUs such as 0.5, 2 or \"500m\", got 'lots'",
+        id="a cpu limit that is not a number",
+    ),
+    pytest.param(
+        {"DEPLOY_RESOURCES__DOCKER__MEMORY": '"2 gigs"'},
+        "resources.docker.memory: must be a size such as \"512m\", \"2g\" or \"1Gi\", got '2 gigs'",
+        id="a memory limit of one type that is not a size",
+    ),
+    pytest.param(
+        {"DEPLOY_RESOURCES__MEMROY": '"2g"'},
+        "resources.memroy: must be one of concurrency_limit, collision_strategy, cpu, memory,"
+        " memory_swap, mem_limit, memswap_limit (did you mean 'memory'?)",
+        id="a misspelt resource",
+    ),
+    pytest.param(
+        {"DEPLOY_RESOURCES__COLLISION_STRATEGY": '"DROP"'},
+        'resources.collision_strategy: must be "ENQUEUE" or "CANCEL_NEW", got \'DROP\'',
+        id="an unknown collision strategy",
+    ),
+    pytest.param(
+        {"DEPLOY_FLOWS__etl__COLLISION_STRATEGY": '"enqueue"'},
+        'flows.etl.collision_strategy: must be "ENQUEUE" or "CANCEL_NEW", got \'enqueue\'',
+        id="a per-flow collision strategy in the wrong case",
     ),
     pytest.param(
         {"DEPLOY_TAGS": "[1, 2]"},
@@ -464,8 +494,8 @@ INVALID = [
     ),
     pytest.param(
         {"DEPLOY_FLOWS__etl__TYPES": '["lambda"]'},
-        'flows.etl.types: must be a list of "python" and/or "docker", got [\'lambda\']',
-        id="a per-flow override with an unknown type",
+        "work_pool.lambda: missing; it must be a work pool name (deployment type lambda is in use)",
+        id="a per-flow override with a type that has no work pool",
     ),
     pytest.param(
         {"DEPLOY_ENTRYPOINT_STYLE": "dotted"},
@@ -494,7 +524,7 @@ INVALID = [
     ),
     pytest.param(
         {"DEPLOY_FLOWS__hello__WORK_POOL": "[1]"},
-        "flows.hello.work_pool: must be a pool name or a table of python/docker/queue, got [1]",
+        "flows.hello.work_pool: must be a pool name or a table of deployment types (and queue) to pools, got [1]",
         id="a per-flow work pool that is neither a name nor a table",
     ),
     pytest.param(

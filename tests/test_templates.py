@@ -344,7 +344,7 @@ def _settings(root: Path, env: str) -> Settings:
             "work_pool": {"python": f"{env}-pool", "docker": f"{env}-docker", "queue": "default"},
             "parameters": {"debug": env != "production"},
             "env_vars": {"PYTHONPATH": "."},
-            "resources": {"concurrency_limit": 2, "mem_limit": "1g"},
+            "resources": {"concurrency_limit": 2, "docker": {"mem_limit": "1g"}},
             "docker": {"registry": "registry.local/app", "working_dir": "/app"},
         },
     )
@@ -378,7 +378,8 @@ def test_shipped_templates_produce_exactly_the_deployment_body_keys(tmp_path: Pa
     body_keys = [
         "name", "flow_name", "entrypoint", "description", "version", "work_pool_name",
         "work_queue_name", "tags", "parameters", "parameter_openapi_schema", "job_variables",
-        "pull_steps", "schedules", "concurrency_limit", "paused", "enforce_parameter_schema",
+        "pull_steps", "schedules", "concurrency_limit", "concurrency_options", "paused",
+        "enforce_parameter_schema",
     ]  # fmt: skip
     for env in ENVIRONMENTS:
         for spec in _specs(tmp_path, env).values():
@@ -663,12 +664,10 @@ def test_prefect_yaml_is_accepted_by_prefects_own_loader(project: Path, tmp_path
 
     assert printed.getvalue() == "", printed.getvalue()
     assert actions["pull"] is None
-    rendered_python = sorted(
-        yaml.safe_load((out / f).read_text())["name"]
-        for f in result.files
-        if f != "prefect.yaml" and "runtime:python" in yaml.safe_load((out / f).read_text())["tags"]
+    rendered = sorted(
+        yaml.safe_load((out / f).read_text())["name"] for f in result.files if f != "prefect.yaml"
     )
-    assert sorted(c["name"] for c in configs) == rendered_python
+    assert sorted(c["name"] for c in configs) == rendered  # every type, docker too
     hello = next(c for c in configs if c["name"] == "hello")
     assert hello["entrypoint"] == "flows/hello.py:hello"
     assert hello["work_pool"]["name"] == "prod-agent-pool"

@@ -15,7 +15,7 @@ import pytest
 from helpers import invoke, make_project
 
 from deploy_lib import pipeline
-from deploy_lib.api import bundled_job_template
+from deploy_lib.api import bundled_job_template, bundled_job_templates
 from deploy_lib.errors import EXIT_VALIDATION, ValidationFailed
 from deploy_lib.models import DeploymentSpec, FlowMetadata, GitInfo, Parameter, Problem
 from deploy_lib.report import report_json, summarize
@@ -49,6 +49,9 @@ REPORT = FlowMetadata(
     parameters=(Parameter("options", None, kind="var_keyword", required=False),),
 )
 FLOWS = [ETL, REPORT]
+
+
+TEMPLATES = bundled_job_templates()
 
 
 def _body(flow: FlowMetadata = ETL, type_: str = "python", **changes: Any) -> dict[str, Any]:
@@ -103,6 +106,7 @@ def _spec(
 
 
 def _problems(*specs: DeploymentSpec, **kwargs: Any) -> list[Problem]:
+    kwargs.setdefault("templates", TEMPLATES)
     return validate_specs(list(specs), FLOWS, **kwargs)
 
 
@@ -153,7 +157,7 @@ def test_unknown_top_level_key_lists_the_allowed_keys() -> None:
     problem = _only(_problems(_spec(_body(work_pool="typo"))))
     assert problem.key == "work_pool"
     assert problem.message == (
-        "unknown key (allowed: concurrency_limit, description, enforce_parameter_schema, "
+        "unknown key (allowed: concurrency_limit, concurrency_options, description, enforce_parameter_schema, "
         "entrypoint, flow_name, job_variables, name, parameter_openapi_schema, parameters, "
         "paused, pull_steps, schedules, tags, version, work_pool_name, work_queue_name)"
     )
@@ -319,7 +323,7 @@ def test_docker_sizes_and_pull_policy() -> None:
             "(got '2 GB')"
         ),
         "job_variables.image_pull_policy": (
-            "must be one of: Always, IfNotPresent, Never (got 'Sometimes')"
+            "must be one of: IfNotPresent, Always, IfPossible, Never (got 'Sometimes')"
         ),
     }
 
@@ -476,7 +480,7 @@ def test_entrypoint_pointing_at_a_flow_with_problems() -> None:
         name="broken", function="broken", path="flows/broken.py", problems=("flow name is empty",)
     )
     body = _body(broken, name="broken-python", parameters={})
-    problems = validate_specs([_spec(body, flow=broken)], [broken])
+    problems = validate_specs([_spec(body, flow=broken)], [broken], templates=TEMPLATES)
     assert _only(problems).message == (
         "points at flow 'broken', which has problems: flow name is empty"
     )
@@ -540,19 +544,19 @@ def test_parameters_of_unknown_annotations_are_not_type_checked() -> None:
         name="etl", function="etl", path="flows/etl.py", parameters=(Parameter("cfg", "Config"),)
     )
     body = _body(flow, parameters={"cfg": "anything"})
-    assert validate_specs([_spec(body, flow=flow)], [flow]) == []
+    assert validate_specs([_spec(body, flow=flow)], [flow], templates=TEMPLATES) == []
 
 
 def test_two_flows_may_share_a_deployment_name() -> None:
     first = _spec(_body(name="nightly"))
     second = _spec(_body(REPORT, "docker", name="nightly"), "docker", REPORT)
-    assert validate_specs([first, second], FLOWS) == []
+    assert validate_specs([first, second], FLOWS, templates=TEMPLATES) == []
 
 
 def test_two_deployments_of_one_flow_with_one_name_are_a_problem_naming_both() -> None:
     first = _spec(_body(name="nightly"))
     second = _spec(_body(name="nightly", type_="docker"), "docker")
-    problem = _only(validate_specs([first, second], FLOWS))
+    problem = _only(validate_specs([first, second], FLOWS, templates=TEMPLATES))
     assert (problem.deployment, problem.key) == ("etl/nightly", "name")
     assert problem.message.startswith(
         "deployment 'etl/nightly' is used by 2 deployments: flows/etl.py:etl (docker, "
@@ -628,7 +632,7 @@ def test_format_problems_puts_problems_without_a_deployment_first() -> None:
 def test_ensure_valid_raises_once_with_every_problem_grouped() -> None:
     specs = _broken_pair()
     with pytest.raises(ValidationFailed) as caught:
-        ensure_valid(specs, FLOWS)
+        ensure_valid(specs, FLOWS, templates=TEMPLATES)
     error = caught.value
     assert error.exit_code == EXIT_VALIDATION
     assert len(error.problems) == 5
@@ -636,7 +640,7 @@ def test_ensure_valid_raises_once_with_every_problem_grouped() -> None:
         "validation failed: 5 problem(s) in 2 deployment(s); nothing was written"
     )
     assert str(error).split("\n", 1)[1] == format_problems(error.problems)
-    ensure_valid([_spec(_body())], FLOWS)
+    ensure_valid([_spec(_body())], FLOWS, templates=TEMPLATES)
 
 
 def test_summary_and_json_report() -> None:
@@ -680,7 +684,7 @@ def test_validation_does_not_change_the_bodies() -> None:
 
 def test_a_body_that_is_not_a_mapping() -> None:
     spec = DeploymentSpec("python", "staging", ETL, ["not", "a", "mapping"], PY_TEMPLATE)  # type: ignore[arg-type]
-    problem = _only(validate_specs([spec], FLOWS))
+    problem = _only(validate_specs([spec], FLOWS, templates=TEMPLATES))
     assert problem.deployment == "etl (python)"
     assert problem.message == "the deployment must be a mapping, got list"
 
@@ -792,7 +796,7 @@ def test_a_template_that_adds_an_ownership_tag_is_refused_with_the_key_path() ->
     body = _body()
     body["tags"] = [*body["tags"], "env:production", "project:other", "project:mine"]
 
-    problems = validate_specs([_spec(body)], FLOWS)
+    problems = validate_specs([_spec(body)], FLOWS, templates=TEMPLATES)
 
     first = len(_body()["tags"])
     reserved = sorted((p.key, p.message.split("'")[1]) for p in problems if "is reserved" in p.message)
