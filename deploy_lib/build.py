@@ -741,7 +741,7 @@ def _resources(
             for key, value in ordered:
                 if isinstance(value, Mapping) or value is None:
                     continue
-                out[RESOURCE_ALIASES.get(key, key)] = (value, f"{where}.{key}")
+                out[RESOURCE_ALIASES.get(str(key), str(key))] = (value, f"{where}.{key}")
     for key in ("concurrency_limit", "collision_strategy"):
         if key in ov:
             out[key] = (ov[key], f"{fkey}.{key}")

@@ -1165,7 +1165,14 @@ def build_prepared(
     deployments name.  Raises ``InputError`` when it holds no docker deployment and
     ``DockerError`` when a deployment names an image other than the one built (a
     template that sets ``job_variables.image`` itself)."""
-    specs = [s for s in prepared.specs if s.type == "docker"]
+    # Every container deployment whose image is built from its flow's Dockerfile
+    # (docker, kubernetes, ecs, ...; not one whose settings name an image).
+    specs = [
+        s
+        for s in prepared.specs
+        if s.type == "docker"
+        or (s.flow.dockerfile and s.sources.get("job_variables.image") == "docker.registry")
+    ]
     settings = prepared.settings
     if not specs:
         raise InputError(
