@@ -379,6 +379,8 @@ def _results(out: Output, outcome: Any, *, json: bool = False) -> None:
         out.echo(report.to_json(report.results_json(outcome.result, out.masker, outcome.skipped)))
     else:
         out.echo(report.format_results(outcome.result, out.masker))
+        for block in outcome.secrets_removed:
+            out.echo(f"removed Secret block {block}: no deployment uses it")
     outcome.raise_if_failed()
 
 

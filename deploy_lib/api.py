@@ -132,6 +132,7 @@ class PrefectApi:
         self._flow_ids: dict[str, str] = {}
         self._flow_locks: dict[str, asyncio.Lock] = {}
         self._write_gate = asyncio.Semaphore(max_writes) if max_writes else None
+        self._secret_ids: tuple[str, str] | None = None
 
     def __repr__(self) -> str:
         return f"PrefectApi({self.url!r})"
@@ -326,6 +327,72 @@ class PrefectApi:
         )
         for automation in automations:
             await self._request("POST", "automations/", body=automation, deployment=deployment)
+
+    # -- Secret blocks ---------------------------------------------------------------
+
+    async def list_secret_blocks(self, prefix: str) -> list[dict[str, Any]]:
+        """The Secret block documents whose names start with ``prefix`` (values left
+        out: the server sends them obfuscated), each with ``id`` and ``name``."""
+        found: list[dict[str, Any]] = []
+        pattern = prefix.replace("%", "").replace("_", "") + "%"
+        while True:
+            body = {
+                "block_documents": {"name": {"like_": pattern}},
+                "block_types": {"slug": {"any_": ["secret"]}},
+                "include_secrets": False,
+                "limit": PAGE_SIZE,
+                "offset": len(found),
+            }
+            page = _as_list(await self._post_json("block_documents/filter", body))
+            found += [{"id": b["id"], "name": b["name"]} for b in page if str(b.get("name", "")).startswith(prefix)]
+            if len(page) < PAGE_SIZE:
+                return found
+
+    async def write_secret_block(
+        self, name: str, value: str, *, deployment: str | None = None
+    ) -> None:
+        """Create the Secret block ``name`` holding ``value``, or replace the value of
+        the one that exists.  The value is sent only in the request body."""
+        path = f"block_types/slug/secret/block_documents/name/{_segment(name)}?include_secrets=false"
+        try:
+            existing = _as_dict((await self._request("GET", path)).json())
+        except ApiNotFound:
+            existing = None
+        data = {"value": value}
+        if existing is not None:
+            body = {"data": data, "merge_existing_data": False}
+            await self._request(
+                "PATCH", f"block_documents/{existing['id']}", body=body, deployment=deployment
+            )
+            return
+        type_id, schema_id = await self._secret_block_ids()
+        body = {
+            "name": name,
+            "data": data,
+            "block_type_id": type_id,
+            "block_schema_id": schema_id,
+            "is_anonymous": False,
+        }
+        await self._request("POST", "block_documents/", body=body, deployment=deployment)
+
+    async def delete_block(self, block_id: str) -> bool:
+        """Delete a block document; False when it was already gone."""
+        try:
+            await self._request("DELETE", f"block_documents/{block_id}")
+        except ApiNotFound:
+            return False
+        return True
+
+    async def _secret_block_ids(self) -> tuple[str, str]:
+        """The ids of the server's ``secret`` block type and its newest schema."""
+        if self._secret_ids is None:
+            kind = _as_dict((await self._request("GET", "block_types/slug/secret")).json())
+            body = {"block_schemas": {"block_type_id": {"any_": [kind["id"]]}}, "limit": 1}
+            schemas = _as_list(await self._post_json("block_schemas/filter", body))
+            if not schemas:
+                raise ApiNotFound("the server has no schema for its Secret block type")
+            self._secret_ids = (str(kind["id"]), str(schemas[0]["id"]))
+        return self._secret_ids
 
     # -- work pools ------------------------------------------------------------------
 

@@ -71,6 +71,10 @@ class DeploymentApi(Protocol):
         deployment: str | None = None,
     ) -> None: ...
 
+    async def write_secret_block(
+        self, name: str, value: str, *, deployment: str | None = None
+    ) -> None: ...
+
 
 # The note of a write a signal kept from starting.
 NOT_STARTED = "not started: interrupted"
@@ -164,6 +168,7 @@ class _Runner:
         self._prune = prune
         self._owner = owner
         self._flows: dict[str, asyncio.Future[Any]] = {}
+        self._secrets: dict[str, asyncio.Future[Any]] = {}
         # Once the server could not be reached through all of a request's retries, the
         # writes still waiting are not tried: each would spend its own retries in vain.
         self._unreachable: ApiUnreachable | None = None
@@ -185,6 +190,10 @@ class _Runner:
             n for n, f in self._flows.items() if f.done() and (f.cancelled() or f.exception())
         ]:
             del self._flows[name]  # a flow that could not be ensured is tried again
+        for name in [
+            n for n, f in self._secrets.items() if f.done() and (f.cancelled() or f.exception())
+        ]:
+            del self._secrets[name]  # so is a Secret block that could not be written
         server_ok = True
         self._slots = asyncio.Semaphore(1)
         for index in sorted(i for i in pending if _busy(results[i])):
@@ -254,6 +263,7 @@ class _Runner:
             return DELETED, change.live_id, None
         if change.action in (CREATE, RENAME):
             await self._check_still_free(change)
+        await self._write_secrets(change)
         if change.action == RENAME and change.body is not None:
             await self._ensure_flow(change.flow_name)
             deployment_id, _ = await self._api.upsert_deployment(change.body)
@@ -275,6 +285,19 @@ class _Runner:
         # create means it vanished meanwhile and now exists again.
         status = CREATED if created or change.action == CREATE else UPDATED
         return status, str(deployment_id), None
+
+    async def _write_secrets(self, change: Change) -> None:
+        """Write the Secret blocks ``change`` needs before the deployment that refers to
+        them; a block shared by many deployments is written once per run (the others
+        await the same write, and fail with it)."""
+        for block, value in change.secret_writes:
+            future = self._secrets.get(block)
+            if future is None:
+                future = asyncio.ensure_future(
+                    self._api.write_secret_block(block, value, deployment=change.deployment)
+                )
+                self._secrets[block] = future
+            await asyncio.shield(future)
 
     async def _write_automations(self, change: Change, deployment_id: str) -> None:
         """Put the automations of ``change``'s triggers in place of those the deployment

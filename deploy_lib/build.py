@@ -64,6 +64,7 @@ from deploy_lib.models import (
     FlowMetadata,
     GitInfo,
     Settings,
+    secret_placeholder,
 )
 from deploy_lib.models import plain as _plain
 from deploy_lib.pools import (
@@ -172,6 +173,7 @@ def build_deployments(
         )
     notes = _skipped_parameter_warnings(skipped_params)
     warnings += _unexpressed_warnings(env.unexpressed)
+    warnings += _plaintext_warnings(env.plaintext)
     warnings += [line for is_warning, line in required if is_warning]
     notes += [line for is_warning, line in required if not is_warning]
     return BuildResult(tuple(contexts), tuple(warnings), tuple(notes))
@@ -399,6 +401,9 @@ class _EnvValues:
     cache: dict[str, Any] = field(default_factory=dict, compare=False)
     # (deployment type, resource) -> (settings key, value, deployments it misses).
     unexpressed: dict[tuple[str, str], list[Any]] = field(default_factory=dict, compare=False)
+    secret_vars: tuple[str, ...] = ()
+    # Secret variables left in plain text (secret_blocks = false) -> deployments.
+    plaintext: dict[str, int] = field(default_factory=dict, compare=False)
     # One build-context hash per Dockerfile, for the run.
     digests: dict[str, str] = field(default_factory=dict, compare=False)
 
@@ -423,6 +428,7 @@ class _EnvValues:
             env_vars=settings.env_vars,
             queue=settings.work_queue,
             templates=templates,
+            secret_vars=tuple(settings.secret_env_vars),
         )
 
     def template(self, type_: str) -> Mapping[str, Any] | None:
@@ -651,6 +657,7 @@ def _deployment(
         pull_steps = _python_pull_steps(flow, env)
         sources["pull_steps"] = "pull"
 
+    secrets = _secret_env(run_env, env)
     limits = _resources(flow, type_, ov, env)
     if template is not None:
         mapped, missing = map_resources({k: v for k, (v, _) in limits.items()}, template)
@@ -701,11 +708,43 @@ def _deployment(
         "paused": paused,
         "enforce_parameter_schema": env.get("enforce_parameter_schema", True),
         "triggers": _triggers(ov.get("triggers"), name),
+        "secrets": secrets,
         "type": type_,
         "image": image,
         "slug": flow_slug(flow.name),
         "sources": sources,
     }
+
+
+def _secret_env(run_env: dict[str, str], env: _EnvValues) -> dict[str, tuple[str, str]]:
+    """Put each secret variable of ``run_env`` into a Secret block: the job variable
+    holds ``{{ prefect.blocks.secret.<block> }}`` (resolved by the worker at run time)
+    and the value goes to the block.  Returns variable -> (block, value).  With
+    ``secret_blocks = false`` the values stay as they are, and the run warns."""
+    out: dict[str, tuple[str, str]] = {}
+    for var in env.secret_vars:
+        value = run_env.get(var)
+        if value is None or value.strip().startswith("{{"):
+            continue  # unset, or already a reference the worker resolves
+        if not env.settings.secret_blocks:
+            env.plaintext[var] = env.plaintext.get(var, 0) + 1
+            continue
+        block = env.settings.secret_block_name(var)
+        out[var] = (block, value)
+        run_env[var] = secret_placeholder(block)
+    return out
+
+
+def _plaintext_warnings(plaintext: Mapping[str, int]) -> list[str]:
+    if not plaintext:
+        return []
+    count = max(plaintext.values())
+    return [
+        f"secret_blocks is false: secret environment variable(s) {', '.join(sorted(plaintext))} "
+        f"are stored in plain text in the job variables of {count} deployment(s), where "
+        "anyone who can read deployments sees them; leave secret_blocks on to keep them "
+        "in Prefect Secret blocks"
+    ]
 
 
 def _triggers(raw: Any, name: str) -> list[Any]:

@@ -14,6 +14,8 @@ text and in nested data.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import re
 from collections import Counter
@@ -30,6 +32,35 @@ from deploy_lib.errors import DeployError, DiscoveryError, PartialFailure
 # any other type on pools of its own name).
 DEPLOYMENT_TYPES = ("python", "docker")
 PROCESS = "process"
+
+
+def _block_slug(text: str) -> str:
+    """A block name part: lower-case letters, digits and single dashes."""
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-") or "x"
+
+
+def secret_placeholder(block_name: str) -> str:
+    """What a job variable holds instead of a secret: the worker resolves it at run time."""
+    return "{{ prefect.blocks.secret." + block_name + " }}"
+
+
+# A deployment's label recording the salted hash of one secret it was written with:
+# ``deploy-lib.secret.<ENV_VAR>`` = ``<salt>$<sha256 of salt and value>``.
+LABEL_SECRET_PREFIX = "deploy-lib.secret."
+
+
+def salted_hash(value: str, salt: str) -> str:
+    """``<salt>$<digest>``: a secret's value as a label may hold it (never reversible)."""
+    digest = hashlib.sha256(f"{salt}\0{value}".encode()).hexdigest()
+    return f"{salt}${digest}"
+
+
+def matches_salted_hash(value: str, recorded: Any) -> bool:
+    """Whether ``recorded`` (a ``salted_hash``) was made from ``value``."""
+    if not isinstance(recorded, str) or "$" not in recorded:
+        return False
+    salt = recorded.split("$", 1)[0]
+    return hmac.compare_digest(salted_hash(value, salt), recorded)
 
 
 def pool_type(deployment_type: str) -> str:
@@ -317,6 +348,27 @@ class Settings:
         return str(self.get("project") or "project")
 
     @property
+    def secret_env_vars(self) -> list[str]:
+        """The job environment variables whose values are secret (from .secrets.toml, a
+        secret-marked env-file key or DEPLOY_ variable, a secret-looking name, or
+        ``masked_env_vars``), sorted."""
+        return sorted(k.split(".", 1)[1] for k in self.secret_keys if k.startswith("env_vars."))
+
+    @property
+    def secret_blocks(self) -> bool:
+        """Whether secret job environment variables are stored as Prefect Secret blocks
+        (the default) rather than as plain text in job_variables."""
+        return bool(self.get("secret_blocks", True))
+
+    def secret_block_prefix(self) -> str:
+        """What the names of this project's Secret blocks in this environment start with."""
+        return f"deploy-lib-{_block_slug(self.project)}-{_block_slug(self.env)}-"
+
+    def secret_block_name(self, env_var: str) -> str:
+        """The Secret block that holds environment variable ``env_var``'s value."""
+        return self.secret_block_prefix() + _block_slug(env_var)
+
+    @property
     def api_url(self) -> str:
         """The Prefect API URL; ``""`` means the embedded local server."""
         return str(self.get("api_url") or "")
@@ -537,6 +589,9 @@ class DeploymentSpec:
     # Prefect deployment triggers (event, compound, sequence, metric), as settings give
     # them: applied as automations owned by the deployment, never sent in the body.
     triggers: tuple[Mapping[str, Any], ...] = ()
+    # Secret job environment variables stored as Secret blocks: variable -> (block
+    # name, value).  The body holds only the placeholder; never printed.
+    secrets: Mapping[str, tuple[str, str]] = field(default_factory=dict, repr=False)
 
     @property
     def name(self) -> str:
@@ -823,6 +878,9 @@ class Change:
     # The automations (of the deployment's triggers) apply writes in place of those
     # the deployment owns; None leaves them as they are.
     automations: tuple[Mapping[str, Any], ...] | None = None
+    # The Secret blocks to write before the deployment: (block name, value).  Never
+    # printed or saved (``to_dict`` leaves them out).
+    secret_writes: tuple[tuple[str, str], ...] = field(default=(), repr=False)
 
     @property
     def flow_name(self) -> str:
@@ -1001,7 +1059,7 @@ class ApplyResult:
 
 
 # The values build computes beside the body keys: for templates and messages, never sent.
-BUILD_EXTRAS = ("type", "image", "slug", "sources", "triggers")
+BUILD_EXTRAS = ("type", "image", "slug", "sources", "triggers", "secrets")
 
 
 @dataclass(frozen=True)

@@ -171,6 +171,8 @@ class DeployOutcome:
     interrupted: str | None = None
     # What is expected of ordinary settings (``Prepared.notes``): shown with --verbose.
     notes: tuple[str, ...] = ()
+    # The Secret blocks a prune removed because no deployment refers to them any more.
+    secrets_removed: tuple[str, ...] = ()
 
     def raise_if_failed(self) -> None:
         """After the results are shown: the signal or deadline that stopped the apply
@@ -688,6 +690,10 @@ async def compute_plan(client: Any, prepared: Prepared) -> Plan:
     if prepared.types:
         wanted = {f"runtime:{t}" for t in prepared.types}
         live = [d for d in live if wanted & set(d.get("tags") or ())]
+    blocks: list[str] = []
+    if any(spec.secrets for spec in prepared.specs):
+        found_blocks = await client.list_secret_blocks(settings.secret_block_prefix())
+        blocks = [str(b["name"]) for b in found_blocks]
     automations = trigger_automations(prepared.specs)
     # The automations of the live deployments that have (or had) triggers: one read each.
     by_name = {f"{d.get('flow_name')}/{d.get('name')}": d for d in live}
@@ -705,6 +711,7 @@ async def compute_plan(client: Any, prepared: Prepared) -> Plan:
         protected=protected_files(prepared.discovery),
         automations=automations,
         live_automations=dict(zip(read, found, strict=True)),
+        secret_blocks=blocks,
     )
 
 
@@ -772,6 +779,9 @@ async def deploy_prepared(
             keep_drift=keep_drift, owner=(prepared.settings.project, prepared.settings.env),
             stop=stop,
         )
+    removed: tuple[str, ...] = ()
+    if prune and not result.failed and not prepared.flow_names and not prepared.types:
+        removed = await prune_secret_blocks(client, prepared)
     if not keep_drift:
         warnings += [
             f"{c.deployment}: overwrote changes made on the server since the last deploy "
@@ -785,7 +795,24 @@ async def deploy_prepared(
         skipped=prepared.skipped,
         interrupted=signals[0] if signals else None,
         notes=prepared.notes,
+        secrets_removed=removed,
     )
+
+
+async def prune_secret_blocks(client: Any, prepared: Prepared) -> tuple[str, ...]:
+    """Delete the Secret blocks of this project and env that no deployment of
+    ``prepared`` (the whole environment, unselected) refers to any more; their names."""
+    used = {block for spec in prepared.specs for block, _ in spec.secrets.values()}
+    return await _remove_secret_blocks(client, prepared.settings, used=used)
+
+
+async def _remove_secret_blocks(client: Any, settings: Settings, *, used: set[str]) -> tuple[str, ...]:
+    found = await client.list_secret_blocks(settings.secret_block_prefix())
+    removed = []
+    for block in sorted(found, key=lambda b: str(b["name"])):
+        if block["name"] not in used and await client.delete_block(str(block["id"])):
+            removed.append(str(block["name"]))
+    return tuple(removed)
 
 
 def _prepared(
@@ -1028,7 +1055,13 @@ def destroy(
                         client, plan, concurrency=settings.apply_concurrency, prune=True,
                         on_result=on_result, stop=stop,
                     )
-                return DeployOutcome(plan, result, interrupted=signals[0] if signals else None)
+                removed: tuple[str, ...] = ()
+                if not result.failed and not signals:
+                    removed = await _remove_secret_blocks(client, settings, used=set())
+                return DeployOutcome(
+                    plan, result, interrupted=signals[0] if signals else None,
+                    secrets_removed=removed,
+                )
 
         return _run(go())
 

@@ -27,8 +27,9 @@ import copy
 import datetime as dt
 import hashlib
 import json
+import secrets
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -41,6 +42,7 @@ from deploy_lib.models import (
     DELETE,
     LABEL_FIELDS,
     LABEL_FINGERPRINT,
+    LABEL_SECRET_PREFIX,
     LABEL_TRIGGERS,
     MANAGED_BY_TAG,
     RENAME,
@@ -52,7 +54,9 @@ from deploy_lib.models import (
     Owner,
     Plan,
     Problem,
+    matches_salted_hash,
     plain,
+    salted_hash,
 )
 
 # The keys of a deployment body that the plan compares, in the order diffs are shown.
@@ -87,6 +91,7 @@ def make_plan(
     protected: Mapping[str, str] | None = None,
     automations: Mapping[str, Sequence[Mapping[str, Any]]] | None = None,
     live_automations: Mapping[str, Sequence[Mapping[str, Any]]] | None = None,
+    secret_blocks: Collection[str] = (),
 ) -> Plan:
     """Compare ``desired`` specs with ``live`` DeploymentResponse dicts for ``env``.
 
@@ -104,6 +109,10 @@ def make_plan(
     triggers make, and ``live_automations`` a live deployment's id to those it owns
     (read only for deployments that have or had triggers): a difference is a
     ``triggers`` change, and ``Change.automations`` what apply writes.
+    ``secret_blocks`` names the Secret blocks of this project and env that exist: a
+    spec's secret whose block is missing, or whose value no live deployment's label
+    (a salted hash) was made from, is a ``secrets.<VAR>`` change ("secret changed",
+    never the value), and ``Change.secret_writes`` the blocks apply writes first.
 
     Every create and update carries, as labels, the fingerprint of the body it writes;
     an update names the fields changed on the server since (``Change.drift``).  Raises
@@ -115,18 +124,26 @@ def make_plan(
     for item in live:
         live_by_name[_live_full_name(item)] = item
 
+    current_blocks = _current_secret_blocks(desired, live_by_name, set(secret_blocks))
     changes: list[Change] = []
     desired_names: set[str] = set()
     for spec in desired:
         desired_names.add(spec.full_name)
         current = live_by_name.get(spec.full_name)
         want = _normal_automations((automations or {}).get(spec.full_name) or ())
+        secret_labels, secret_diff = _secret_state(spec, current)
+        writes = tuple(
+            (block, value)
+            for block, value in sorted(spec.secrets.values())
+            if block not in current_blocks
+        )
         if current is None:
             changes.append(
                 Change(
                     CREATE, spec.full_name, spec.type, spec=spec,
-                    body=_with_triggers(stamped(spec.body), want),
+                    body=_with_labels(_with_triggers(stamped(spec.body), want), secret_labels),
                     automations=tuple((automations or {}).get(spec.full_name) or ()) or None,
+                    secret_writes=writes,
                 )
             )
             continue
@@ -148,6 +165,18 @@ def make_plan(
             )
             continue
         diff = diff_bodies(spec.body, current)
+        diff += [c for c in secret_diff if c.path not in {d.path for d in diff}]
+        if writes and not secret_diff:  # the block itself is missing or out of date
+            written = {b for b, _ in writes}
+            diff += [
+                FieldChange(
+                    f"secrets.{var}",
+                    "(stored)",
+                    "secret changed" if block in secret_blocks else "secret block missing",
+                )
+                for var, (block, _) in sorted(spec.secrets.items())
+                if block in written
+            ]
         drift = drifted_fields(current)
         write_automations = None
         have = (live_automations or {}).get(str(live_id)) if live_id is not None else None
@@ -160,13 +189,18 @@ def make_plan(
             if have is not None and recorded is not None and recorded != _hash(have_normal):
                 drift = (*drift, "triggers")
         if diff:
-            body = _with_triggers(
-                stamped(carry_schedule_state(spec.body, current.get("schedules") or [])), want
+            body = _with_labels(
+                _with_triggers(
+                    stamped(carry_schedule_state(spec.body, current.get("schedules") or [])),
+                    want,
+                ),
+                secret_labels,
             )
             changes.append(
                 Change(
                     UPDATE, spec.full_name, spec.type, spec, live_id, tuple(diff), body,
                     drift=drift, live_updated=updated, automations=write_automations,
+                    secret_writes=writes,
                 )
             )
         else:
@@ -349,6 +383,51 @@ def _without_ids(value: Any) -> Any:
     if isinstance(value, list):
         return [_without_ids(v) for v in value]
     return value
+
+
+def _current_secret_blocks(
+    desired: Sequence[DeploymentSpec],
+    live_by_name: Mapping[str, Mapping[str, Any]],
+    existing: set[str],
+) -> set[str]:
+    """The Secret blocks that exist and hold the desired value: some live deployment
+    of a desired spec records a salted hash made from that value."""
+    current: set[str] = set()
+    for spec in desired:
+        item = live_by_name.get(spec.full_name)
+        labels = (item or {}).get("labels") or {}
+        for var, (block, value) in spec.secrets.items():
+            if block in existing and matches_salted_hash(value, labels.get(LABEL_SECRET_PREFIX + var)):
+                current.add(block)
+    return current
+
+
+def _secret_state(
+    spec: DeploymentSpec, current: Mapping[str, Any] | None
+) -> tuple[dict[str, str], list[FieldChange]]:
+    """The secret labels ``spec`` is written with (a live label kept when it was made
+    from the same value, else a new salted hash) and a change per secret that differs,
+    saying so without the value."""
+    labels: dict[str, str] = {}
+    diff: list[FieldChange] = []
+    live = (current or {}).get("labels") or {}
+    for var, (_, value) in sorted(spec.secrets.items()):
+        key = LABEL_SECRET_PREFIX + var
+        recorded = live.get(key) if isinstance(live, Mapping) else None
+        if matches_salted_hash(value, recorded):
+            labels[key] = str(recorded)
+            continue
+        labels[key] = salted_hash(value, secrets.token_hex(8))
+        if current is not None:
+            old = "(stored)" if recorded is not None else None
+            diff.append(FieldChange(f"secrets.{var}", old, "secret changed" if old else "new secret"))
+    return labels, diff
+
+
+def _with_labels(body: dict[str, Any], labels: Mapping[str, str]) -> dict[str, Any]:
+    if labels:
+        body["labels"] = {**(body.get("labels") or {}), **labels}
+    return body
 
 
 def _with_triggers(body: dict[str, Any], want: list[dict[str, Any]]) -> dict[str, Any]:

@@ -613,6 +613,7 @@ _RULES: list[tuple[str, str, Callable[[Any], bool], bool]] = [
         True,
     ),
     ("paused", "true or false", _is_bool, False),
+    ("secret_blocks", "true or false", _is_bool, False),
     ("enforce_parameter_schema", "true or false", _is_bool, False),
     ("masked_env_vars", STR_LIST, _is_str_list, False),
     ("work_pool.queue", NON_EMPTY, _is_filled_str, True),

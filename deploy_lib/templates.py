@@ -550,6 +550,7 @@ def render_specs(
                 source=renderer.display(paths[-1]) if paths else "settings.toml",
                 sources=sources,
                 triggers=tuple(context.deployment.get("triggers") or ()),
+                secrets=dict(context.deployment.get("secrets") or {}),
             )
         )
     return specs

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from deploy_lib import pipeline
+from deploy_lib.api import PrefectApi
 from deploy_lib.apply import (
     CREATED,
     DELETED,
@@ -616,3 +617,107 @@ def test_writing_one_deployment_refuses_one_that_is_not_this_projects() -> None:
         asyncio.run(pipeline.write_one(api, spec(body("solo")), project="mine"))
 
     assert api.names("upsert_deployment") == []
+
+
+# -- secrets as Prefect Secret blocks, on the real server ---------------------------------
+
+SECRET = "pw-0123456789-first"
+READER = (
+    "import os\nimport pathlib\n\nfrom prefect import flow\n\n\n"
+    "@flow(name='secret-reader')\n"
+    "def secret_reader(out: str = '') -> None:\n"
+    "    pathlib.Path(out).write_text(os.environ.get('DB_PASSWORD', '<unset>'))\n"
+)
+
+
+def _secret_project(root: Any, server: str) -> Any:
+    from helpers import make_project
+
+    project = make_project(root, {"flows/reader.py": READER}, example_flows=False)
+    text = (project / "settings.toml").read_text().replace(
+        "[development]\n",
+        '[development]\nproject = "secrets-e2e"\ndeployment_types = ["python"]\n',
+        1,
+    ).replace('python = "default-agent-pool"', 'python = "secrets-e2e-pool"')
+    (project / "settings.toml").write_text(text)
+    (project / ".secrets.toml").write_text(f'[development.env_vars]\nDB_PASSWORD = "{SECRET}"\n')
+    (project / ".secrets.toml").chmod(0o600)
+    return project
+
+
+def _server_text(server: str) -> str:
+    """Every deployment on the server as the API sends it, one JSON text."""
+    import json
+
+    async def go() -> str:
+        async with PrefectApi(server) as api:
+            listed = await api.list_deployments()
+            full = [await api.read_deployment(str(d["id"])) for d in listed]
+            return json.dumps([listed, full])
+
+    return asyncio.run(go())
+
+
+def _run_reader(server: str, settings: Any, out: Any, tmp: Any) -> str:
+    from deploy_lib.runs import run_deployment
+    from deploy_lib.server import background_worker
+
+    async def go() -> Any:
+        async with PrefectApi(server) as api:
+            return await run_deployment(
+                api, settings, "secret-reader", {"out": str(out)}, timeout=120
+            )
+
+    url = pipeline.api_url(settings, start=False)
+    env = {"PREFECT_HOME": str(tmp / "home")}
+    with background_worker(settings, url, poll_seconds=1, env=env, log_path=tmp / "w.log"):
+        asyncio.run(go())
+    return str(out.read_text())
+
+
+def test_a_secret_env_var_lives_in_a_secret_block_that_a_real_worker_resolves(
+    tmp_path: Any, prefect_server: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from deploy_lib.settings import load_settings
+
+    project = _secret_project(tmp_path / "p", prefect_server)
+    monkeypatch.setenv("DEPLOY_API_URL", prefect_server)
+    settings = load_settings("development", project)
+    pipeline.pools(settings, create=True)
+    block = "deploy-lib-secrets-e2e-development-db-password"
+
+    first = pipeline.deploy(pipeline.prepare(settings))
+    first.raise_if_failed()
+
+    text = _server_text(prefect_server)
+    assert SECRET not in text
+    assert "{{ prefect.blocks.secret." + block + " }}" in text
+    assert SECRET not in json_text(first.plan.to_dict())
+    assert _run_reader(prefect_server, settings, tmp_path / "seen-1", tmp_path) == SECRET
+
+    # Unchanged: nothing written, the block included.
+    again = pipeline.deploy(pipeline.prepare(settings))
+    assert again.plan.counts["unchanged"] == 1 and again.result is not None
+    assert again.result.counts.get("unchanged") == 1
+
+    # A new value: the plan says so without it, the block takes it, the run sees it.
+    (project / ".secrets.toml").write_text('[development.env_vars]\nDB_PASSWORD = "pw-second-9876"\n')
+    changed = pipeline.deploy(pipeline.prepare(load_settings("development", project)))
+    update = changed.plan.changes[0]
+    assert update.action == "update"
+    assert [(d.path, d.new) for d in update.diff] == [("secrets.DB_PASSWORD", "secret changed")]
+    assert "pw-second-9876" not in json_text(changed.plan.to_dict())
+    assert "pw-second-9876" not in _server_text(prefect_server)
+    assert _run_reader(prefect_server, settings, tmp_path / "seen-2", tmp_path) == "pw-second-9876"
+
+    # The secret gone from the settings: a prune removes the block no deployment uses.
+    (project / ".secrets.toml").write_text("")
+    pruned = pipeline.deploy(pipeline.prepare(load_settings("development", project)), prune=True)
+    pruned.raise_if_failed()
+    assert pruned.secrets_removed == (block,)
+
+
+def json_text(data: Any) -> str:
+    import json
+
+    return json.dumps(data, default=str)

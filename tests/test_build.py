@@ -943,3 +943,38 @@ def test_a_schedule_keeps_its_own_parameters_and_slug(tmp_path: Path) -> None:
          "slug": "morning"},
         {"schedule": {"interval": 3600.0}, "active": False},
     ]
+
+
+def test_a_secret_env_var_becomes_a_reference_to_its_secret_block(tmp_path: Path) -> None:
+    base = settings(tmp_path, project="shop", env_vars={"PYTHONPATH": ".", "DB_PASSWORD": "hunter2-x"})
+    s = Settings(
+        env="staging", root=tmp_path, data=base.data,
+        secret_keys=frozenset({"env_vars.DB_PASSWORD"}), secret_values=frozenset({"hunter2-x"}),
+    )
+
+    result = build_deployments([hello_flow(tmp_path)], s, git=GIT)
+
+    hello = one(result)
+    block = "deploy-lib-shop-staging-db-password"
+    assert hello["job_variables"]["env"]["DB_PASSWORD"] == "{{ prefect.blocks.secret." + block + " }}"
+    assert hello["job_variables"]["env"]["PYTHONPATH"] == "."
+    assert hello["secrets"] == {"DB_PASSWORD": (block, "hunter2-x")}
+    assert not any("plain text" in w for w in result.warnings)
+
+
+def test_with_secret_blocks_off_a_secret_stays_in_plain_text_and_the_run_says_so(
+    tmp_path: Path,
+) -> None:
+    base = settings(tmp_path, secret_blocks=False, env_vars={"DB_PASSWORD": "hunter2-x"})
+    s = Settings(env="staging", root=tmp_path, data=base.data,
+                 secret_keys=frozenset({"env_vars.DB_PASSWORD"}))
+
+    result = build_deployments([hello_flow(tmp_path), docker_flow(tmp_path)], s, git=GIT)
+
+    hello = next(c.deployment for c in result.contexts if c.flow.name == "hello")
+    assert hello["job_variables"]["env"]["DB_PASSWORD"] == "hunter2-x"
+    assert hello["secrets"] == {}
+    (warning,) = [w for w in result.warnings if "plain text" in w]
+    assert warning.startswith("secret_blocks is false: secret environment variable(s) "
+                              "DB_PASSWORD are stored in plain text in the job variables of 3")
+    assert "hunter2" not in warning

@@ -264,8 +264,9 @@ def test_invoke_render_masks_secret_marked_env_file_keys(tmp_path: Path) -> None
 
     assert done.returncode == 0, done.stderr
     rendered = (out / "hello.yaml").read_text()
-    assert "DATABASE_URL: '****'" in rendered  # marked by masked_env_vars
-    assert "SERVICE_TOKEN: '****'" in rendered  # marked by its name
+    # Secret values live in Secret blocks; the deployment refers to them.
+    assert "DATABASE_URL: '{{ prefect.blocks.secret.deploy-lib-" in rendered  # masked_env_vars
+    assert "SERVICE_TOKEN: '{{ prefect.blocks.secret.deploy-lib-" in rendered  # by its name
     assert "STAGING_ONLY: 'yes'" in rendered
     everything = done.stdout + done.stderr + "".join(p.read_text() for p in out.iterdir())
     assert "hunter2-db-pass" not in everything

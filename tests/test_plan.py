@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import random
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -13,10 +14,12 @@ from deploy_lib.models import (
     CONFLICT,
     LABEL_FIELDS,
     LABEL_FINGERPRINT,
+    LABEL_SECRET_PREFIX,
     MANAGED_BY_TAG,
     RENAME,
     DeploymentSpec,
     FlowMetadata,
+    matches_salted_hash,
 )
 from deploy_lib.plan import (
     CREATE,
@@ -716,3 +719,59 @@ def test_a_saved_plan_is_stale_when_the_server_or_the_source_moved() -> None:
     assert stale_reasons(saved, plan, project=PROJECT, fingerprint="f2") == [
         "the flow files, settings or templates changed since the plan was made"
     ]
+
+
+# -- secrets kept in Secret blocks: compared by a salted hash, never by value -------------
+
+BLOCK = "deploy-lib-p-development-db-password"
+
+
+def secret_spec(value: str) -> DeploymentSpec:
+    body = desired_body()
+    body["job_variables"] = {
+        "env": {**body["job_variables"]["env"], "DB_PASSWORD": "{{ prefect.blocks.secret." + BLOCK + " }}"}
+    }
+    return replace(spec(body), secrets={"DB_PASSWORD": (BLOCK, value)})
+
+
+def written_live(value: str) -> dict[str, Any]:
+    """The live deployment as the first write of ``secret_spec(value)`` left it."""
+    (change,) = make_plan([secret_spec(value)], [], ENV).changes
+    assert change.body is not None
+    return live(job_variables=change.body["job_variables"], labels=change.body["labels"])
+
+
+def test_a_new_secret_is_written_to_its_block_first_and_only_its_hash_is_labelled() -> None:
+    (change,) = make_plan([secret_spec("hunter2-value")], [], ENV).changes
+
+    assert change.action == CREATE
+    assert change.secret_writes == ((BLOCK, "hunter2-value"),)
+    label = change.body["labels"][LABEL_SECRET_PREFIX + "DB_PASSWORD"]
+    assert "hunter2" not in label and matches_salted_hash("hunter2-value", label)
+    assert "hunter2" not in repr(change)
+
+
+def test_an_unchanged_secret_whose_block_exists_plans_nothing() -> None:
+    plan = make_plan([secret_spec("same")], [written_live("same")], ENV, secret_blocks=[BLOCK])
+
+    (change,) = plan.changes
+    assert change.action == UNCHANGED and change.secret_writes == ()
+
+
+def test_a_changed_secret_is_an_update_that_says_so_without_the_value() -> None:
+    plan = make_plan([secret_spec("new-one")], [written_live("old-one")], ENV, secret_blocks=[BLOCK])
+
+    (change,) = plan.changes
+    assert change.action == UPDATE
+    assert change.diff == (FieldChange("secrets.DB_PASSWORD", "(stored)", "secret changed"),)
+    assert change.secret_writes == ((BLOCK, "new-one"),)
+    assert "new-one" not in str(plan.to_dict()) and "old-one" not in str(plan.to_dict())
+
+
+def test_a_block_deleted_by_hand_is_written_again() -> None:
+    plan = make_plan([secret_spec("same")], [written_live("same")], ENV, secret_blocks=[])
+
+    (change,) = plan.changes
+    assert change.action == UPDATE
+    assert change.diff == (FieldChange("secrets.DB_PASSWORD", "(stored)", "secret block missing"),)
+    assert change.secret_writes == ((BLOCK, "same"),)

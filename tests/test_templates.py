@@ -706,8 +706,21 @@ def test_the_render_task_writes_files_and_masks_secrets(project: Path, tmp_path:
     assert set(texts) >= {"hello.yaml", "table-report-python.yaml", "table-report-docker.yaml"}
     assert all("Sup3rSecretPw" not in t for t in texts.values())
     hello = yaml.safe_load(texts["hello.yaml"])
-    assert hello["job_variables"]["env"]["WAREHOUSE_DSN"] == "****"
+    # The deployment holds a reference to the Secret block that keeps the value.
+    reference = hello["job_variables"]["env"]["WAREHOUSE_DSN"]
+    assert reference.startswith("{{ prefect.blocks.secret.deploy-lib-"), reference
+    assert reference.endswith("-staging-warehouse-dsn }}"), reference
 
+    # With secret blocks off the value is the deployment's own: masked unless asked.
+    settings_toml = project / "settings.toml"
+    settings_toml.write_text(
+        settings_toml.read_text().replace("[staging]\n", "[staging]\nsecret_blocks = false\n", 1)
+    )
+    masked = render_to_files(load_settings("staging", project), out_dir=tmp_path / "masked")
+    assert yaml.safe_load((masked.out_dir / "hello.yaml").read_text())["job_variables"]["env"][
+        "WAREHOUSE_DSN"
+    ] == "****"
+    assert any("stored in plain text" in w for w in masked.warnings), masked.warnings
     shown = render_to_files(
         load_settings("staging", project), out_dir=tmp_path / "shown", show_secrets=True
     )
