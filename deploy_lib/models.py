@@ -47,6 +47,10 @@ def secret_placeholder(block_name: str) -> str:
 # A deployment's label recording the salted hash of one secret it was written with:
 # ``deploy-lib.secret.<ENV_VAR>`` = ``<salt>$<sha256 of salt and value>``.
 LABEL_SECRET_PREFIX = "deploy-lib.secret."
+# A plan's change of a secret kept in a Secret block: ``secrets.<VAR>``, its sides one
+# of these words (the value is never in a plan).
+SECRET_CHANGE_PREFIX = "secrets."
+SECRET_STATES = frozenset({"(stored)", "secret changed", "new secret", "secret block missing"})
 
 
 def salted_hash(value: str, salt: str) -> str:

@@ -46,6 +46,7 @@ from deploy_lib.models import (
     LABEL_TRIGGERS,
     MANAGED_BY_TAG,
     RENAME,
+    SECRET_CHANGE_PREFIX,
     UNCHANGED,
     UPDATE,
     Change,
@@ -170,7 +171,7 @@ def make_plan(
             written = {b for b, _ in writes}
             diff += [
                 FieldChange(
-                    f"secrets.{var}",
+                    f"{SECRET_CHANGE_PREFIX}{var}",
                     "(stored)",
                     "secret changed" if block in secret_blocks else "secret block missing",
                 )
@@ -420,7 +421,7 @@ def _secret_state(
         labels[key] = salted_hash(value, secrets.token_hex(8))
         if current is not None:
             old = "(stored)" if recorded is not None else None
-            diff.append(FieldChange(f"secrets.{var}", old, "secret changed" if old else "new secret"))
+            diff.append(FieldChange(f"{SECRET_CHANGE_PREFIX}{var}", old, "secret changed" if old else "new secret"))
     return labels, diff
 
 

@@ -31,6 +31,8 @@ from deploy_lib.models import (
     FAILED,
     MASK,
     RENAME,
+    SECRET_CHANGE_PREFIX,
+    SECRET_STATES,
     SKIPPED,
     STATUSES,
     UNCHANGED,
@@ -612,6 +614,8 @@ def _mask_pair(change: FieldChange, masker: Masker) -> tuple[Any, Any]:
 
 
 def _mask_value(path: str, value: Any, masker: Masker) -> Any:
+    if path.startswith(SECRET_CHANGE_PREFIX) and value in SECRET_STATES:
+        return value  # words the plan chose ("secret changed"), never the value
     secret = any(is_secret_name(part) for part in path.split(".")) or masker.is_secret_path(path)
     if value not in (None, "") and secret:
         return MASK

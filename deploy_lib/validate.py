@@ -7,8 +7,11 @@ schema cannot: the entrypoint points at a discovered flow, deployment names are 
 and the parameters fit the flow's signature.  It returns every problem, sorted; the
 caller raises once (``ensure_valid``).  ``format_problems`` groups them per deployment.
 
-Schedules are judged by Prefect's own schedule models, imported only when a deployment
-has a schedule, so validating schedule-less deployments never imports Prefect.
+Schedules and triggers are judged by Prefect's own models (schedules, deployment
+triggers), imported only when a deployment has one, so validating plain deployments
+never imports Prefect.  ``job_variables`` are judged by rules derived from the work pool
+type's job template (``schema.job_variables_schema``): Prefect's bundled templates
+offline, the live pool's in ``pool_problems`` before a write.
 """
 
 from __future__ import annotations
@@ -204,7 +207,7 @@ def validate_specs(
     ``flows`` are the discovered flows the entrypoints must point at; ``functions``
     optionally maps a project-relative file to its module-level functions that are not
     flows (discovery knows them), so that an entrypoint naming one of those says so.
-    Pure: reads no files, and imports Prefect only to judge schedules.
+    Pure: reads no files, and imports Prefect only to judge schedules and triggers.
     """
     index = _FlowIndex(flows, functions or {})
     checker = _BodyChecker(templates or {})

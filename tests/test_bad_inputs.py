@@ -1014,7 +1014,8 @@ def test_no_secret_appears_in_any_output(
 def test_a_deployed_secret_reaches_the_server_but_not_the_output(
     tmp_path: Path, server: str
 ) -> None:
-    """The masked values are the real ones: the server holds them, the output never."""
+    """The masked values are the real ones: the server holds them (in Secret blocks the
+    deployment refers to, never in the deployment), the output never."""
     root = make_project(tmp_path / "project")
     env = {**server_env(server), **plant_secrets(root)}
     flow = f"secret-probe-{uuid.uuid4().hex[:8]}"
@@ -1033,10 +1034,19 @@ def test_a_deployed_secret_reaches_the_server_but_not_the_output(
             return dict(found["job_variables"]["env"])
 
         live = run_async(job_env())
+
+        async def block_value(reference: str) -> Any:
+            name = reference.removeprefix("{{ prefect.blocks.secret.").removesuffix(" }}")
+            async with PrefectApi(server) as api:
+                path = f"block_types/slug/secret/block_documents/name/{name}?include_secrets=true"
+                return (await api._request("GET", path)).json()["data"]["value"]
+
         for name in ("DB_PASSWORD", "DATABASE_URL", "SERVICE_TOKEN"):
-            assert live[name] == NEW_SECRETS[name]
+            assert live[name].startswith("{{ prefect.blocks.secret.deploy-lib-"), live[name]
+            assert run_async(block_value(live[name])) == NEW_SECRETS[name]
         for secret in RAW_SECRETS:
             assert secret not in ran.output + again.output
+            assert secret not in json.dumps(live)
     finally:
         run_async(_delete(server, [row[0] for row in deployments(server) if row[0] not in before]))
 
@@ -1143,7 +1153,16 @@ def test_a_short_secret_is_masked_by_its_key_in_plan_diffs_and_json(
         shown = invoke(root, "plan", "--flow", flow, env=with_pin("Q#2"))
         as_json = invoke(root, "plan", "--json", "--flow", flow, env=with_pin("Q#2"))
         assert shown.code == as_json.code == 2, shown.output + as_json.output
-        assert 'job_variables.env.PIN_CODE: "****" -> "****"' in shown.output
+        # In a Secret block, a changed value is said as such.
+        assert 'secrets.PIN_CODE: "(stored)" -> "secret changed"' in shown.output
+        # Kept in the job variables (secret_blocks = false), it is masked by its key.
+        plain = {**base, "DEPLOY_SECRET_BLOCKS": "false"}
+        with_pin("Q#1")
+        assert invoke(root, "deploy", "--flow", flow, env=plain).code == 0
+        with_pin("Q#2")
+        shown_plain = invoke(root, "plan", "--flow", flow, env=plain)
+        as_json = invoke(root, "plan", "--json", "--flow", flow, env=plain)
+        assert 'job_variables.env.PIN_CODE: "****" -> "****"' in shown_plain.output
         diff = [
             d
             for c in json.loads(as_json.stdout)["changes"]
@@ -1151,7 +1170,7 @@ def test_a_short_secret_is_masked_by_its_key_in_plan_diffs_and_json(
             if d["path"] == "job_variables.env.PIN_CODE"
         ]
         assert [(d["old"], d["new"]) for d in diff] == [("****", "****")]
-        for ran in (shown, as_json):
+        for ran in (shown, shown_plain, as_json):
             assert "Q#1" not in ran.output and "Q#2" not in ran.output
     finally:
         run_async(_delete(server, [row[0] for row in deployments(server) if row[0] not in before]))

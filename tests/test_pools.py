@@ -186,7 +186,12 @@ def _read(server: str, flow: str, name: str) -> dict[str, Any]:
 def test_a_flow_deploys_to_kubernetes_ecs_and_cloud_run_pools_with_its_limits(
     tmp_path: Path, prefect_server: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    extra = '\n[development.flows.upstream]\nimage = "ghcr.io/acme/chain:1.0"\n'
+    extra = (
+        '\n[development.flows.upstream]\nimage = "ghcr.io/acme/chain:1.0"\n'
+        '\n[development.flows.downstream]\ntypes = ["python"]\ncollision_strategy = "ENQUEUE"\n'
+        'schedules = [{cron = "0 6 * * *", slug = "morning", parameters = {note = "early"}, '
+        'active = false}]\n'
+    )
     project = _project(tmp_path / "p", prefect_server, extra, name="pools-e2e")
     settings = _settings(project, prefect_server, monkeypatch)
 
@@ -195,7 +200,7 @@ def test_a_flow_deploys_to_kubernetes_ecs_and_cloud_run_pools_with_its_limits(
         "python": ("process", True), "kubernetes": ("kubernetes", True),
         "ecs": ("ecs", True), "cloud-run": ("cloud-run", True),
     }
-    outcome = pipeline.deploy(pipeline.prepare(settings, flow_names=["upstream"]))
+    outcome = pipeline.deploy(pipeline.prepare(settings))
     outcome.raise_if_failed()
 
     k8s = _read(prefect_server, "upstream", "upstream-kubernetes")
@@ -212,9 +217,16 @@ def test_a_flow_deploys_to_kubernetes_ecs_and_cloud_run_pools_with_its_limits(
     assert python["concurrency_limit"] in (2, None)
     assert python["global_concurrency_limit"]["limit"] == 2
     assert python["concurrency_options"]["collision_strategy"] == "CANCEL_NEW"
-    # A second deploy finds nothing to change: every type's body reads back as written.
-    again = pipeline.deploy(pipeline.prepare(settings, flow_names=["upstream"]))
-    assert again.plan.counts["unchanged"] == 4, again.plan.changes
+    downstream = _read(prefect_server, "downstream", "downstream")
+    assert downstream["concurrency_options"]["collision_strategy"] == "ENQUEUE"  # the flow's own
+    (schedule,) = downstream["schedules"]
+    assert (schedule["slug"], schedule["parameters"], schedule["active"]) == (
+        "morning", {"note": "early"}, False,
+    )
+    # A second deploy finds nothing to change: every type's body, the collision
+    # strategies and the schedule's own parameters read back as written.
+    again = pipeline.deploy(pipeline.prepare(settings))
+    assert again.plan.counts["unchanged"] == 5, again.plan.changes
 
 
 @pytest.mark.parametrize(

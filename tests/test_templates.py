@@ -863,3 +863,32 @@ def test_a_template_that_would_explode_is_refused_at_once_naming_it(
     assert time.monotonic() - started < 10
     assert message in str(caught.value)
     assert "templates/python_development.yaml" in str(caught.value)
+
+
+def test_prefect_yaml_carries_triggers_collision_strategy_and_schedule_parameters(
+    project: Path, tmp_path: Path
+) -> None:
+    from prefect.cli.deploy._models import PrefectYamlModel
+    from prefect.cli.deploy._triggers import _initialize_deployment_triggers
+
+    with (project / "settings.toml").open("a") as fh:
+        fh.write(
+            '\n[production.flows.hello]\ncollision_strategy = "CANCEL_NEW"\n'
+            'schedules = [{cron = "0 6 * * *", slug = "morning", parameters = {name = "early"}}]\n'
+            '[[production.flows.hello.triggers]]\nexpect = ["prefect.flow-run.Completed"]\n'
+            'match_related = {"prefect.resource.name" = "daily-etl"}\n'
+        )
+    out = tmp_path / "out"
+    render_to_files(
+        load_settings("production", project), out_dir=out, write_prefect_yaml=True, git=GIT, now=NOW
+    )
+    data = yaml.safe_load((out / "prefect.yaml").read_text())
+    PrefectYamlModel.model_validate(data)  # raises if refused
+
+    hello = next(d for d in data["deployments"] if d["name"] == "hello")
+    assert hello["concurrency_limit"] == {"limit": 10, "collision_strategy": "CANCEL_NEW"}
+    assert hello["schedules"][0]["slug"] == "morning"
+    assert hello["schedules"][0]["parameters"] == {"name": "early"}
+    (trigger,) = _initialize_deployment_triggers("hello", [dict(t) for t in hello["triggers"]])
+    assert trigger.name == "hello__automation_1"
+    assert trigger.expect == {"prefect.flow-run.Completed"}
