@@ -227,6 +227,9 @@ def test_a_flow_deploys_to_kubernetes_ecs_and_cloud_run_pools_with_its_limits(
     # strategies and the schedule's own parameters read back as written.
     again = pipeline.deploy(pipeline.prepare(settings))
     assert again.plan.counts["unchanged"] == 5, again.plan.changes
+    # The project's deployments go again, with nothing of another project's touched.
+    gone = pipeline.destroy(settings)
+    assert gone.plan.counts["delete"] == 5
 
 
 @pytest.mark.parametrize(
