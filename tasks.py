@@ -805,6 +805,8 @@ def worker(
     help={
         "timeout": "seconds to wait for /api/health (default 60)",
         "no_ui": "start it without Prefect's UI (the API and scheduler only)",
+        "database": "sqlite (default: a file under .prefect/) or postgres (a PostgreSQL "
+        "cluster of the project's own, from the system's PostgreSQL)",
         "debug": _DEBUG_HELP,
     },
 )
@@ -814,12 +816,13 @@ def server_start(
     out: Output,
     timeout: int = _whole("--timeout", 60, minimum=1),
     no_ui: bool = False,
+    database: str = "sqlite",
     debug: bool = False,
 ) -> None:
     """Start the project's local Prefect server in the background (no-op when it runs)."""
     from deploy_lib import pipeline, report
 
-    pipeline.server_start(ROOT, timeout=float(timeout), ui=not no_ui)
+    pipeline.server_start(ROOT, timeout=float(timeout), ui=not no_ui, database=database)
     out.echo(report.format_server_status(pipeline.server_status(ROOT)))
 
 

@@ -1349,10 +1349,13 @@ def run_worker(
     return server.run_worker(settings, api_url(settings, notify=notify), run_once=run_once)
 
 
-def server_start(root: Path | str, *, timeout: float = 60.0, ui: bool = True) -> str:
+def server_start(
+    root: Path | str, *, timeout: float = 60.0, ui: bool = True, database: str = "sqlite"
+) -> str:
     """Start the project's local Prefect server unless it runs (with Prefect's UI unless
-    ``ui`` is false); its API URL."""
-    return local_server(root, ui=ui).start(timeout=timeout)
+    ``ui`` is false; on SQLite, or on a PostgreSQL cluster of the project's own with
+    ``database="postgres"``); its API URL."""
+    return local_server(root, ui=ui, database=database).start(timeout=timeout)
 
 
 def server_stop(root: Path | str) -> bool:

@@ -284,7 +284,8 @@ def format_server_status(status: Any, *, as_json: bool = False) -> str:
     health = "healthy" if status.healthy else "NOT answering /api/health"
     ui = f"\nPrefect UI: {status.ui_url}" if status.ui_url else "\nPrefect UI: off"
     return (
-        f"local Prefect server: pid {status.pid}, started {status.started_at}, {health}{ui}\n"
+        f"local Prefect server: pid {status.pid}, started {status.started_at}, {health}, "
+        f"on {getattr(status, 'database', 'sqlite')}{ui}\n"
         f"export PREFECT_API_URL={status.url}"
     )
 

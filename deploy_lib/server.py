@@ -7,6 +7,7 @@ with its state under ``<project>/.prefect/``:
     .prefect/server.json   {pid, port, url, started_at} of the running server
     .prefect/server.log    the server's stdout and stderr
     .prefect/prefect.db    its SQLite database (plus PREFECT_HOME files)
+    .prefect/postgres/     or, with ``database="postgres"``, its PostgreSQL cluster
 
 ``LocalServer.start`` runs ``python -m prefect server start`` in its own session, records
 its pid and waits for ``/api/health``; ``stop`` signals only that recorded pid, and only
@@ -21,12 +22,14 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import fcntl
+import hashlib
 import json
 import os
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -45,6 +48,9 @@ LOG_FILE = "server.log"
 LOCK_FILE = "server.lock"
 DB_FILE = "prefect.db"
 LOG_TAIL_LINES = 20
+# The databases the local server can run on: SQLite (a file under .prefect/) or a
+# PostgreSQL cluster of the project's own.
+DATABASES = ("sqlite", "postgres")
 
 # Environment of the server process, besides PREFECT_HOME and the database URL: a real
 # Prefect, whose scheduler turns schedules into runs and whose UI shows them.
@@ -69,6 +75,8 @@ class ServerStatus:
     healthy: bool
     # Where Prefect's UI answers (None when the server was started without it).
     ui_url: str | None = None
+    # What it stores its data in: "sqlite" or "postgres".
+    database: str = "sqlite"
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -93,7 +101,9 @@ class LocalServer:
 
     ``env`` adds to (or overrides) the server's environment, for example
     ``{"PREFECT_SERVER_SERVICES_SCHEDULER_ENABLED": "false"}``; ``ui=False`` starts it
-    without Prefect's UI."""
+    without Prefect's UI.  ``database="postgres"`` runs it on the project's own
+    PostgreSQL cluster (``LocalPostgres``, started with it and stopped with it) instead
+    of SQLite."""
 
     def __init__(
         self,
@@ -103,7 +113,17 @@ class LocalServer:
         env: Mapping[str, str] | None = None,
         preferred_port: int = PREFERRED_PORT,
         ui: bool = True,
+        database: str = "sqlite",
+        fast_database: bool = False,
     ) -> None:
+        if database not in DATABASES:
+            raise SettingsError(
+                f"unknown local database {database!r}; choose one of: {', '.join(DATABASES)}",
+                key="local_database",
+            )
+        self.database = database
+        self.fast_database = fast_database
+        self._database_url: str | None = None
         self.root = Path(root).resolve()
         self.home = self.root / HOME_DIR
         self.state_path = self.home / STATE_FILE
@@ -145,6 +165,10 @@ class LocalServer:
                 except _PortTaken:  # ours never got its port: replace it
                     self._terminate(record["pid"], grace=5.0)
                     self._remove_state()
+            if self.database == "postgres":
+                self._database_url = LocalPostgres(self.root, fast=self.fast_database).start(
+                    timeout=timeout
+                )
             try:
                 port = _free_port(self.preferred_port)
                 if on_start is not None:
@@ -174,6 +198,8 @@ class LocalServer:
                 return False
             self._terminate(record["pid"], grace=grace)
             self._remove_state()
+            if record.get("database") == "postgres":
+                LocalPostgres(self.root).stop()
             return True
 
     def status(self) -> ServerStatus | None:
@@ -189,13 +215,16 @@ class LocalServer:
             started_at=record["started_at"],
             healthy=self.probe.health(record["url"]) and self._is_ours(record["url"]),
             ui_url=f"http://{HOST}:{record['port']}" if record.get("ui") else None,
+            database=str(record.get("database") or "sqlite"),
         )
 
     def server_env(self) -> dict[str, str]:
         """The environment the server process runs with."""
         env = {k: v for k, v in os.environ.items() if k not in _DROPPED_ENV}
         env["PREFECT_HOME"] = str(self.home)
-        env["PREFECT_API_DATABASE_CONNECTION_URL"] = f"sqlite+aiosqlite:///{self.db_path}"
+        env["PREFECT_API_DATABASE_CONNECTION_URL"] = (
+            self._database_url or f"sqlite+aiosqlite:///{self.db_path}"
+        )
         env.update(SERVER_SETTINGS)
         env.update(dict.fromkeys(_UI_SETTINGS, "true" if self.ui else "false"))
         env.update(self._extra_env)
@@ -255,6 +284,7 @@ class LocalServer:
                 "url": f"http://{HOST}:{port}/api",
                 "started_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
                 "ui": self.server_env().get("PREFECT_SERVER_UI_ENABLED") == "true",
+                "database": self.database,
             }
         )
         return proc.pid
@@ -598,3 +628,169 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
+
+
+# -- a private PostgreSQL cluster for the local server ------------------------------------
+
+POSTGRES_STATE = "postgres.json"
+POSTGRES_USER = "prefect"
+POSTGRES_DB = "prefect"
+# The system account PostgreSQL runs as when this process is root (it refuses root).
+POSTGRES_SYSTEM_USER = "postgres"
+INSTALL_HINT = "install it from the system's packages: apt-get install -y postgresql"
+
+
+class LocalPostgres:
+    """A PostgreSQL cluster of the project's own: ``initdb`` once, then ``pg_ctl start``
+    on 127.0.0.1 only, on a free port, with trust authentication for the ``prefect``
+    user (nothing listens beyond loopback).  ``start`` returns the
+    ``postgresql+asyncpg://`` URL a Prefect server takes; ``stop`` stops it.
+
+    The cluster lives in ``<project>/.prefect/postgres/`` (``data/`` and ``postgres.log``;
+    ``.prefect/postgres.json`` records its port).  PostgreSQL refuses to run as root: as
+    root the cluster is the ``postgres`` account's, in a folder under the system's
+    temporary directory named after the project (that account cannot enter a folder
+    only root may), and each command runs through ``runuser``.  ``fast`` trades
+    durability for speed (no fsync), for tests and benchmarks."""
+
+    def __init__(self, root: Path | str, *, fast: bool = False) -> None:
+        self.root = Path(root).resolve()
+        self.home = self.root / HOME_DIR
+        self.state_path = self.home / POSTGRES_STATE
+        self.fast = fast
+        self.as_root = os.geteuid() == 0
+        if self.as_root:
+            digest = hashlib.sha256(str(self.home).encode()).hexdigest()[:12]
+            self.base = Path(tempfile.gettempdir()) / f"deploy-lib-postgres-{digest}"
+        else:
+            self.base = self.home / "postgres"
+        self.data = self.base / "data"
+        self.log_path = self.base / "postgres.log"
+
+    def __repr__(self) -> str:
+        return f"LocalPostgres({str(self.root)!r})"
+
+    @property
+    def url(self) -> str | None:
+        """The database URL of the running cluster, or None."""
+        state = self._state()
+        return _postgres_url(int(state["port"])) if state and self._running() else None
+
+    def start(self, timeout: float = 60.0) -> str:
+        """Initialise (once) and start the cluster unless it runs; its database URL.
+        ServerError naming what failed (PostgreSQL missing, initdb, start), with the end
+        of its log."""
+        self.home.mkdir(parents=True, exist_ok=True)
+        state = self._state()
+        if state is not None and self._running():
+            return _postgres_url(int(state["port"]))
+        bindir = postgres_bindir()
+        self._prepare_base()
+        if not (self.data / "PG_VERSION").is_file():
+            self._run(
+                [str(bindir / "initdb"), "-D", str(self.data), "-U", POSTGRES_USER,
+                 "-A", "trust", "-E", "UTF8", "--no-sync"],
+                "initdb",
+            )
+        port = _free_port(0)
+        options = f"-p {port} -c listen_addresses={HOST} -k {self.base}"
+        if self.fast:
+            options += " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
+        self._run(
+            [str(bindir / "pg_ctl"), "-D", str(self.data), "-l", str(self.log_path), "-w",
+             "-t", str(int(timeout)), "-o", options, "start"],
+            "start",
+        )
+        self.state_path.write_text(json.dumps({"port": port, "data": str(self.data)}))
+        done = self._run(
+            [str(bindir / "createdb"), "-h", HOST, "-p", str(port), "-U", POSTGRES_USER,
+             POSTGRES_DB],
+            "create the database",
+            check=False,
+        )
+        if done.returncode != 0 and "already exists" not in done.stderr:
+            raise ServerError(f"cannot create database {POSTGRES_DB!r}: {done.stderr.strip()}")
+        return _postgres_url(port)
+
+    def stop(self) -> bool:
+        """Stop the cluster (fast shutdown); False when it was not running."""
+        if not self._running():
+            self.state_path.unlink(missing_ok=True)
+            return False
+        self._run(
+            [str(postgres_bindir() / "pg_ctl"), "-D", str(self.data), "-m", "fast", "-w", "stop"],
+            "stop",
+        )
+        self.state_path.unlink(missing_ok=True)
+        return True
+
+    # -- internals -------------------------------------------------------------------
+
+    def _state(self) -> dict[str, Any] | None:
+        try:
+            data = json.loads(self.state_path.read_text())
+        except (OSError, ValueError):
+            return None
+        return data if isinstance(data, dict) and isinstance(data.get("port"), int) else None
+
+    def _running(self) -> bool:
+        pid_file = self.data / "postmaster.pid"
+        try:
+            pid = int(pid_file.read_text().split("\n", 1)[0])
+        except (OSError, ValueError):
+            return False
+        return _pid_alive(pid)
+
+    def _prepare_base(self) -> None:
+        self.base.mkdir(parents=True, exist_ok=True, mode=0o700)
+        if self.as_root:
+            import pwd
+
+            try:
+                account = pwd.getpwnam(POSTGRES_SYSTEM_USER)
+            except KeyError:
+                raise ServerError(
+                    f"PostgreSQL refuses to run as root and there is no "
+                    f"{POSTGRES_SYSTEM_USER!r} account to run it as; {INSTALL_HINT}"
+                ) from None
+            os.chown(self.base, account.pw_uid, account.pw_gid)
+
+    def _run(self, command: list[str], what: str, *, check: bool = True) -> subprocess.CompletedProcess[str]:
+        full = ["runuser", "-u", POSTGRES_SYSTEM_USER, "--", *command] if self.as_root else command
+        try:
+            done = subprocess.run(
+                full, capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=300,
+                check=False, cwd=self.base,
+            )
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            raise ServerError(f"PostgreSQL {what} failed: {exc}") from exc
+        if check and done.returncode != 0:
+            tail = ""
+            with contextlib.suppress(OSError):
+                tail = "\n".join(self.log_path.read_text(errors="replace").splitlines()[-LOG_TAIL_LINES:])
+            raise ServerError(
+                f"PostgreSQL {what} failed (exit {done.returncode}): "
+                f"{(done.stderr or done.stdout).strip()}" + (f"\n{tail}" if tail else "")
+            )
+        return done
+
+
+def postgres_bindir() -> Path:
+    """Where PostgreSQL's server programs (initdb, pg_ctl) are; ServerError with how to
+    install it when they are nowhere."""
+    candidates: list[Path] = []
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        done = subprocess.run(
+            ["pg_config", "--bindir"], capture_output=True, text=True, timeout=10, check=False
+        )
+        if done.returncode == 0:
+            candidates.append(Path(done.stdout.strip()))
+    candidates += sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True)
+    for found in candidates:
+        if (found / "initdb").is_file() and (found / "pg_ctl").is_file():
+            return found
+    raise ServerError(f"PostgreSQL's server programs (initdb, pg_ctl) are not installed; {INSTALL_HINT}")
+
+
+def _postgres_url(port: int) -> str:
+    return f"postgresql+asyncpg://{POSTGRES_USER}@{HOST}:{port}/{POSTGRES_DB}"

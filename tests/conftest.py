@@ -1,11 +1,14 @@
 """Shared fixtures.
 
-``prefect_server`` starts ONE real local Prefect server for the whole test session (a
-fresh SQLite server needs 10-25 s to become healthy) and yields its API URL; ``api`` is
-a PrefectApi connected to it.  Every test that uses one of them (directly or through
-another fixture) is marked ``e2e`` here, so ``pytest -m "not e2e"`` is the fast lane
-that needs no server.  Async tests run on asyncio through anyio's pytest plugin: mark
-them ``@pytest.mark.anyio``.
+``prefect_server`` starts ONE real local Prefect server on SQLite for the whole test
+session (a fresh server needs 10-25 s to become healthy) and yields its API URL; ``api``
+is a PrefectApi connected to it.  ``postgres_server`` starts a second one on a private
+PostgreSQL cluster (the system's PostgreSQL, installed when missing), and
+``deploy_server`` is each of the two in turn: the tests that deploy, plan, prune and run
+on a worker take it and run against both.  Every test that uses one of them (directly or
+through another fixture) is marked ``e2e`` here, so ``pytest -m "not e2e"`` is the fast
+lane that needs no server.  Async tests run on asyncio through anyio's pytest plugin:
+mark them ``@pytest.mark.anyio``.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
+from helpers import ensure_postgres_installed
 from helpers import local_server as make_local_server
 
 from deploy_lib.api import PrefectApi
@@ -22,9 +26,12 @@ from deploy_lib.models import MANAGED_BY_TAG
 from deploy_lib.server import LocalServer
 
 # A test that needs any of these needs the session's Prefect server.
-SERVER_FIXTURES = frozenset({"prefect_server_root", "local_server", "prefect_server", "api"})
+SERVER_FIXTURES = frozenset(
+    {"prefect_server_root", "local_server", "prefect_server", "api", "postgres_server",
+     "deploy_server"}
+)
 
-# The session server's URL once it has started (None before): modules share it.
+# The session servers' URLs once each has started (by database): modules share them.
 _STARTED: dict[str, str] = {}
 
 
@@ -59,11 +66,43 @@ def local_server(prefect_server_root: Path) -> Iterator[LocalServer]:
         env={"PREFECT_SERVER_SERVICES_SCHEDULER_ENABLED": "false",
              "PREFECT_SERVER_SERVICES_LATE_RUNS_ENABLED": "false"},
     )
-    _STARTED["url"] = server.start(timeout=180)
+    _STARTED["sqlite"] = server.start(timeout=180)
     try:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The API URL of a second real Prefect server, on PostgreSQL: a private cluster
+    (the system's PostgreSQL, ``initdb`` in a temporary folder, loopback only, a free
+    port) started for the session, as teams that outgrow SQLite run Prefect."""
+    ensure_postgres_installed()
+    root = tmp_path_factory.mktemp("prefect-postgres")
+    server = make_local_server(
+        root,
+        preferred_port=0,
+        ui=False,
+        database="postgres",
+        fast_database=True,
+        env={"PREFECT_SERVER_SERVICES_SCHEDULER_ENABLED": "false",
+             "PREFECT_SERVER_SERVICES_LATE_RUNS_ENABLED": "false"},
+    )
+    _STARTED["postgres"] = server.start(timeout=180)
+    try:
+        yield _STARTED["postgres"]
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session", params=["sqlite", "postgres"])
+def deploy_server(request: pytest.FixtureRequest) -> str:
+    """The API URL of each real server in turn, SQLite then PostgreSQL: the tests that
+    deploy, plan, prune and run on a worker take this one and run against both."""
+    name = "prefect_server" if request.param == "sqlite" else "postgres_server"
+    url: str = request.getfixturevalue(name)
+    return url
 
 
 @pytest.fixture(scope="session")
@@ -87,13 +126,10 @@ def _no_managed_deployments_left_by_other_modules() -> None:
     """Each test module starts with no deployment managed by this tool on the shared
     server, so one module's leftovers never show up as another module's planned
     deletes.  Does nothing until some module has started the server."""
-    url = _STARTED.get("url")
-    if url is None:
-        return
-
-    async def clean() -> None:
+    async def clean(url: str) -> None:
         async with PrefectApi(url, max_writes=1) as client:
             for item in await client.list_deployments([MANAGED_BY_TAG]):
                 await client.delete_deployment(str(item["id"]))
 
-    asyncio.run(clean())
+    for url in _STARTED.values():
+        asyncio.run(clean(url))

@@ -9,7 +9,9 @@ command line run as a user runs it, and the local Prefect server.
   ``root`` with stdin closed, in a clean environment (``cli_env``), and returns the
   ``subprocess.CompletedProcess`` (text, never waiting forever);
 - ``local_server(root, **options)`` is the project's embedded server, as the pipeline
-  makes it (conftest's ``local_server`` fixture starts one per session).
+  makes it (conftest's ``local_server`` fixture starts one per session);
+- ``ensure_postgres_installed()`` installs the system's PostgreSQL when it is missing
+  (as root, with apt-get), for the session's PostgreSQL-backed server.
 """
 
 from __future__ import annotations
@@ -102,3 +104,24 @@ def invoke(
 def local_server(root: Path, **options: Any) -> LocalServer:
     """The embedded Prefect server of the project at ``root``."""
     return pipeline.local_server(root, **options)
+
+
+def ensure_postgres_installed() -> None:
+    """PostgreSQL's server programs, installed from the system's packages when missing
+    (as root, with apt-get, as on CI and a fresh machine); otherwise the test session
+    stops and says how to install them."""
+    from deploy_lib.errors import ServerError
+    from deploy_lib.server import INSTALL_HINT, postgres_bindir
+
+    try:
+        postgres_bindir()
+        return
+    except ServerError:
+        pass
+    if os.geteuid() != 0 or shutil.which("apt-get") is None:
+        raise RuntimeError(f"the PostgreSQL tests need PostgreSQL's server programs; {INSTALL_HINT}")
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    for command in (["apt-get", "update", "-q"], ["apt-get", "install", "-y", "-q", "postgresql"]):
+        subprocess.run(command, check=True, env=env, stdin=subprocess.DEVNULL,
+                       stdout=subprocess.DEVNULL, timeout=900)
+    postgres_bindir()  # raises with the hint if the install did not bring them

@@ -353,7 +353,8 @@ async def test_flow_run_is_created_and_waiting_without_a_worker_times_out(
             enforce_parameter_schema=False,
         )
     )
-    run = await api.create_flow_run(deployment_id, {"n": 2})
+    # With a key, a busy SQLite server's 503 is retried (the run is created once).
+    run = await api.create_flow_run(deployment_id, {"n": 2}, idempotency_key=unique("run"))
     assert run["deployment_id"] == deployment_id and run["parameters"] == {"n": 2}
     assert (await api.read_flow_run(run["id"]))["state"]["type"] == "SCHEDULED"
     started = time.monotonic()

@@ -676,12 +676,12 @@ def _run_reader(server: str, settings: Any, out: Any, tmp: Any) -> str:
 
 
 def test_a_secret_env_var_lives_in_a_secret_block_that_a_real_worker_resolves(
-    tmp_path: Any, prefect_server: str, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Any, deploy_server: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from deploy_lib.settings import load_settings
 
-    project = _secret_project(tmp_path / "p", prefect_server)
-    monkeypatch.setenv("DEPLOY_API_URL", prefect_server)
+    project = _secret_project(tmp_path / "p", deploy_server)
+    monkeypatch.setenv("DEPLOY_API_URL", deploy_server)
     settings = load_settings("development", project)
     pipeline.pools(settings, create=True)
     block = "deploy-lib-secrets-e2e-development-db-password"
@@ -689,11 +689,11 @@ def test_a_secret_env_var_lives_in_a_secret_block_that_a_real_worker_resolves(
     first = pipeline.deploy(pipeline.prepare(settings))
     first.raise_if_failed()
 
-    text = _server_text(prefect_server)
+    text = _server_text(deploy_server)
     assert SECRET not in text
     assert "{{ prefect.blocks.secret." + block + " }}" in text
     assert SECRET not in json_text(first.plan.to_dict())
-    assert _run_reader(prefect_server, settings, tmp_path / "seen-1", tmp_path) == SECRET
+    assert _run_reader(deploy_server, settings, tmp_path / "seen-1", tmp_path) == SECRET
 
     # Unchanged: nothing written, the block included.
     again = pipeline.deploy(pipeline.prepare(settings))
@@ -707,8 +707,8 @@ def test_a_secret_env_var_lives_in_a_secret_block_that_a_real_worker_resolves(
     assert update.action == "update"
     assert [(d.path, d.new) for d in update.diff] == [("secrets.DB_PASSWORD", "secret changed")]
     assert "pw-second-9876" not in json_text(changed.plan.to_dict())
-    assert "pw-second-9876" not in _server_text(prefect_server)
-    assert _run_reader(prefect_server, settings, tmp_path / "seen-2", tmp_path) == "pw-second-9876"
+    assert "pw-second-9876" not in _server_text(deploy_server)
+    assert _run_reader(deploy_server, settings, tmp_path / "seen-2", tmp_path) == "pw-second-9876"
 
     # The secret gone from the settings: a prune removes the block no deployment uses.
     (project / ".secrets.toml").write_text("")

@@ -75,7 +75,7 @@ VOLATILE_FIELDS = ("updated", "last_polled", "status")
 
 
 @pytest.fixture(scope="module")
-def project(tmp_path_factory: pytest.TempPathFactory, prefect_server: str) -> Iterator[Path]:
+def project(tmp_path_factory: pytest.TempPathFactory, deploy_server: str) -> Iterator[Path]:
     """A copy of this project (settings, templates, flows, tasks.py) whose environments
     talk to the session's server (``DEPLOY_API_URL`` for the whole module)."""
     root = tmp_path_factory.mktemp("pipeline-project")
@@ -86,7 +86,7 @@ def project(tmp_path_factory: pytest.TempPathFactory, prefect_server: str) -> It
     with pytest.MonkeyPatch.context() as patch:
         for name in [n for n in os.environ if n.startswith("DEPLOY_")]:
             patch.delenv(name)  # a developer's own DEPLOY_ENV etc. must not steer the tests
-        patch.setenv("DEPLOY_API_URL", prefect_server)
+        patch.setenv("DEPLOY_API_URL", deploy_server)
         yield root
 
 
@@ -246,7 +246,7 @@ class TestDeployedFlowsRunOnOneWorker:
         project: Path,
         first_deploy: pipeline.DeployOutcome,
         worker: Worker,
-        prefect_server: str,
+        deploy_server: str,
     ) -> None:
         assert first_deploy.plan.counts == {
             "create": len(ALL_DEPLOYMENTS),
@@ -257,12 +257,12 @@ class TestDeployedFlowsRunOnOneWorker:
             "rename": 0,
         }
         assert statuses(first_deploy) == dict.fromkeys(ALL_DEPLOYMENTS, "created")
-        live = live_deployments(prefect_server)
+        live = live_deployments(deploy_server)
         assert sorted(live) == list(ALL_DEPLOYMENTS)
         assert live["daily-etl/daily-etl"]["entrypoint"] == "flows/etl/daily.py:daily_etl"
 
         settings = load_settings(ENV, project)
-        outcomes = run_flows(prefect_server, settings, PYTHON_DEPLOYMENTS, worker)
+        outcomes = run_flows(deploy_server, settings, PYTHON_DEPLOYMENTS, worker)
 
         assert {t: o["state"] for t, o in outcomes.items()} == dict.fromkeys(
             PYTHON_DEPLOYMENTS, "Completed"
@@ -276,7 +276,7 @@ class TestDeployedFlowsRunOnOneWorker:
         project: Path,
         first_deploy: pipeline.DeployOutcome,
         worker: Worker,
-        prefect_server: str,
+        deploy_server: str,
         monkeypatch: pytest.MonkeyPatch,
     ) -> None:
         deploy_path_style(project)
@@ -296,7 +296,7 @@ class TestDeployedFlowsRunOnOneWorker:
 
         outcome = pipeline.deploy(prepared)
         assert statuses(outcome) == dict.fromkeys(ALL_DEPLOYMENTS, "updated")
-        live = live_deployments(prefect_server)
+        live = live_deployments(deploy_server)
         assert {n: d["entrypoint"] for n, d in live.items()} == {
             n: MODULE_ENTRYPOINTS[n.split("/")[0]] for n in ALL_DEPLOYMENTS
         }
@@ -304,7 +304,7 @@ class TestDeployedFlowsRunOnOneWorker:
             "an update keeps each deployment (and its id)"
         )
 
-        outcomes = run_flows(prefect_server, settings, PYTHON_DEPLOYMENTS, worker)
+        outcomes = run_flows(deploy_server, settings, PYTHON_DEPLOYMENTS, worker)
 
         assert {t: o["state"] for t, o in outcomes.items()} == dict.fromkeys(
             PYTHON_DEPLOYMENTS, "Completed"
@@ -315,24 +315,24 @@ class TestDeployedFlowsRunOnOneWorker:
 
 
 def test_a_model_parameter_is_checked_by_the_server_and_a_good_value_runs_completed(
-    project: Path, first_deploy: pipeline.DeployOutcome, worker: Worker, prefect_server: str
+    project: Path, first_deploy: pipeline.DeployOutcome, worker: Worker, deploy_server: str
 ) -> None:
     """The schema holds the pydantic models' definitions (read from source), so with
     enforce_parameter_schema the server refuses a bad order before any run exists."""
     settings = load_settings(ENV, project)
     target = "order-totals/order-totals"
-    live = live_deployments(prefect_server)[target]
+    live = live_deployments(deploy_server)[target]
     assert set(live["parameter_openapi_schema"]["definitions"]) == {"Item", "Order"}
     assert live["enforce_parameter_schema"] is True
     good = {"orders": [{"id": 1, "items": [{"sku": "a-1", "quantity": 2, "price": 1.5}]}]}
     bad = {"orders": [{"id": 1, "items": [{"sku": "a-1", "quantity": "two"}]}]}
 
     async def run(parameters: dict[str, Any]) -> Any:
-        async with PrefectApi(prefect_server, max_writes=1) as api:
+        async with PrefectApi(deploy_server, max_writes=1) as api:
             return await run_deployment(api, settings, target, parameters, timeout=RUN_TIMEOUT)
 
     async def create_directly(parameters: dict[str, Any]) -> Any:
-        async with PrefectApi(prefect_server, max_writes=1) as api:
+        async with PrefectApi(deploy_server, max_writes=1) as api:
             return await api.create_flow_run(live["id"], parameters)
 
     # `invoke run` judges the value by the same schema before any run exists ...
@@ -348,16 +348,16 @@ def test_a_model_parameter_is_checked_by_the_server_and_a_good_value_runs_comple
 
 
 def test_the_docker_deployment_is_registered_to_the_docker_pool_with_its_image(
-    project: Path, first_deploy: pipeline.DeployOutcome, prefect_server: str
+    project: Path, first_deploy: pipeline.DeployOutcome, deploy_server: str
 ) -> None:
     settings = load_settings(ENV, project)
-    deployment = live_deployments(prefect_server)[DOCKER_DEPLOYMENT]
+    deployment = live_deployments(deploy_server)[DOCKER_DEPLOYMENT]
 
     pool_name = settings.get("work_pool.docker")
     assert deployment["work_pool_name"] == pool_name
 
     async def read_pool() -> dict[str, Any] | None:
-        async with PrefectApi(prefect_server) as api:
+        async with PrefectApi(deploy_server) as api:
             return await api.read_work_pool(pool_name)
 
     pool = asyncio.run(read_pool())
@@ -383,14 +383,14 @@ def test_the_docker_deployment_is_registered_to_the_docker_pool_with_its_image(
 
 
 def test_redeploying_unchanged_deployments_reports_each_unchanged_and_writes_nothing(
-    project: Path, first_deploy: pipeline.DeployOutcome, prefect_server: str
+    project: Path, first_deploy: pipeline.DeployOutcome, deploy_server: str
 ) -> None:
     deploy_path_style(project)
     prepared = pipeline.prepare(load_settings(ENV, project))
-    before = live_deployments(prefect_server)
+    before = live_deployments(deploy_server)
 
     async def redeploy() -> tuple[pipeline.DeployOutcome, int, int]:
-        async with PrefectApi(prefect_server, max_writes=1) as api:
+        async with PrefectApi(deploy_server, max_writes=1) as api:
             outcome = await pipeline.deploy_prepared(api, prepared)
             return outcome, api.write_count, api.request_count
 
@@ -400,12 +400,12 @@ def test_redeploying_unchanged_deployments_reports_each_unchanged_and_writes_not
     assert writes == 0
     # two pools, two queues, one listing page, one flow-name lookup: nothing per deployment
     assert requests <= 6, requests
-    after = live_deployments(prefect_server)
+    after = live_deployments(deploy_server)
     assert {n: content(d) for n, d in after.items()} == {n: content(d) for n, d in before.items()}
 
 
 def test_plan_and_deploy_on_the_command_line_exit_with_the_documented_codes(
-    project: Path, first_deploy: pipeline.DeployOutcome, prefect_server: str
+    project: Path, first_deploy: pipeline.DeployOutcome, deploy_server: str
 ) -> None:
     # Whatever the server holds now, `deploy --json` brings it to the project: one JSON
     # object, one record per deployment, each with the status the plan predicts.
@@ -437,7 +437,7 @@ def test_plan_and_deploy_on_the_command_line_exit_with_the_documented_codes(
     dry = invoke(project, "deploy", "--env", ENV, "--dry-run", **no_debug)
     assert dry.returncode == 2, dry.stderr  # plan's codes: changes are pending
     assert "env-report/env-report" in dry.stdout
-    assert live_deployments(prefect_server)["env-report/env-report"]["parameters"]["debug"] is True
+    assert live_deployments(deploy_server)["env-report/env-report"]["parameters"]["debug"] is True
 
     applied = invoke(project, "deploy", "--env", ENV, "--json", **no_debug)
     assert applied.returncode == 0, applied.stderr
@@ -445,10 +445,10 @@ def test_plan_and_deploy_on_the_command_line_exit_with_the_documented_codes(
         **dict.fromkeys(ALL_DEPLOYMENTS, "unchanged"),
         "env-report/env-report": "updated",
     }
-    assert live_deployments(prefect_server)["env-report/env-report"]["parameters"]["debug"] is False
+    assert live_deployments(deploy_server)["env-report/env-report"]["parameters"]["debug"] is False
 
     # Bad input: exit 3, the message names what is wrong, no traceback, nothing written.
-    before = {n: content(d) for n, d in live_deployments(prefect_server).items()}
+    before = {n: content(d) for n, d in live_deployments(deploy_server).items()}
     bad_setting = invoke(project, "deploy", "--env", ENV, DEPLOY_ENTRYPOINT_STYLE="sideways")
     settings_file = project / "settings.toml"
     text = settings_file.read_text()
@@ -465,11 +465,11 @@ def test_plan_and_deploy_on_the_command_line_exit_with_the_documented_codes(
     assert "hello" in bad_deployment.stderr and "volume" in bad_deployment.stderr
     for failed in (bad_setting, bad_deployment):
         assert "Traceback" not in failed.stdout + failed.stderr
-    assert {n: content(d) for n, d in live_deployments(prefect_server).items()} == before
+    assert {n: content(d) for n, d in live_deployments(deploy_server).items()} == before
 
 
 def test_a_removed_flow_is_planned_as_a_delete_kept_without_prune_and_pruned_alone(
-    project: Path, first_deploy: pipeline.DeployOutcome, prefect_server: str
+    project: Path, first_deploy: pipeline.DeployOutcome, deploy_server: str
 ) -> None:
     deploy_path_style(project)
     hello = project / "flows" / "hello.py"
@@ -488,11 +488,11 @@ def test_a_removed_flow_is_planned_as_a_delete_kept_without_prune_and_pruned_alo
 
         kept = pipeline.deploy(prepared)
         assert statuses(kept) == {**others, "hello/hello": "skipped"}
-        assert "hello/hello" in live_deployments(prefect_server)
+        assert "hello/hello" in live_deployments(deploy_server)
 
         pruned = pipeline.deploy(prepared, prune=True)
         assert statuses(pruned) == {**others, "hello/hello": "deleted"}
-        assert sorted(live_deployments(prefect_server)) == sorted(others)
+        assert sorted(live_deployments(deploy_server)) == sorted(others)
     finally:
         hello.write_text(source)
 
@@ -511,13 +511,13 @@ def reply(status: int, body: Any = None) -> httpx.Response:
 
 
 @pytest.mark.e2e
-def test_pools_covers_the_environments_deployment_types(prefect_server: str) -> None:
+def test_pools_covers_the_environments_deployment_types(deploy_server: str) -> None:
     pool = unique("env-pool")
     settings = Settings(
         env="development",
         root=".",
         data={
-            "api_url": prefect_server,
+            "api_url": deploy_server,
             "deployment_types": ["python"],
             "work_pool": {"python": pool, "docker": "never-asked"},
         },
@@ -740,11 +740,11 @@ def on_server(server: str, *tags: str) -> dict[str, dict[str, Any]]:
 
 
 @pytest.fixture(scope="module")
-def shared_pools(prefect_server: str, tmp_path_factory: pytest.TempPathFactory) -> None:
+def shared_pools(deploy_server: str, tmp_path_factory: pytest.TempPathFactory) -> None:
     """The work pools of development and staging on the session server."""
     root = make_project(tmp_path_factory.mktemp("pools") / "pools")
     with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("DEPLOY_API_URL", prefect_server)
+        patch.setenv("DEPLOY_API_URL", deploy_server)
         for env in ("development", "staging"):
             pipeline.pools(load_settings(env, root), create=True)
 
@@ -761,52 +761,52 @@ def one_flow(name: str) -> dict[str, str]:
 
 
 def test_two_projects_on_one_server_prune_and_neither_loses_anything(
-    prefect_server: str, shared_pools: None, tmp_path: Path
+    deploy_server: str, shared_pools: None, tmp_path: Path
 ) -> None:
     flows = {k: v for i in range(5) for k, v in one_flow(f"alpha-{i}").items()}
     alpha = shared_project(tmp_path / "alpha", flows)
     beta = shared_project(tmp_path / "beta", one_flow("beta-solo"))
 
-    first = cli(alpha, "deploy", "--env", ENV, server=prefect_server)
+    first = cli(alpha, "deploy", "--env", ENV, server=deploy_server)
     assert first.returncode == 0, first.stdout + first.stderr
-    before = on_server(prefect_server, "project:alpha")
-    done = cli(beta, "deploy", "--env", ENV, "--prune", server=prefect_server)
+    before = on_server(deploy_server, "project:alpha")
+    done = cli(beta, "deploy", "--env", ENV, "--prune", server=deploy_server)
     assert done.returncode == 0, done.stdout + done.stderr
-    again = cli(alpha, "deploy", "--env", ENV, "--prune", server=prefect_server)
+    again = cli(alpha, "deploy", "--env", ENV, "--prune", server=deploy_server)
     assert again.returncode == 0, again.stdout + again.stderr
 
     assert sorted(before) == [f"alpha-{i}/alpha-{i}" for i in range(5)]
-    assert {k: v["id"] for k, v in on_server(prefect_server, "project:alpha").items()} == {
+    assert {k: v["id"] for k, v in on_server(deploy_server, "project:alpha").items()} == {
         k: v["id"] for k, v in before.items()
     }
-    assert list(on_server(prefect_server, "project:beta")) == ["beta-solo/beta-solo"]
+    assert list(on_server(deploy_server, "project:beta")) == ["beta-solo/beta-solo"]
 
 
 def test_another_environment_on_the_same_server_is_refused_in_either_order(
-    prefect_server: str, shared_pools: None, tmp_path: Path
+    deploy_server: str, shared_pools: None, tmp_path: Path
 ) -> None:
     for first, second in (("development", "staging"), ("staging", "development")):
         name = f"order-{first}"
         root = shared_project(tmp_path / name, one_flow(name))
-        assert cli(root, "deploy", "--env", first, server=prefect_server).returncode == 0
-        owner = on_server(prefect_server, f"project:{name}")[f"{name}/{name}"]
+        assert cli(root, "deploy", "--env", first, server=deploy_server).returncode == 0
+        owner = on_server(deploy_server, f"project:{name}")[f"{name}/{name}"]
 
-        refused = cli(root, "deploy", "--env", second, server=prefect_server)
+        refused = cli(root, "deploy", "--env", second, server=deploy_server)
 
         assert refused.returncode == 4, refused.stdout + refused.stderr
         assert f"owned by project '{name}', env '{first}'" in refused.stderr
-        now = on_server(prefect_server, f"project:{name}")[f"{name}/{name}"]
+        now = on_server(deploy_server, f"project:{name}")[f"{name}/{name}"]
         assert (now["id"], now["updated"], f"env:{first}" in now["tags"]) == (
             owner["id"], owner["updated"], True,
         )
 
 
 def test_environments_sharing_a_server_with_env_suffix_deploy_at_the_same_time(
-    prefect_server: str, shared_pools: None, tmp_path: Path
+    deploy_server: str, shared_pools: None, tmp_path: Path
 ) -> None:
     flows = {k: v for i in range(3) for k, v in one_flow(f"suffixed-{i}").items()}
     root = shared_project(tmp_path / "suffixed", flows)
-    env = {"DEPLOY_API_URL": prefect_server, "DEPLOY_NAMING__ENV_SUFFIX": "true"}
+    env = {"DEPLOY_API_URL": deploy_server, "DEPLOY_NAMING__ENV_SUFFIX": "true"}
     procs = [
         subprocess.Popen(
             [sys.executable, "-m", "invoke", "deploy", "--env", name],
@@ -819,48 +819,48 @@ def test_environments_sharing_a_server_with_env_suffix_deploy_at_the_same_time(
 
     assert [proc.returncode for proc in procs] == [0, 0], outputs
     for name in ("development", "staging"):
-        found = on_server(prefect_server, "project:suffixed", f"env:{name}")
+        found = on_server(deploy_server, "project:suffixed", f"env:{name}")
         assert sorted(found) == [f"suffixed-{i}/suffixed-{i}-{name}" for i in range(3)]
 
 
 def test_a_deployment_made_by_hand_is_a_conflict_until_adopted(
-    prefect_server: str, shared_pools: None, tmp_path: Path
+    deploy_server: str, shared_pools: None, tmp_path: Path
 ) -> None:
     root = shared_project(tmp_path / "adopting", one_flow("adopted"))
 
     async def by_hand() -> None:
-        async with PrefectApi(prefect_server, max_writes=1) as client:
+        async with PrefectApi(deploy_server, max_writes=1) as client:
             await client.upsert_deployment({
                 "name": "adopted", "flow_name": "adopted", "entrypoint": "flows/adopted.py:adopted",
                 "description": "made in the UI", "work_pool_name": "default-agent-pool",
             })
 
     asyncio.run(by_hand())
-    planned = cli(root, "plan", "--env", ENV, server=prefect_server)
+    planned = cli(root, "plan", "--env", ENV, server=deploy_server)
     assert planned.returncode == 2
     assert "! conflict   adopted/adopted  python  (not managed by this project" in planned.stdout
 
-    deployed = cli(root, "deploy", "--env", ENV, server=prefect_server)
+    deployed = cli(root, "deploy", "--env", ENV, server=deploy_server)
     assert deployed.returncode == 4, deployed.stdout + deployed.stderr
     assert "adopted/adopted: not managed by this project" in deployed.stderr
-    assert on_server(prefect_server)["adopted/adopted"]["description"] == "made in the UI"
+    assert on_server(deploy_server)["adopted/adopted"]["description"] == "made in the UI"
 
-    adopted = cli(root, "adopt", "--env", ENV, "--yes", server=prefect_server)
+    adopted = cli(root, "adopt", "--env", ENV, "--yes", server=deploy_server)
     assert adopted.returncode == 0, adopted.stdout + adopted.stderr
     assert 'description: "made in the UI" -> "[development] One flow."' in adopted.stdout
-    assert cli(root, "plan", "--env", ENV, server=prefect_server).returncode == 0
-    assert "project:adopting" in on_server(prefect_server)["adopted/adopted"]["tags"]
+    assert cli(root, "plan", "--env", ENV, server=deploy_server).returncode == 0
+    assert "project:adopting" in on_server(deploy_server)["adopted/adopted"]["tags"]
 
 
 def test_each_kind_of_hand_edit_is_drift_and_keep_drift_keeps_it(
-    prefect_server: str, shared_pools: None, tmp_path: Path
+    deploy_server: str, shared_pools: None, tmp_path: Path
 ) -> None:
     root = shared_project(tmp_path / "drifting", one_flow("drifted"))
     scheduled = {"DEPLOY_FLOWS__drifted__SCHEDULES": '[{cron = "0 6 * * *"}]'}
-    assert cli(root, "deploy", "--env", ENV, server=prefect_server, **scheduled).returncode == 0
-    live = on_server(prefect_server, "project:drifting")["drifted/drifted"]
+    assert cli(root, "deploy", "--env", ENV, server=deploy_server, **scheduled).returncode == 0
+    live = on_server(deploy_server, "project:drifting")["drifted/drifted"]
 
-    base = prefect_server.rstrip("/")
+    base = deploy_server.rstrip("/")
     edits = {
         "parameters": {"x": 7},
         "paused": True,
@@ -873,22 +873,22 @@ def test_each_kind_of_hand_edit_is_drift_and_keep_drift_keeps_it(
         f"{base}/deployments/{live['id']}/schedules/{schedule}", json={"active": False}, timeout=30
     ).raise_for_status()
 
-    planned = cli(root, "plan", "--env", ENV, "--json", server=prefect_server, **scheduled)
+    planned = cli(root, "plan", "--env", ENV, "--json", server=deploy_server, **scheduled)
     (change,) = json.loads(planned.stdout)["changes"]
     assert change["drift"] == [
         "description", "parameters", "job_variables", "paused", "schedules.active"
     ]
     assert all(d["drift"] for d in change["diff"])
 
-    kept = cli(root, "deploy", "--env", ENV, "--keep-drift", server=prefect_server, **scheduled)
+    kept = cli(root, "deploy", "--env", ENV, "--keep-drift", server=deploy_server, **scheduled)
     assert kept.returncode == 0, kept.stdout + kept.stderr
     assert "drift kept" in kept.stdout
-    assert on_server(prefect_server, "project:drifting")["drifted/drifted"]["paused"] is True
+    assert on_server(deploy_server, "project:drifting")["drifted/drifted"]["paused"] is True
 
-    overwritten = cli(root, "deploy", "--env", ENV, server=prefect_server, **scheduled)
+    overwritten = cli(root, "deploy", "--env", ENV, server=deploy_server, **scheduled)
     assert overwritten.returncode == 0
     assert "overwrote changes made on the server since the last deploy" in overwritten.stderr
-    now = on_server(prefect_server, "project:drifting")["drifted/drifted"]
+    now = on_server(deploy_server, "project:drifting")["drifted/drifted"]
     assert (now["paused"], now["parameters"], now["description"]) == (
         False, {}, "[development] One flow.",
     )
@@ -896,57 +896,57 @@ def test_each_kind_of_hand_edit_is_drift_and_keep_drift_keeps_it(
 
 
 def test_a_saved_plan_is_applied_and_refused_once_the_server_moved(
-    prefect_server: str, shared_pools: None, tmp_path: Path
+    deploy_server: str, shared_pools: None, tmp_path: Path
 ) -> None:
     root = shared_project(tmp_path / "saving", one_flow("saved"))
     saved = tmp_path / "plan.json"
 
-    planned = cli(root, "plan", "--env", ENV, "--out", str(saved), server=prefect_server)
+    planned = cli(root, "plan", "--env", ENV, "--out", str(saved), server=deploy_server)
     assert planned.returncode == 2 and saved.stat().st_mode & 0o077 == 0
-    applied = cli(root, "deploy", "--env", ENV, "--plan", str(saved), server=prefect_server)
+    applied = cli(root, "deploy", "--env", ENV, "--plan", str(saved), server=deploy_server)
     assert applied.returncode == 0, applied.stdout + applied.stderr
 
     source = root / "flows" / "saved.py"
     source.write_text(source.read_text().replace("One flow", "Changed"))
-    assert cli(root, "plan", "--env", ENV, "--out", str(saved), server=prefect_server).returncode == 2
-    live = on_server(prefect_server, "project:saving")["saved/saved"]
+    assert cli(root, "plan", "--env", ENV, "--out", str(saved), server=deploy_server).returncode == 2
+    live = on_server(deploy_server, "project:saving")["saved/saved"]
     httpx.patch(
-        f"{prefect_server.rstrip('/')}/deployments/{live['id']}", json={"paused": True}, timeout=30
+        f"{deploy_server.rstrip('/')}/deployments/{live['id']}", json={"paused": True}, timeout=30
     ).raise_for_status()
 
-    refused = cli(root, "deploy", "--env", ENV, "--plan", str(saved), server=prefect_server)
+    refused = cli(root, "deploy", "--env", ENV, "--plan", str(saved), server=deploy_server)
     assert refused.returncode == 3, refused.stdout + refused.stderr
     assert "saved/saved: changed on the server since the plan was made" in refused.stderr
-    assert on_server(prefect_server, "project:saving")["saved/saved"]["updated"] != live["updated"]
-    after = on_server(prefect_server, "project:saving")["saved/saved"]
+    assert on_server(deploy_server, "project:saving")["saved/saved"]["updated"] != live["updated"]
+    after = on_server(deploy_server, "project:saving")["saved/saved"]
     assert after["description"] == live["description"]  # nothing was written
 
 
 def test_destroy_deletes_this_project_in_this_env_and_nothing_else(
-    prefect_server: str, shared_pools: None, tmp_path: Path
+    deploy_server: str, shared_pools: None, tmp_path: Path
 ) -> None:
     keep = shared_project(tmp_path / "keeper", one_flow("kept"))
     gone = shared_project(tmp_path / "goner", {**one_flow("gone"), **one_flow("gone-too")})
     for root in (keep, gone):
-        assert cli(root, "deploy", "--env", ENV, server=prefect_server).returncode == 0
+        assert cli(root, "deploy", "--env", ENV, server=deploy_server).returncode == 0
 
-    refused = cli(gone, "destroy", "--env", ENV, server=prefect_server)
+    refused = cli(gone, "destroy", "--env", ENV, server=deploy_server)
     assert refused.returncode == 3 and "pass --yes" in refused.stderr
-    done = cli(gone, "destroy", "--env", ENV, "--yes", server=prefect_server)
+    done = cli(gone, "destroy", "--env", ENV, "--yes", server=deploy_server)
 
     assert done.returncode == 0, done.stdout + done.stderr
-    assert on_server(prefect_server, "project:goner") == {}
-    assert list(on_server(prefect_server, "project:keeper")) == ["kept/kept"]
+    assert on_server(deploy_server, "project:goner") == {}
+    assert list(on_server(deploy_server, "project:keeper")) == ["kept/kept"]
 
 
 def test_the_prompt_on_a_terminal_guards_a_prune(
-    prefect_server: str, shared_pools: None, tmp_path: Path
+    deploy_server: str, shared_pools: None, tmp_path: Path
 ) -> None:
     import pty
     import select
 
     root = shared_project(tmp_path / "prompted", {**one_flow("one"), **one_flow("two")})
-    assert cli(root, "deploy", "--env", ENV, server=prefect_server).returncode == 0
+    assert cli(root, "deploy", "--env", ENV, server=deploy_server).returncode == 0
     (root / "flows" / "two.py").unlink()
 
     def answered(answer: bytes) -> tuple[int, str]:
@@ -954,7 +954,7 @@ def test_the_prompt_on_a_terminal_guards_a_prune(
         if pid == 0:  # the child: invoke on the pseudo-terminal
             os.chdir(root)
             argv = [sys.executable, "-m", "invoke", "deploy", "--env", ENV, "--prune"]
-            os.execve(sys.executable, argv, cli_env({"DEPLOY_API_URL": prefect_server}))
+            os.execve(sys.executable, argv, cli_env({"DEPLOY_API_URL": deploy_server}))
         seen, sent = b"", False
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
@@ -976,14 +976,14 @@ def test_the_prompt_on_a_terminal_guards_a_prune(
 
     code, text = answered(b"n\n")
     assert code == 1 and "delete 1 deployment(s): two/two" in text, text
-    assert "two/two" in on_server(prefect_server, "project:prompted")
+    assert "two/two" in on_server(deploy_server, "project:prompted")
     code, text = answered(b"y\n")
     assert code == 0, text
-    assert list(on_server(prefect_server, "project:prompted")) == ["one/one"]
+    assert list(on_server(deploy_server, "project:prompted")) == ["one/one"]
 
 
 def test_a_prefect_yaml_deployed_by_prefect_is_migrated_and_adopted_to_an_empty_plan(
-    prefect_server: str, shared_pools: None, tmp_path: Path
+    deploy_server: str, shared_pools: None, tmp_path: Path
 ) -> None:
     root = shared_project(tmp_path / "migrating", one_flow("nightly"))
     (root / "prefect.yaml").write_text(
@@ -1003,63 +1003,63 @@ def test_a_prefect_yaml_deployed_by_prefect_is_migrated_and_adopted_to_an_empty_
         f"          directory: {root}\n"
     )
     environ = {k: v for k, v in cli_env().items() if not k.startswith("PREFECT_")}
-    environ.update(PREFECT_API_URL=prefect_server, PREFECT_HOME=str(tmp_path / "home"))
+    environ.update(PREFECT_API_URL=deploy_server, PREFECT_HOME=str(tmp_path / "home"))
     theirs = subprocess.run(
         [sys.executable, "-m", "prefect", "--no-prompt", "deploy", "--all"],
         cwd=root, env=environ, capture_output=True, text=True, timeout=300,
     )
     assert theirs.returncode == 0, theirs.stdout + theirs.stderr
 
-    migrated = cli(root, "migrate", "--prefect-yaml", "prefect.yaml", "--write", server=prefect_server)
+    migrated = cli(root, "migrate", "--prefect-yaml", "prefect.yaml", "--write", server=deploy_server)
     assert migrated.returncode == 0, migrated.stdout + migrated.stderr
-    planned = cli(root, "plan", "--env", ENV, server=prefect_server)
+    planned = cli(root, "plan", "--env", ENV, server=deploy_server)
     assert "! conflict   nightly/nightly-run" in planned.stdout, planned.stdout
-    adopted = cli(root, "adopt", "--env", ENV, "--yes", server=prefect_server)
+    adopted = cli(root, "adopt", "--env", ENV, "--yes", server=deploy_server)
     assert adopted.returncode == 0, adopted.stdout + adopted.stderr
 
-    final = cli(root, "plan", "--env", ENV, server=prefect_server)
+    final = cli(root, "plan", "--env", ENV, server=deploy_server)
     assert final.returncode == 0, final.stdout + final.stderr
-    deployment = on_server(prefect_server, "project:migrating")["nightly/nightly-run"]
+    deployment = on_server(deploy_server, "project:migrating")["nightly/nightly-run"]
     assert deployment["parameters"] == {"x": 5}
     assert "team-data" in deployment["tags"]
     assert deployment["schedules"][0]["schedule"]["cron"] == "0 2 * * *"
 
 
 def test_deploy_takes_a_whole_number_of_concurrency_and_a_dry_run_says_what_is_pending(
-    prefect_server: str, shared_pools: None, tmp_path: Path
+    deploy_server: str, shared_pools: None, tmp_path: Path
 ) -> None:
     root = shared_project(tmp_path / "numbers", one_flow("numbered"))
 
-    dry = cli(root, "deploy", "--env", ENV, "--dry-run", server=prefect_server)
+    dry = cli(root, "deploy", "--env", ENV, "--dry-run", server=deploy_server)
     assert dry.returncode == 2, dry.stdout + dry.stderr  # as plan: changes pending
-    done = cli(root, "deploy", "--env", ENV, "--concurrency", "2", server=prefect_server)
+    done = cli(root, "deploy", "--env", ENV, "--concurrency", "2", server=deploy_server)
     assert done.returncode == 0, done.stdout + done.stderr
     # The environment's parameters that this flow does not take: told by validate only.
     assert "skipped for" not in done.stderr
-    validated = cli(root, "validate", "--env", ENV, server=prefect_server)
+    validated = cli(root, "validate", "--env", ENV, server=deploy_server)
     assert validated.stderr.count("skipped for 1 flow(s)") == 1, validated.stderr
-    assert cli(root, "deploy", "--env", ENV, "--dry-run", server=prefect_server).returncode == 0
+    assert cli(root, "deploy", "--env", ENV, "--dry-run", server=deploy_server).returncode == 0
     # --verbose shows those notes in plan too; --quiet keeps a deploy to its results.
-    verbose = cli(root, "plan", "--env", ENV, "--verbose", server=prefect_server)
+    verbose = cli(root, "plan", "--env", ENV, "--verbose", server=deploy_server)
     assert verbose.stderr.count("skipped for 1 flow(s)") == 1, verbose.stderr
     (root / "flows" / "numbered.py").write_text(
         (root / "flows" / "numbered.py").read_text().replace('"""One flow."""', '"""Changed."""')
     )
-    quiet = cli(root, "deploy", "--env", ENV, "--quiet", server=prefect_server)
+    quiet = cli(root, "deploy", "--env", ENV, "--quiet", server=deploy_server)
     assert quiet.returncode == 0, quiet.stdout + quiet.stderr
     assert "Plan for env" not in quiet.stdout and "updated numbered/numbered" not in quiet.stdout
     assert "Results for env 'development'" in quiet.stdout
     assert all(line.startswith("warning: ") for line in quiet.stderr.splitlines())
-    bad = cli(root, "deploy", "--env", ENV, "--concurrency", "-1", server=prefect_server)
+    bad = cli(root, "deploy", "--env", ENV, "--concurrency", "-1", server=deploy_server)
     assert bad.returncode == 3 and "Traceback" not in bad.stderr
     assert "--concurrency: must be at least 0, got -1" in bad.stderr
 
 
 def test_an_api_url_without_api_says_so_instead_of_asking_for_pools(
-    prefect_server: str, tmp_path: Path
+    deploy_server: str, tmp_path: Path
 ) -> None:
     root = shared_project(tmp_path / "no-api", one_flow("no-api"))
-    base = prefect_server.removesuffix("/api")
+    base = deploy_server.removesuffix("/api")
 
     done = cli(root, "plan", "--env", ENV, server=base)
 
@@ -1068,18 +1068,18 @@ def test_an_api_url_without_api_says_so_instead_of_asking_for_pools(
     assert "invoke pools" not in done.stderr and "Traceback" not in done.stderr
 
 
-def test_version_names_this_tool_prefect_and_the_server(prefect_server: str, tmp_path: Path) -> None:
+def test_version_names_this_tool_prefect_and_the_server(deploy_server: str, tmp_path: Path) -> None:
     from importlib.metadata import version
 
     root = shared_project(tmp_path / "versions", one_flow("versioned"))
 
-    done = cli(root, "version", "--json", server=prefect_server)
+    done = cli(root, "version", "--json", server=deploy_server)
 
     assert done.returncode == 0, done.stdout + done.stderr
     assert json.loads(done.stdout) == {
         "deploy-lib": version("deploy-lib"),
         "prefect": version("prefect"),
-        "server": f"{version('prefect')} at {prefect_server}",
+        "server": f"{version('prefect')} at {deploy_server}",
     }
 
 
@@ -1099,11 +1099,11 @@ def corpus_project(root: Path) -> Path:
 
 
 def test_a_repository_as_real_ones_are_deploys_its_healthy_flows_and_names_what_it_skips(
-    prefect_server: str, shared_pools: None, tmp_path: Path
+    deploy_server: str, shared_pools: None, tmp_path: Path
 ) -> None:
     root = corpus_project(tmp_path / "realrepo")
 
-    checked = cli(root, "validate", "--env", ENV, "--json", server=prefect_server)
+    checked = cli(root, "validate", "--env", ENV, "--json", server=deploy_server)
     assert checked.returncode == 0, checked.stdout + checked.stderr
     report = json.loads(checked.stdout)
     assert report["valid"] is True
@@ -1120,10 +1120,10 @@ def test_a_repository_as_real_ones_are_deploys_its_healthy_flows_and_names_what_
     } <= wanted
     assert any("every run must pass source, rows" in w for w in report["warnings"])
 
-    done = cli(root, "deploy", "--env", ENV, server=prefect_server)
+    done = cli(root, "deploy", "--env", ENV, server=deploy_server)
     assert done.returncode == 0, done.stdout + done.stderr
     assert f"skipped {TEMPLATE_FILE}:5: syntax error" in done.stderr
-    live = on_server(prefect_server, "project:realrepo")
+    live = on_server(deploy_server, "project:realrepo")
     assert set(live) == wanted
     assert live["report/dup-a-report"]["entrypoint"] == "pipelines/dup_a/report.py:sales_report"
 
@@ -1131,19 +1131,19 @@ def test_a_repository_as_real_ones_are_deploys_its_healthy_flows_and_names_what_
     # still be there, the file just cannot be read now.
     enums = root / "pipelines" / "enums.py"
     enums.write_text(enums.read_text() + "\ndef half_typed(:\n")
-    pruned = cli(root, "deploy", "--env", ENV, "--prune", "--yes", server=prefect_server)
+    pruned = cli(root, "deploy", "--env", ENV, "--prune", "--yes", server=deploy_server)
     assert pruned.returncode == 0, pruned.stdout + pruned.stderr
     assert "kept" in pruned.stdout and "pipelines/enums.py has problems" in pruned.stdout
-    assert set(on_server(prefect_server, "project:realrepo")) == wanted
+    assert set(on_server(deploy_server, "project:realrepo")) == wanted
 
-    strict = cli(root, "deploy", "--env", ENV, "--prune", "--strict", server=prefect_server)
+    strict = cli(root, "deploy", "--env", ENV, "--prune", "--strict", server=deploy_server)
     assert strict.returncode == 3, strict.stdout + strict.stderr
     assert "pipelines/enums.py:36: syntax error" in strict.stderr and "nothing was written" in strict.stderr
-    assert set(on_server(prefect_server, "project:realrepo")) == wanted
+    assert set(on_server(deploy_server, "project:realrepo")) == wanted
 
 
 def test_a_deploy_whose_stdout_closes_writes_everything_and_exits_by_the_apply(
-    prefect_server: str, shared_pools: None, tmp_path: Path
+    deploy_server: str, shared_pools: None, tmp_path: Path
 ) -> None:
     """`invoke deploy | head -1`: the reader goes after one line; the apply does not."""
     flows = {k: v for i in range(12) for k, v in one_flow(f"piped-{i}").items()}
@@ -1152,7 +1152,7 @@ def test_a_deploy_whose_stdout_closes_writes_everything_and_exits_by_the_apply(
     proc = subprocess.Popen(
         [sys.executable, "-m", "invoke", "deploy", "--env", ENV, "--log-file", str(log)],
         cwd=root,
-        env=cli_env({"DEPLOY_API_URL": prefect_server}),
+        env=cli_env({"DEPLOY_API_URL": deploy_server}),
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -1164,7 +1164,7 @@ def test_a_deploy_whose_stdout_closes_writes_everything_and_exits_by_the_apply(
         stderr = proc.stderr.read().decode()
     assert proc.wait(timeout=240) == 0, stderr
     assert "Traceback" not in stderr
-    assert sorted(on_server(prefect_server, "project:piped")) == sorted(
+    assert sorted(on_server(deploy_server, "project:piped")) == sorted(
         f"piped-{i}/piped-{i}" for i in range(12)
     )
     assert "created" in log.read_text()

@@ -184,7 +184,7 @@ def _read(server: str, flow: str, name: str) -> dict[str, Any]:
 
 
 def test_a_flow_deploys_to_kubernetes_ecs_and_cloud_run_pools_with_its_limits(
-    tmp_path: Path, prefect_server: str, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, deploy_server: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     extra = (
         '\n[development.flows.upstream]\nimage = "ghcr.io/acme/chain:1.0"\n'
@@ -192,8 +192,8 @@ def test_a_flow_deploys_to_kubernetes_ecs_and_cloud_run_pools_with_its_limits(
         'schedules = [{cron = "0 6 * * *", slug = "morning", parameters = {note = "early"}, '
         'active = false}]\n'
     )
-    project = _project(tmp_path / "p", prefect_server, extra, name="pools-e2e")
-    settings = _settings(project, prefect_server, monkeypatch)
+    project = _project(tmp_path / "p", deploy_server, extra, name="pools-e2e")
+    settings = _settings(project, deploy_server, monkeypatch)
 
     rows = pipeline.pools(settings, create=True)  # from Prefect's bundled templates
     assert {r["deployment_type"]: (r["type"], r["type_ok"]) for r in rows} == {
@@ -203,21 +203,21 @@ def test_a_flow_deploys_to_kubernetes_ecs_and_cloud_run_pools_with_its_limits(
     outcome = pipeline.deploy(pipeline.prepare(settings))
     outcome.raise_if_failed()
 
-    k8s = _read(prefect_server, "upstream", "upstream-kubernetes")
+    k8s = _read(deploy_server, "upstream", "upstream-kubernetes")
     assert k8s["work_pool_name"] == "pools-e2e-k8s"
     assert {k: k8s["job_variables"][k] for k in ("image", "cpu_request", "cpu_limit", "memory_limit")} == {
         "image": "ghcr.io/acme/chain:1.0", "cpu_request": "1", "cpu_limit": "1",
         "memory_limit": "1Gi",
     }
-    ecs = _read(prefect_server, "upstream", "upstream-ecs")["job_variables"]
+    ecs = _read(deploy_server, "upstream", "upstream-ecs")["job_variables"]
     assert (ecs["cpu"], ecs["memory"]) == (1024, 1024)
-    run = _read(prefect_server, "upstream", "upstream-cloud-run")["job_variables"]
+    run = _read(deploy_server, "upstream", "upstream-cloud-run")["job_variables"]
     assert (run["cpu"], run["memory"]) == ("1000m", "1Gi")
-    python = _read(prefect_server, "upstream", "upstream-python")
+    python = _read(deploy_server, "upstream", "upstream-python")
     assert python["concurrency_limit"] in (2, None)
     assert python["global_concurrency_limit"]["limit"] == 2
     assert python["concurrency_options"]["collision_strategy"] == "CANCEL_NEW"
-    downstream = _read(prefect_server, "downstream", "downstream")
+    downstream = _read(deploy_server, "downstream", "downstream")
     assert downstream["concurrency_options"]["collision_strategy"] == "ENQUEUE"  # the flow's own
     (schedule,) = downstream["schedules"]
     assert (schedule["slug"], schedule["parameters"], schedule["active"]) == (
@@ -248,14 +248,14 @@ def test_a_flow_deploys_to_kubernetes_ecs_and_cloud_run_pools_with_its_limits(
     ],
 )
 def test_a_job_variable_the_pool_type_refuses_stops_the_deploy_before_any_write(
-    tmp_path: Path, prefect_server: str, monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path, deploy_server: str, monkeypatch: pytest.MonkeyPatch,
     extra: str, files: dict[str, str], expected: str,
 ) -> None:
     image = '\n[development.flows.upstream]\nimage = "ghcr.io/acme/chain:1.0"\n'
-    project = _project(tmp_path / "p", prefect_server, image + extra, name="pools-e2e-refused")
+    project = _project(tmp_path / "p", deploy_server, image + extra, name="pools-e2e-refused")
     for rel, text in files.items():
         (project / rel).write_text(text)
-    settings = _settings(project, prefect_server, monkeypatch)
+    settings = _settings(project, deploy_server, monkeypatch)
 
     with pytest.raises(ValidationFailed) as caught:
         pipeline.deploy(pipeline.prepare(settings, flow_names=["upstream"]))
@@ -263,7 +263,7 @@ def test_a_job_variable_the_pool_type_refuses_stops_the_deploy_before_any_write(
     assert expected in str(caught.value)
 
     async def names() -> list[str]:
-        async with PrefectApi(prefect_server) as api:
+        async with PrefectApi(deploy_server) as api:
             return [d["name"] for d in await api.list_deployments(["project:pools-e2e-refused"])]
 
     assert asyncio.run(names()) == []  # nothing written, not even the valid ones
@@ -282,21 +282,21 @@ parameters = {note = "triggered"}
 
 
 def test_a_trigger_runs_a_deployment_by_itself_after_its_upstream_completes(
-    tmp_path: Path, prefect_server: str, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, deploy_server: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     project = _project(
-        tmp_path / "p", prefect_server,
+        tmp_path / "p", deploy_server,
         TRIGGER + '\n[development.flows.upstream]\ntypes = ["python"]\n',
         name="pools-e2e-triggers",
     )
-    settings = _settings(project, prefect_server, monkeypatch)
+    settings = _settings(project, deploy_server, monkeypatch)
     pipeline.pools(settings, create=True)
     outcome = pipeline.deploy(pipeline.prepare(settings))
     outcome.raise_if_failed()
-    downstream = _read(prefect_server, "downstream", "downstream")
+    downstream = _read(deploy_server, "downstream", "downstream")
 
     async def owned() -> list[dict[str, Any]]:
-        async with PrefectApi(prefect_server) as api:
+        async with PrefectApi(deploy_server) as api:
             return await api.automations_owned_by(str(downstream["id"]))
 
     automations = asyncio.run(owned())
@@ -309,10 +309,10 @@ def test_a_trigger_runs_a_deployment_by_itself_after_its_upstream_completes(
     env = {"PREFECT_HOME": str(scratch / "home")}
     url = pipeline.api_url(settings, start=False)
 
-    upstream = _read(prefect_server, "upstream", "upstream")
+    upstream = _read(deploy_server, "upstream", "upstream")
 
     async def run_upstream_then_wait_for_downstream() -> dict[str, Any]:
-        async with PrefectApi(prefect_server) as api:
+        async with PrefectApi(deploy_server) as api:
             run = await api.create_flow_run(str(upstream["id"]))
             await api.wait_flow_run(str(run["id"]), 120)
             deadline = time.monotonic() + 120
@@ -333,7 +333,7 @@ def test_a_trigger_runs_a_deployment_by_itself_after_its_upstream_completes(
 
     # An automation edited on the server is drift, and the next deploy puts it back.
     async def edit() -> None:
-        async with PrefectApi(prefect_server) as api:
+        async with PrefectApi(deploy_server) as api:
             await api._request("PATCH", f"automations/{automations[0]['id']}", body={"enabled": False})
 
     asyncio.run(edit())

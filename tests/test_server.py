@@ -306,3 +306,62 @@ def test_server_that_exits_during_startup_quotes_the_end_of_its_log(tmp_path: Pa
     assert f"last lines of {tmp_path.resolve() / '.prefect' / 'server.log'}" in message
     assert "NOT-A-LEVEL" in message
     assert not (tmp_path / ".prefect" / "server.json").exists()
+
+
+# -- the local server on PostgreSQL ---------------------------------------------------------
+
+
+@pytest.mark.e2e
+@pytest.mark.slow
+def test_a_private_postgres_cluster_starts_once_takes_connections_and_stops(tmp_path: Path) -> None:
+    import asyncio
+
+    import asyncpg
+    from helpers import ensure_postgres_installed
+
+    from deploy_lib.server import LocalPostgres
+
+    ensure_postgres_installed()
+    cluster = LocalPostgres(tmp_path / "project", fast=True)
+    url = cluster.start()
+    try:
+        assert re.fullmatch(r"postgresql\+asyncpg://prefect@127\.0\.0\.1:\d+/prefect", url)
+        assert cluster.start() == url == cluster.url  # already running: the same one
+
+        async def select_one() -> Any:
+            conn = await asyncpg.connect(url.replace("postgresql+asyncpg", "postgresql"))
+            try:
+                return await conn.fetchval("select 1")
+            finally:
+                await conn.close()
+
+        assert asyncio.run(select_one()) == 1
+    finally:
+        assert cluster.stop() is True
+    assert cluster.stop() is False
+    assert cluster.url is None
+
+
+@pytest.mark.e2e
+@pytest.mark.slow
+def test_server_start_with_postgres_runs_prefect_on_its_own_cluster(tmp_path: Path) -> None:
+    from helpers import ensure_postgres_installed, invoke, make_project
+
+    ensure_postgres_installed()
+    root = make_project(tmp_path / "project")
+    try:
+        started = invoke(root, "server.start", "--no-ui", "--database", "postgres", timeout=240)
+        assert started.returncode == 0, started.stderr
+        assert ", healthy, on postgres" in started.stdout
+        status = json.loads(invoke(root, "server.status", "--json").stdout)
+        assert status["database"] == "postgres" and status["healthy"] is True
+        assert health(status["url"])
+    finally:
+        stopped = invoke(root, "server.stop")
+    assert stopped.stdout.strip() == "local Prefect server stopped"
+    from deploy_lib.server import LocalPostgres
+
+    assert LocalPostgres(root).url is None  # its cluster stopped with it
+    bad = invoke(root, "server.start", "--database", "mysql")
+    assert bad.returncode == 3 and "unknown local database 'mysql'" in bad.stderr
+    assert "Traceback" not in bad.stderr
