@@ -32,15 +32,28 @@ server more, for example the deployment's concurrency limit and work queue);
 prefect-first / ours-first >= 4x;
 prefect-unchanged / ours-unchanged >= 30x (aim 50x), whole processes.
 
-    python bench/deploy.py [--deployments 200] [--concurrency 1,2,4,8] [--repeat 5]
-                           [--sweep 4] [--rounds 2] [--skip-prefect]
+With ``--database postgres`` the server runs on a PostgreSQL cluster of the project's
+own (``invoke server.start --database postgres``), as teams that outgrow SQLite run
+Prefect; our deploys are then not held to one write at a time.  After the unchanged
+runs, ``--changed`` (10% by default) of the flow files are edited and redeployed (ours),
+and the same changed bodies are written by raw calls at the best concurrency.  The peak
+RSS of our whole-process deploys is recorded.  ``--json PATH`` writes a summary with
+``ours_first_s``, ``raw_first_s`` (best, same bodies), ``peer_first_s``,
+``ours_unchanged_s``, ``peer_unchanged_s``, ``ours_changed_s``, ``raw_changed_s`` and
+``peak_rss_mb`` (medians, whole processes where the peer is compared).
+
+    python bench/deploy.py [--database sqlite|postgres] [--deployments 200]
+                           [--concurrency 1,2,4,8] [--repeat 5] [--sweep 4] [--rounds 2]
+                           [--changed 0.1] [--no-peer] [--json PATH]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -111,6 +124,23 @@ def make_project(root: Path, count: int) -> None:
         folder = root / "flows" / f"group_{i % 10:02d}"
         folder.mkdir(parents=True, exist_ok=True)
         (folder / f"flow_{i:04d}.py").write_text(textwrap.dedent(_FLOW).format(i=i))
+
+
+def step(args: argparse.Namespace) -> int:
+    """Every how many flows one is edited for the changed phase."""
+    return max(1, round(1 / args.changed)) if args.changed > 0 else args.deployments + 1
+
+
+def edit_flows(root: Path, count: int, share: float) -> int:
+    """Edit ``share`` of the flow files (their docstring, so description and version
+    change); how many were edited."""
+    every = max(1, round(1 / share)) if share > 0 else count + 1
+    edited = 0
+    for i in range(0, count, every):
+        path = root / "flows" / f"group_{i % 10:02d}" / f"flow_{i:04d}.py"
+        path.write_text(path.read_text().replace('"""Double a number."""', '"""Double a number, edited."""'))
+        edited += 1
+    return edited
 
 
 def clean_environ(**extra: str) -> dict[str, str]:
@@ -260,6 +290,8 @@ class Results:
     best: int = 1
     ratios: list[float] = field(default_factory=list)
     minimal_ratios: list[float] = field(default_factory=list)
+    peak_rss_mb: float = 0.0
+    database: str = "sqlite"
 
     def add(self, key: str, name: str, seconds: float, note: str = "") -> Phase:
         phase = self.phases.setdefault(key, Phase(name))
@@ -276,8 +308,8 @@ def timed_call(fn: Callable[[], str]) -> tuple[float, str]:
 
 def measure(args: argparse.Namespace, project: Path, say: Callable[[str], None]) -> Results:
     n = args.deployments
-    results = Results(n)
-    server = pipeline.local_server(project, preferred_port=0)
+    results = Results(n, database=args.database)
+    server = pipeline.local_server(project, preferred_port=0, database=args.database)
     started = time.perf_counter()
     url = server.start(timeout=300)
     say(f"server {url} healthy after {time.perf_counter() - started:.1f} s")
@@ -312,9 +344,8 @@ def measure(args: argparse.Namespace, project: Path, say: Callable[[str], None])
         # b. rounds of: raw calls at the best concurrency with minimal bodies, then with
         # the very bodies ours sends, then our first deploy in process; the ratios are
         # taken per round, because the load of a shared machine drifts
-        first = (
-            f"ours first, in process (apply_concurrency {settings.apply_concurrency}, max_writes 1)"
-        )
+        cap = "max_writes 1" if args.database == "sqlite" else "no write cap"
+        first = f"ours first, in process (apply_concurrency {settings.apply_concurrency}, {cap})"
         for r in range(args.rounds):
             minimal = raw(
                 "raw-best",
@@ -348,6 +379,20 @@ def measure(args: argparse.Namespace, project: Path, say: Callable[[str], None])
             seconds = run_process(invoke, project, ours_env)
             results.add("unchanged-cli", "ours unchanged, whole process (invoke deploy)", seconds)
         say(f"ours unchanged, whole process: {results.phases['unchanged-cli'].seconds}")
+        results.peak_rss_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+
+        # c'. a share of the flows edited: ours redeploys them, raw calls write the same
+        changed = edit_flows(project, args.deployments, args.changed)
+        seconds, counts = timed_call(lambda: ours_in_process(project))
+        results.add("changed", f"ours, {changed} flow(s) changed, in process", seconds, counts)
+        say(f"ours changed: {seconds:.2f} s ({counts})")
+        edited = {f"bench-deploy-{i}" for i in range(0, args.deployments, step(args))}
+        bodies = [
+            dict(s.body) for s in pipeline.prepare(load_settings(ENV, project)).specs
+            if s.flow.name in edited
+        ]
+        raw("raw-changed", f"raw API, the {len(bodies)} changed bodies, concurrency {best}",
+            bodies, best)
         wipe(url)
 
         # d. prefect deploy --all on the prefect.yaml we render for the same deployments
@@ -372,7 +417,11 @@ def measure(args: argparse.Namespace, project: Path, say: Callable[[str], None])
 
 def report(results: Results) -> bool:
     n, phases = results.n, results.phases
-    print(f"\n{n} deployments, one local SQLite Prefect server, {os.cpu_count()} CPU(s)")
+    print(
+        f"\n{n} deployments, one local Prefect server on {results.database}, "
+        f"{os.cpu_count()} CPU(s); peak RSS of our whole-process deploys "
+        f"{results.peak_rss_mb:.0f} MB"
+    )
     width = max(len(p.name) for p in phases.values())
     for p in phases.values():
         runs = f" (median of {len(p.seconds)})" if len(p.seconds) > 1 else ""
@@ -430,6 +479,31 @@ def report(results: Results) -> bool:
     return ok
 
 
+def summary(results: Results) -> dict[str, Any]:
+    """The figures a comparison needs, medians in seconds (None when not measured)."""
+    phases = results.phases
+
+    def median(key: str) -> float | None:
+        return round(phases[key].median, 3) if key in phases else None
+
+    return {
+        "database": results.database,
+        "deployments": results.n,
+        "best_raw_concurrency": results.best,
+        "ours_first_s": median("first"),
+        "ours_first_cli_s": median("first-cli"),
+        "raw_first_s": median("raw-full"),
+        "raw_first_minimal_s": median("raw-best"),
+        "peer_first_s": median("prefect-first"),
+        "ours_unchanged_s": median("unchanged-cli"),
+        "ours_unchanged_in_process_s": median("unchanged"),
+        "peer_unchanged_s": median("prefect-unchanged"),
+        "ours_changed_s": median("changed"),
+        "raw_changed_s": median("raw-changed"),
+        "peak_rss_mb": round(results.peak_rss_mb, 1),
+    }
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--deployments", type=int, default=200)
@@ -439,7 +513,11 @@ def main() -> int:
     )
     parser.add_argument("--rounds", type=int, default=2, help="paired raw-best / ours-first rounds")
     parser.add_argument("--repeat", type=int, default=5, help="runs of each unchanged redeploy")
-    parser.add_argument("--skip-prefect", action="store_true", help="leave out prefect deploy")
+    parser.add_argument("--skip-prefect", "--no-peer", action="store_true",
+                        help="leave out prefect deploy (the peer)")
+    parser.add_argument("--database", choices=("sqlite", "postgres"), default="sqlite")
+    parser.add_argument("--changed", type=float, default=0.1, help="share of flows edited")
+    parser.add_argument("--json", dest="json_path", default="", help="write a JSON summary here")
     args = parser.parse_args()
     args.concurrency = [int(c) for c in args.concurrency.split(",") if c]
     args.sweep = [int(c) for c in args.sweep.split(",") if c]
@@ -456,6 +534,9 @@ def main() -> int:
 
         results = measure(args, project, say)
     ok = report(results)
+    if args.json_path:
+        Path(args.json_path).write_text(json.dumps(summary(results), indent=2) + "\n")
+        print(f"summary written to {args.json_path}")
     print(f"whole benchmark: {time.perf_counter() - started:.0f} s")
     return 0 if ok else 1
 

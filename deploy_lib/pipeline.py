@@ -596,8 +596,9 @@ def connect(
     ``start`` is true.  ``options`` go to PrefectApi (timeout, retries, ...).  Use the
     result as an async context manager."""
     url = api_url(settings, start=start, notify=notify)
-    if not settings.api_url:
-        options.setdefault("max_writes", 1)  # the embedded server is SQLite
+    if not settings.api_url and local_server(settings.root).recorded_database() != "postgres":
+        # SQLite serialises writes: a second in flight fails with "database is locked".
+        options.setdefault("max_writes", 1)
     if settings.ca_bundle:
         if not Path(settings.ca_bundle).is_file():
             raise SettingsError(f"{settings.ca_bundle} is not a file", key="ca_bundle")

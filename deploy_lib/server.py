@@ -202,6 +202,12 @@ class LocalServer:
                 LocalPostgres(self.root).stop()
             return True
 
+    def recorded_database(self) -> str | None:
+        """What the recorded server stores its data in ("sqlite" or "postgres"), read
+        from ``server.json`` alone (no request); None when none is recorded."""
+        record = self._read_state()
+        return str(record.get("database") or "sqlite") if record else None
+
     def status(self) -> ServerStatus | None:
         """The recorded server and whether ``/api/health`` answers; None when it is not
         running (a stale record is removed)."""
