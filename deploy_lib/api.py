@@ -116,6 +116,8 @@ class PrefectApi:
         self.deadline = deadline
         self.request_count = 0
         self.write_count = 0
+        # Answers that said the server was too busy (429, 5xx): callers back off on them.
+        self.busy_count = 0
         self._api_key = api_key or ""
         headers = {"Accept": "application/json", "User-Agent": "deploy-lib"}
         if self._api_key:
@@ -582,6 +584,7 @@ class PrefectApi:
                 ) from exc
             status = response.status_code
             if status == 429 or status >= 500:
+                self.busy_count += 1
                 # 429 means the server refused before doing anything: safe to repeat.
                 may = retry and (idempotent or status == 429)
                 delay = self._delay(attempt, response.headers.get("Retry-After"))

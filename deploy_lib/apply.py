@@ -8,8 +8,10 @@ cost no request.  Deletes happen only with ``prune``, and the plan only proposes
 deletes for deployments of this project in this environment.  A conflict (a deployment
 that is not this project's) is never written; an update that would overwrite changes
 made on the server is skipped with ``keep_drift``.  Each flow is ensured
-once, however many deployments it has.  At most ``concurrency`` requests are in
-flight at a time; writes the server was too busy to take get one more, serial, try.
+once, however many deployments it has.  How many writes are in flight adapts
+(``AdaptiveLimit``): it starts low, grows while the server keeps up and halves at a 429
+or 5xx, never beyond ``concurrency``; writes the server was too busy to take get one
+more, serial, try.
 """
 
 from __future__ import annotations
@@ -91,7 +93,8 @@ async def apply_plan(
     stop: asyncio.Event | None = None,
 ) -> ApplyResult:
     """Write ``plan``'s creates and updates (and, with ``prune``, its deletes) through
-    ``api``, at most ``concurrency`` requests at once.
+    ``api``, at most ``concurrency`` at once (fewer while the server does not keep up:
+    ``AdaptiveLimit``).
 
     Side effects: requests to the server; ``on_result`` is called once per deployment
     as soon as its result is known (unchanged and skipped first, in plan order).  A
@@ -109,7 +112,7 @@ async def apply_plan(
     if concurrency < 1:
         raise SettingsError(f"must be at least 1, got {concurrency}", key="apply_concurrency")
     runner = _Runner(
-        api, asyncio.Semaphore(concurrency), on_result, prune=prune, owner=owner, stop=stop
+        api, AdaptiveLimit(concurrency), on_result, prune=prune, owner=owner, stop=stop
     )
     results: dict[int, Result] = {}
     pending: dict[int, Change] = {}
@@ -154,7 +157,7 @@ class _Runner:
     def __init__(
         self,
         api: DeploymentApi,
-        slots: asyncio.Semaphore,
+        slots: AdaptiveLimit,
         on_result: Callable[[Result], None] | None,
         *,
         prune: bool = False,
@@ -195,7 +198,7 @@ class _Runner:
         ]:
             del self._secrets[name]  # so is a Secret block that could not be written
         server_ok = True
-        self._slots = asyncio.Semaphore(1)
+        self._slots = AdaptiveLimit(1)
         for index in sorted(i for i in pending if _busy(results[i])):
             first = results[index]
             if server_ok and not (self._stop is not None and self._stop.is_set()):
@@ -208,6 +211,7 @@ class _Runner:
         """Write ``change`` under a concurrency slot; a failure becomes a failed Result."""
         async with self._slots:
             started = time.perf_counter()
+            busy_before = getattr(self._api, "busy_count", 0)
             if self._stop is not None and self._stop.is_set():
                 return _result(change, SKIPPED, change.live_id, note=NOT_STARTED)
             if self._unreachable is not None:
@@ -249,6 +253,9 @@ class _Runner:
                     duration=time.perf_counter() - started,
                     note=note,
                 )
+            # The server's answers steer how many writes are in flight (AdaptiveLimit).
+            busy = getattr(self._api, "busy_count", 0) != busy_before or _busy(result)
+            self._slots.record(time.perf_counter() - started, busy=busy)
         return result
 
     async def _write(self, change: Change) -> tuple[str, str | None, str | None]:
@@ -332,6 +339,60 @@ class _Runner:
             future = asyncio.ensure_future(self._api.ensure_flow(name))
             self._flows[name] = future
         await asyncio.shield(future)
+
+
+class AdaptiveLimit:
+    """How many writes may be in flight, found as the run goes (an async context
+    manager, like a semaphore whose size moves).
+
+    It starts low (2, or ``maximum`` when that is less) and grows by one after each
+    ``window`` of writes whose median latency stays within 1.5x the best window's
+    (the server keeps up), never beyond ``maximum`` (``apply_concurrency``).  A write
+    the server answered 429 or 5xx halves it at once (at least 1); a window twice as
+    slow as the best takes one away.  ``peak`` is the most it reached."""
+
+    START = 2
+    WINDOW = 8
+
+    def __init__(self, maximum: int, *, start: int | None = None, window: int = WINDOW) -> None:
+        self.maximum = max(1, maximum)
+        self.limit = min(self.START if start is None else max(1, start), self.maximum)
+        self.peak = self.limit
+        self.window = window
+        self._active = 0
+        self._latencies: list[float] = []
+        self._best: float | None = None
+        self._changed = asyncio.Condition()
+
+    async def __aenter__(self) -> AdaptiveLimit:
+        async with self._changed:
+            await self._changed.wait_for(lambda: self._active < self.limit)
+            self._active += 1
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        async with self._changed:
+            self._active -= 1
+            self._changed.notify_all()
+
+    def record(self, seconds: float, *, busy: bool = False) -> None:
+        """One write's latency, and whether the server said it was busy."""
+        if busy:
+            self.limit = max(1, self.limit // 2)
+            self._latencies.clear()
+            return
+        self._latencies.append(seconds)
+        if len(self._latencies) < self.window:
+            return
+        median = sorted(self._latencies)[len(self._latencies) // 2]
+        self._latencies.clear()
+        if self._best is None or median < self._best:
+            self._best = median
+        if median <= self._best * 1.5 and self.limit < self.maximum:
+            self.limit += 1
+            self.peak = max(self.peak, self.limit)
+        elif median > self._best * 2 and self.limit > 1:
+            self.limit -= 1
 
 
 class _TakenMeanwhile(Exception):

@@ -721,3 +721,84 @@ def json_text(data: Any) -> str:
     import json
 
     return json.dumps(data, default=str)
+
+
+# -- how many writes are in flight: found as the run goes ---------------------------------
+
+
+def test_the_limit_starts_low_and_grows_while_the_server_keeps_up() -> None:
+    from deploy_lib.apply import AdaptiveLimit
+
+    limit = AdaptiveLimit(6, window=4)
+    assert limit.limit == 2
+    for _ in range(4 * 10):
+        limit.record(0.05)
+    assert limit.limit == limit.peak == 6  # never beyond the setting
+
+
+def test_a_busy_answer_halves_the_limit_and_a_slow_window_takes_one_away() -> None:
+    from deploy_lib.apply import AdaptiveLimit
+
+    limit = AdaptiveLimit(8, start=8, window=4)
+    limit.record(0.05, busy=True)
+    assert limit.limit == 4
+    for _ in range(4):
+        limit.record(0.05)  # the best window so far; the limit grows again
+    assert limit.limit == 5
+    for _ in range(4):
+        limit.record(0.5)  # ten times slower
+    assert limit.limit == 4
+    for _ in range(5):
+        limit.record(0.05, busy=True)
+    assert limit.limit == 1  # never below one
+    assert AdaptiveLimit(1).limit == 1
+
+
+async def _in_flight_peak(limit_max: int, busy_every: int) -> tuple[int, int]:
+    """Run 60 writes through apply_plan on a fake API that answers 'busy' (counts a
+    429) every ``busy_every`` writes; return the most in flight, and the limit's end."""
+    from deploy_lib import apply as applying
+
+    class Api:
+        busy_count = 0
+        in_flight = 0
+        peak = 0
+        writes = 0
+
+        async def ensure_flow(self, name: str) -> str:
+            return "flow-id"
+
+        async def upsert_deployment(self, body: Mapping[str, Any]) -> tuple[str, bool]:
+            Api.in_flight += 1
+            Api.peak = max(Api.peak, Api.in_flight)
+            Api.writes += 1
+            if busy_every and Api.writes % busy_every == 0:
+                Api.busy_count += 1
+            await asyncio.sleep(0.002)
+            Api.in_flight -= 1
+            return f"id-{body['name']}", True
+
+    specs = [spec(body(f"flow-{i}")) for i in range(60)]
+    plan = make_plan(specs, [], "development")
+    seen: list[Any] = []
+    original = applying.AdaptiveLimit
+
+    class Watched(original):  # type: ignore[misc, valid-type]
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, window=4, **kwargs)
+            seen.append(self)
+
+    applying.AdaptiveLimit = Watched
+    try:
+        result = await applying.apply_plan(Api(), plan, concurrency=limit_max, prune=False)
+    finally:
+        applying.AdaptiveLimit = original
+    assert not result.failed
+    return Api.peak, seen[0].limit
+
+
+def test_apply_grows_to_the_setting_and_backs_off_when_the_server_is_busy() -> None:
+    peak, end = asyncio.run(_in_flight_peak(5, busy_every=0))
+    assert peak == 5 and end == 5
+    _, busy_end = asyncio.run(_in_flight_peak(5, busy_every=3))
+    assert busy_end <= 2  # halved again and again
