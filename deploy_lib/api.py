@@ -21,6 +21,7 @@ idempotency key) is retried only when it never reached the server.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import email.utils
 import importlib.util
@@ -105,10 +106,16 @@ class PrefectApi:
         max_writes: int | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
         ca_bundle: str = "",
+        replicas: Sequence[str] = (),
     ) -> None:
         if not url:
             raise SettingsError("no Prefect API URL given", key="api_url")
         self.url = url.rstrip("/")
+        # Every API process of one server (``url`` first), for replicas without a load
+        # balancer: each request goes to the next, round robin.
+        self.urls = list(dict.fromkeys([self.url, *(u.rstrip("/") for u in replicas if u)]))
+        self.requests_by_url = dict.fromkeys(self.urls, 0)
+        self._turn = 0
         self.timeout = timeout
         self.retries = max(0, retries)
         self.backoff = backoff
@@ -122,15 +129,19 @@ class PrefectApi:
         headers = {"Accept": "application/json", "User-Agent": "deploy-lib"}
         if self._api_key:
             headers["Authorization"] = f"Bearer {self._api_key}"
-        self._client = httpx.AsyncClient(
-            base_url=self.url + "/",
-            headers=headers,
-            timeout=httpx.Timeout(timeout, connect=min(timeout, 5.0)),
-            transport=transport,
-            follow_redirects=False,
-            trust_env=not _is_loopback(self.url),
-            verify=_tls_verify(self.url, ca_bundle),
-        )
+        self._clients = [
+            httpx.AsyncClient(
+                base_url=base + "/",
+                headers=headers,
+                timeout=httpx.Timeout(timeout, connect=min(timeout, 5.0)),
+                transport=transport,
+                follow_redirects=False,
+                trust_env=not _is_loopback(base),
+                verify=_tls_verify(base, ca_bundle),
+            )
+            for base in self.urls
+        ]
+        self._client = self._clients[0]
         self._flow_ids: dict[str, str] = {}
         self._flow_locks: dict[str, asyncio.Lock] = {}
         self._write_gate = asyncio.Semaphore(max_writes) if max_writes else None
@@ -152,7 +163,8 @@ class PrefectApi:
 
     async def aclose(self) -> None:
         """Close the connection pool."""
-        await self._client.aclose()
+        for client in self._clients:
+            await client.aclose()
 
     # -- health and flows ------------------------------------------------------------
 
@@ -564,7 +576,9 @@ class PrefectApi:
                 else:
                     response = await self._attempt(method, path, content, headers)
             except httpx.TransportError as exc:
-                if (permanent := _permanent(exc, self.url)) is not None:
+                with contextlib.suppress(RuntimeError):  # which replica it was sent to
+                    url = str(exc.request.url)
+                if (permanent := _permanent(exc, url)) is not None:
                     # Retrying cannot help: fail at once, with the right advice.
                     kind, message = permanent
                     raise kind(self._scrub(message), url=url, deployment=deployment) from exc
@@ -582,6 +596,7 @@ class PrefectApi:
                     url=url,
                     deployment=deployment,
                 ) from exc
+            url = str(response.request.url) if len(self.urls) > 1 else url
             status = response.status_code
             if status == 429 or status >= 500:
                 self.busy_count += 1
@@ -638,11 +653,19 @@ class PrefectApi:
         could otherwise hold one attempt, and an unattended run, without end."""
         try:
             return await asyncio.wait_for(
-                self._client.request(method, path, content=content, headers=headers),
+                self._next_client().request(method, path, content=content, headers=headers),
                 self.timeout,
             )
         except asyncio.TimeoutError as exc:
             raise httpx.ReadTimeout(f"no complete answer within {self.timeout:g} s") from exc
+
+    def _next_client(self) -> httpx.AsyncClient:
+        """The client of the next API process in turn (the only one without replicas);
+        a retry after a failure so goes to another replica."""
+        index = self._turn % len(self._clients)
+        self._turn += 1
+        self.requests_by_url[self.urls[index]] += 1
+        return self._clients[index]
 
     def _delay(self, attempt: int, retry_after: str | None = None) -> float:
         """Pause before attempt ``attempt + 1``: exponential with jitter, capped."""

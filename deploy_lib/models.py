@@ -374,8 +374,15 @@ class Settings:
 
     @property
     def api_url(self) -> str:
-        """The Prefect API URL; ``""`` means the embedded local server."""
-        return str(self.get("api_url") or "")
+        """The Prefect API URL; ``""`` means the embedded local server.  With only
+        ``api_urls`` set, the first of them."""
+        return str(self.get("api_url") or "") or next(iter(self.api_urls), "")
+
+    @property
+    def api_urls(self) -> list[str]:
+        """Every API process of the environment's server (replicas without a load
+        balancer); writes are spread across them.  Empty: ``api_url`` alone."""
+        return [str(u) for u in self.get("api_urls") or [] if u]
 
     @property
     def api_key(self) -> str:

@@ -603,6 +603,8 @@ def connect(
         if not Path(settings.ca_bundle).is_file():
             raise SettingsError(f"{settings.ca_bundle} is not a file", key="ca_bundle")
         options.setdefault("ca_bundle", settings.ca_bundle)
+    if settings.api_urls:
+        options.setdefault("replicas", settings.api_urls)
     return api.PrefectApi(url, settings.api_key, **options)
 
 

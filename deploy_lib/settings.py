@@ -600,6 +600,8 @@ _RULES: list[tuple[str, str, Callable[[Any], bool], bool]] = [
     ("entrypoint_style", '"path" or "module"', _one_of("path", "module"), True),
     ("deployment_types", _TYPES, _is_types, True),
     ("api_url", 'a string: "" (the embedded server) or an http(s):// URL', _is_url, True),
+    ("api_urls", "a list of http(s):// URLs (the API processes of one server)",
+     lambda v: _is_str_list(v) and all(_is_url(u) and u for u in v), False),
     ("api_key", "a string", _is_str, False),
     ("ca_bundle", '"" or the path of a CA bundle file (PEM)', _is_str, False),
     ("apply_concurrency", "an integer of at least 1", _is_int(1), True),

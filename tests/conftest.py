@@ -14,6 +14,11 @@ mark them ``@pytest.mark.anyio``.
 from __future__ import annotations
 
 import asyncio
+import os
+import socket
+import subprocess
+import sys
+import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -21,18 +26,20 @@ import pytest
 from helpers import ensure_postgres_installed
 from helpers import local_server as make_local_server
 
-from deploy_lib.api import PrefectApi
+from deploy_lib.api import PrefectApi, health
 from deploy_lib.models import MANAGED_BY_TAG
-from deploy_lib.server import LocalServer
+from deploy_lib.server import LocalPostgres, LocalServer
 
 # A test that needs any of these needs the session's Prefect server.
 SERVER_FIXTURES = frozenset(
     {"prefect_server_root", "local_server", "prefect_server", "api", "postgres_server",
-     "deploy_server"}
+     "deploy_server", "postgres_replica"}
 )
 
 # The session servers' URLs once each has started (by database): modules share them.
 _STARTED: dict[str, str] = {}
+# The PostgreSQL-backed server's database URL, for its replica.
+_DATABASES: dict[str, str] = {}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -90,10 +97,51 @@ def postgres_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
              "PREFECT_SERVER_SERVICES_LATE_RUNS_ENABLED": "false"},
     )
     _STARTED["postgres"] = server.start(timeout=180)
+    _DATABASES["postgres"] = str(LocalPostgres(root).url)
     try:
         yield _STARTED["postgres"]
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres_replica(
+    postgres_server: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
+    """The API URL of a second API process of the PostgreSQL-backed server: the same
+    database, a port of its own, no services (a replica, as behind a load balancer)."""
+    home = tmp_path_factory.mktemp("prefect-replica")
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")},
+        "PREFECT_HOME": str(home),
+        "PREFECT_API_DATABASE_CONNECTION_URL": _DATABASES["postgres"],
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_UI_ENABLED": "false",
+        "PREFECT_SERVER_UI_ENABLED": "false",
+    }
+    command = [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1",
+               "--port", str(port), "--no-services"]
+    with (home / "server.log").open("wb") as log:
+        proc = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, start_new_session=True)
+    url = f"http://127.0.0.1:{port}/api"
+    try:
+        deadline = time.monotonic() + 120
+        while not health(url):
+            assert proc.poll() is None, (home / "server.log").read_text()[-2000:]
+            assert time.monotonic() < deadline, "the replica never became healthy"
+            time.sleep(0.5)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 @pytest.fixture(scope="session", params=["sqlite", "postgres"])

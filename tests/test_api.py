@@ -850,3 +850,27 @@ async def test_json_of_the_wrong_shape_from_a_write_is_named() -> None:
     async with recorder.api() as api:
         with pytest.raises(ApiError, match=r"with no object id: is api_url a Prefect API\?"):
             await api.ensure_flow("f")
+
+
+# -- replicas: several API processes of one server ------------------------------------------
+
+
+@pytest.mark.anyio
+async def test_writes_are_spread_over_replicas_and_a_replica_that_goes_away_is_passed_over(
+    postgres_server: str, postgres_replica: str
+) -> None:
+    flow = unique("replicated")
+    async with PrefectApi(postgres_server, replicas=[postgres_replica]) as api:
+        ids = [
+            (await api.upsert_deployment(deployment_body(flow, f"d{i}")))[0] for i in range(6)
+        ]
+        assert all(api.requests_by_url[u] >= 3 for u in (postgres_server, postgres_replica))
+    # Every write is on the one database, whichever process took it.
+    async with PrefectApi(postgres_replica) as other:
+        found = await other.list_deployments_named([f"d{i}" for i in range(6)])
+        assert {d["id"] for d in found if d["flow_name"] == flow} == set(ids)
+    # A replica that does not answer: each request meant for it goes to the next.
+    gone = "http://127.0.0.1:9/api"  # nothing listens on the discard port
+    async with PrefectApi(postgres_server, replicas=[gone], backoff=0.01) as api:
+        await api.upsert_deployment(deployment_body(flow, "after-a-replica-went-away"))
+        assert api.requests_by_url[gone] >= 1
