@@ -165,7 +165,8 @@ def make_plan(
                 )
             )
             continue
-        diff = diff_bodies(spec.body, current)
+        have_normal = normalise_live(current)  # once, for the diff and the drift
+        diff = diff_bodies(spec.body, current, have_normal)
         diff += [c for c in secret_diff if c.path not in {d.path for d in diff}]
         if writes and not secret_diff:  # the block itself is missing or out of date
             written = {b for b, _ in writes}
@@ -178,16 +179,16 @@ def make_plan(
                 for var, (block, _) in sorted(spec.secrets.items())
                 if block in written
             ]
-        drift = drifted_fields(current)
+        drift = drifted_fields(current, have_normal)
         write_automations = None
         have = (live_automations or {}).get(str(live_id)) if live_id is not None else None
         if have is not None or want:
-            have_normal = _normal_automations(have or ())
-            if have_normal != want:
-                diff.append(FieldChange("triggers", have_normal or None, want or None))
+            have_automations = _normal_automations(have or ())
+            if have_automations != want:
+                diff.append(FieldChange("triggers", have_automations or None, want or None))
                 write_automations = tuple((automations or {}).get(spec.full_name) or ())
             recorded = _recorded_triggers(current)
-            if have is not None and recorded is not None and recorded != _hash(have_normal):
+            if have is not None and recorded is not None and recorded != _hash(have_automations):
                 drift = (*drift, "triggers")
         if diff:
             body = _with_labels(
@@ -294,11 +295,14 @@ def _renames(changes: list[Change], live: Mapping[str, Mapping[str, Any]]) -> li
 _ACTIVE = "schedules.active"
 
 
-def field_hashes(body: Mapping[str, Any], *, live: bool = False) -> dict[str, str]:
+def field_hashes(
+    body: Mapping[str, Any], *, live: bool = False, normal: Mapping[str, Any] | None = None
+) -> dict[str, str]:
     """A short hash per compared field of ``body`` (a desired body, or with ``live`` a
-    DeploymentResponse), taken on the normalised form, so that what the server adds
-    on its own does not count as a change."""
-    normal = normalise_live(body) if live else normalise_desired(body)
+    DeploymentResponse), taken on the normalised form (``normal``, when the caller has
+    it already), so that what the server adds on its own does not count as a change."""
+    if normal is None:
+        normal = normalise_live(body) if live else normalise_desired(body)
     hashes = {key: _hash(normal.get(key)) for key in COMPARED_KEYS if key in normal}
     if not live and normal.get("work_queue_name") is None:
         hashes.pop("work_queue_name", None)  # the server picks the pool's default queue
@@ -344,13 +348,16 @@ def recorded_hashes(item: Mapping[str, Any]) -> dict[str, str]:
     return {key: value for key, _, value in pairs}
 
 
-def drifted_fields(item: Mapping[str, Any]) -> tuple[str, ...]:
+def drifted_fields(
+    item: Mapping[str, Any], normal: Mapping[str, Any] | None = None
+) -> tuple[str, ...]:
     """The fields of a live deployment changed since this tool wrote it (by hand in the
-    UI, say), in display order; () when it records no fingerprint."""
+    UI, say), in display order; () when it records no fingerprint.  ``normal`` is
+    ``normalise_live(item)`` when the caller has it."""
     recorded = recorded_hashes(item)
     if not recorded:
         return ()
-    now = field_hashes(item, live=True)
+    now = field_hashes(item, live=True, normal=normal)
     order = [*COMPARED_KEYS, _ACTIVE]
     return tuple(key for key in order if key in recorded and now.get(key) != recorded[key])
 
@@ -455,11 +462,17 @@ def _hash(value: Any) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:10]
 
 
-def diff_bodies(desired: Mapping[str, Any], live: Mapping[str, Any]) -> list[FieldChange]:
+def diff_bodies(
+    desired: Mapping[str, Any],
+    live: Mapping[str, Any],
+    have: Mapping[str, Any] | None = None,
+) -> list[FieldChange]:
     """The field-level differences between a desired body and a live response, after
-    both are normalised (see the module docstring).  Empty when nothing differs."""
+    both are normalised (see the module docstring; ``have`` is the live one's normal
+    form when the caller has it).  Empty when nothing differs."""
     want = normalise_desired(desired)
-    have = normalise_live(live)
+    if have is None:
+        have = normalise_live(live)
     changes: list[FieldChange] = []
     keys = [k for k in COMPARED_KEYS if k in want]
     keys += sorted(k for k in want if k not in COMPARED_KEYS and k not in _IDENTITY_KEYS)

@@ -268,14 +268,20 @@ class _BodyChecker:
                 found.extend(self._mapping(kind, (*path, key), item))
             else:
                 found.extend(self._split_value(kind, path, key, item))
-        if rest:
+        if rest and path:
+            # The rest of a nested mapping (job_variables' working_dir, image...) is
+            # often the same across deployments: checked once per distinct value.
+            found.extend(self._split_value(kind, path, "", rest, whole=True))
+        elif rest:
             found.extend(_run(kind, path, "", rest))
         return tuple(found)
 
-    def _split_value(self, kind: str, path: tuple[str, ...], key: str, value: Any) -> _Found:
+    def _split_value(
+        self, kind: str, path: tuple[str, ...], key: str, value: Any, *, whole: bool = False
+    ) -> _Found:
         memo = (kind, path, key, repr(value))
         if memo not in self._seen:
-            self._seen[memo] = _run(kind, path, key, {key: value})
+            self._seen[memo] = _run(kind, path, key, value if whole else {key: value})
         return self._seen[memo]
 
 
@@ -685,6 +691,11 @@ def _fallback_name(spec: DeploymentSpec) -> str:
     return f"{spec.flow.name} ({spec.type})"
 
 
+# One checker per live template: it remembers what it found in each shared value (the
+# env of a thousand deployments is checked once).
+_LIVE_CHECKERS: dict[str, _BodyChecker] = {}
+
+
 def pool_problems(
     spec: DeploymentSpec, pool_name: str, pool: Mapping[str, Any] | None, *, api_url: str = ""
 ) -> list[Problem]:
@@ -718,10 +729,10 @@ def pool_problems(
     # The values too, by the live template's own rules (a pool may narrow its defaults'
     # types or enums), and the variables it requires that neither it nor the
     # deployment gives a value.
-    checker = _BodyChecker({expected: template})
     variables = spec.body.get("job_variables")
     if isinstance(variables, Mapping):
         kind = schema_key(spec.type, template)
+        checker = _LIVE_CHECKERS.setdefault(kind, _BodyChecker({expected: template}))
         for path, message in checker._mapping(kind, ("job_variables",), variables):
             problems.append(_problem(spec, path, f"{message} (by the job template of {where})"))
         props = (template.get("variables") or {}).get("properties") or {}
