@@ -7,8 +7,19 @@ flow's own files to hash them.
 
 Decisions worth knowing:
 
-- Types: a flow gets the types in ``deployment_types`` (or its per-flow ``types``);
-  docker only when it has a Dockerfile. Invalid flows get no deployment.
+- Types: a flow gets the types in ``deployment_types`` (or its per-flow ``types``):
+  python (a process pool) and any work pool type whose job template is known; a
+  container type (its template has ``image``: docker, kubernetes, ecs, cloud-run, ...)
+  only when the flow has a Dockerfile or its settings name an ``image``. Invalid flows
+  get no deployment.
+- Resources: ``resources`` (then ``resources.<type>``, then the flow's own) in one
+  vocabulary, mapped onto the type's job variables by ``pools.map_resources``; a limit a
+  type cannot say is one warning per type. ``collision_strategy`` becomes
+  ``concurrency_options``.
+- Secrets: a secret job environment variable becomes a reference to the Secret block
+  that holds it (``secret_blocks``); the value travels beside the body, never in it.
+- Triggers: the flow's ``triggers``, each named ``<deployment>__automation_<n>`` unless
+  named, travel beside the body too (applied as automations).
 - Names: with two types, ``naming.<type>`` formats (``{flow}``, ``{env}``, ``{type}``);
   with one, the flow name unless ``naming.always_suffix``. Per flow, ``name`` replaces
   ``{flow}`` and ``names.<type>`` fixes one name outright.
