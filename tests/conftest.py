@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -102,6 +103,7 @@ def postgres_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield _STARTED["postgres"]
     finally:
         server.stop()
+        shutil.rmtree(LocalPostgres(root).base, ignore_errors=True)  # its data: outside root as root
 
 
 @pytest.fixture(scope="session")

@@ -7,6 +7,7 @@ import datetime as dt
 import json
 import os
 import re
+import shutil
 import socket
 import sqlite3
 import subprocess
@@ -340,6 +341,7 @@ def test_a_private_postgres_cluster_starts_once_takes_connections_and_stops(tmp_
         assert cluster.stop() is True
     assert cluster.stop() is False
     assert cluster.url is None
+    shutil.rmtree(cluster.base, ignore_errors=True)
 
 
 @pytest.mark.e2e
@@ -362,6 +364,7 @@ def test_server_start_with_postgres_runs_prefect_on_its_own_cluster(tmp_path: Pa
     from deploy_lib.server import LocalPostgres
 
     assert LocalPostgres(root).url is None  # its cluster stopped with it
+    shutil.rmtree(LocalPostgres(root).base, ignore_errors=True)
     bad = invoke(root, "server.start", "--database", "mysql")
     assert bad.returncode == 3 and "unknown local database 'mysql'" in bad.stderr
     assert "Traceback" not in bad.stderr
