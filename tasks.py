@@ -273,7 +273,7 @@ def config(
         "prefect-yaml": "also write prefect.yaml for `prefect deploy --all --prefect-file`",
         "show-secrets": "write secret values instead of ****",
         "flow": "only this flow (repeatable)",
-        "type": "only this deployment type: python or docker",
+        "type": "only this deployment type: python, docker, kubernetes, ecs, ... (a work pool type)",
         "strict": _STRICT_HELP,
         "debug": _DEBUG_HELP,
     },
@@ -362,7 +362,7 @@ def validate(
 _SELECT_HELP = {
     "env": _ENV_HELP,
     "flow": "only this flow (repeatable)",
-    "type": "only this deployment type: python or docker",
+    "type": "only this deployment type: python, docker, kubernetes, ecs, ... (a work pool type)",
     "json": "print JSON instead of tables",
     "log_file": "also append timestamped lines to this file",
     "debug": _DEBUG_HELP,

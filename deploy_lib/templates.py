@@ -579,11 +579,12 @@ def select_specs(
     by its name (every file that defines it) or by an entrypoint (that one function,
     ``path.py:fn`` or ``module:fn``).  Raises ``InputError`` for an unknown type and
     ``DiscoveryError`` for a flow that has no deployment."""
-    unknown_types = [t for t in types if t not in DEPLOYMENT_TYPES]
+    known_types = list(dict.fromkeys([*DEPLOYMENT_TYPES, *(s.type for s in specs)]))
+    unknown_types = [t for t in types if t not in known_types]
     if unknown_types:
         raise InputError(
             f"unknown deployment type(s) {', '.join(unknown_types)}; "
-            f"known: {', '.join(DEPLOYMENT_TYPES)}"
+            f"known: {', '.join(known_types)}"
         )
     known = sorted({s.flow.name for s in specs})
     missing = [n for n in flow_names if not any(s.flow.is_named(n) for s in specs)]

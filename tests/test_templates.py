@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Mapping
+from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -892,3 +893,14 @@ def test_prefect_yaml_carries_triggers_collision_strategy_and_schedule_parameter
     (trigger,) = _initialize_deployment_triggers("hello", [dict(t) for t in hello["triggers"]])
     assert trigger.name == "hello__automation_1"
     assert trigger.expect == {"prefect.flow-run.Completed"}
+
+
+def test_select_specs_takes_any_type_the_specs_have(tmp_path: Path) -> None:
+    specs = list(_specs(tmp_path, "staging").values())
+    docker = next(s for s in specs if s.type == "docker")
+    k8s = replace(docker, type="kubernetes", body={**docker.body, "name": "table-report-k8s"})
+
+    assert select_specs([*specs, k8s], types=["kubernetes"]) == [k8s]
+    with pytest.raises(InputError, match=r"unknown deployment type\(s\) kubernets; known: "
+                       r"python, docker, kubernetes"):
+        select_specs([*specs, k8s], types=["kubernets"])
