@@ -614,9 +614,14 @@ def _mask_pair(change: FieldChange, masker: Masker) -> tuple[Any, Any]:
     return old, new
 
 
+_BLOCK_REFERENCE = re.compile(r"\{\{ prefect\.blocks\.secret\.[a-z0-9-]+ \}\}")
+
+
 def _mask_value(path: str, value: Any, masker: Masker) -> Any:
     if path.startswith(SECRET_CHANGE_PREFIX) and value in SECRET_STATES:
         return value  # words the plan chose ("secret changed"), never the value
+    if isinstance(value, str) and _BLOCK_REFERENCE.fullmatch(value):
+        return value  # where the secret is kept, resolved by the worker: no secret itself
     secret = any(is_secret_name(part) for part in path.split(".")) or masker.is_secret_path(path)
     if value not in (None, "") and secret:
         return MASK
