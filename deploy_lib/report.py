@@ -607,6 +607,8 @@ def _mask_pair(change: FieldChange, masker: Masker) -> tuple[Any, Any]:
     (``DATABASE_URL``) need not look secret: it is the previous value of a secret."""
     old = _mask_value(change.path, change.old, masker)
     new = _mask_value(change.path, change.new, masker)
+    if _is_reference(change.new) or _is_reference(change.old):
+        return old, new  # a Secret block reference stays readable beside a masked value
     if old != change.old and new == change.new and new not in (None, ""):
         new = MASK
     elif new != change.new and old == change.old and old not in (None, ""):
@@ -617,10 +619,14 @@ def _mask_pair(change: FieldChange, masker: Masker) -> tuple[Any, Any]:
 _BLOCK_REFERENCE = re.compile(r"\{\{ prefect\.blocks\.secret\.[a-z0-9-]+ \}\}")
 
 
+def _is_reference(value: Any) -> bool:
+    return isinstance(value, str) and bool(_BLOCK_REFERENCE.fullmatch(value))
+
+
 def _mask_value(path: str, value: Any, masker: Masker) -> Any:
     if path.startswith(SECRET_CHANGE_PREFIX) and value in SECRET_STATES:
         return value  # words the plan chose ("secret changed"), never the value
-    if isinstance(value, str) and _BLOCK_REFERENCE.fullmatch(value):
+    if _is_reference(value):
         return value  # where the secret is kept, resolved by the worker: no secret itself
     secret = any(is_secret_name(part) for part in path.split(".")) or masker.is_secret_path(path)
     if value not in (None, "") and secret:

@@ -525,3 +525,17 @@ def test_a_closed_stdout_is_given_up_once_and_the_run_goes_on(tmp_path: Path) ->
     logged = (tmp_path / "run.log").read_text()
     assert all(f"line {n}" in logged for n in range(5))
     assert "stdout was closed" in logged
+
+
+def test_a_secret_moved_into_a_secret_block_shows_where_it_is_kept_never_its_value() -> None:
+    reference = "{{ prefect.blocks.secret.deploy-lib-shop-staging-git-token }}"
+    plan = make_plan(
+        [spec(body("etl", job_variables={"env": {"GIT_TOKEN": reference}}))],
+        [live(body("etl", job_variables={"env": {"GIT_TOKEN": "old-token-1234"}}), "id")],
+        ENV,
+    )
+
+    text = format_plan(plan, Masker())
+
+    assert f'job_variables.env.GIT_TOKEN: "****" -> "{reference}"' in text
+    assert "old-token-1234" not in text
