@@ -699,7 +699,8 @@ class LocalPostgres:
                 "initdb",
             )
         port = _free_port(0)
-        options = f"-p {port} -c listen_addresses={HOST} -k {self.base}"
+        # TCP on loopback only; no Unix socket (a deep project path is too long for one).
+        options = f"-p {port} -c listen_addresses={HOST} -c unix_socket_directories=''"
         if self.fast:
             options += " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
         self._run(
