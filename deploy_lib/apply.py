@@ -277,6 +277,10 @@ class _Runner:
             await self._write_automations(change, str(deployment_id))
             note = f"renamed from {change.renamed_from}; the old one is kept (--prune deletes it)"
             if self._prune and change.live_id is not None:
+                if change.drop_old_automations:  # the server keeps them otherwise
+                    await self._api.replace_automations(
+                        change.live_id, (), deployment=change.renamed_from
+                    )
                 await self._api.delete_deployment(change.live_id, deployment=change.renamed_from)
                 note = f"renamed from {change.renamed_from}, which was deleted"
             return CREATED, str(deployment_id), note

@@ -892,6 +892,9 @@ class Change:
     # The Secret blocks to write before the deployment: (block name, value).  Never
     # printed or saved (``to_dict`` leaves them out).
     secret_writes: tuple[tuple[str, str], ...] = field(default=(), repr=False)
+    # For a rename: the deployment it replaces had triggers, whose automations go when
+    # it is deleted.
+    drop_old_automations: bool = False
 
     @property
     def flow_name(self) -> str:

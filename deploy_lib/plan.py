@@ -281,6 +281,7 @@ def _renames(changes: list[Change], live: Mapping[str, Mapping[str, Any]]) -> li
                         live_id=old.live_id,
                         live_updated=old.live_updated,
                         renamed_from=old.deployment,
+                        drop_old_automations=old.automations is not None,
                     )
                 )
                 continue

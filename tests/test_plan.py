@@ -15,6 +15,7 @@ from deploy_lib.models import (
     LABEL_FIELDS,
     LABEL_FINGERPRINT,
     LABEL_SECRET_PREFIX,
+    LABEL_TRIGGERS,
     MANAGED_BY_TAG,
     RENAME,
     DeploymentSpec,
@@ -775,3 +776,19 @@ def test_a_block_deleted_by_hand_is_written_again() -> None:
     assert change.action == UPDATE
     assert change.diff == (FieldChange("secrets.DB_PASSWORD", "(stored)", "secret block missing"),)
     assert change.secret_writes == ((BLOCK, "same"),)
+
+
+def test_a_renamed_deployment_with_triggers_has_its_old_automations_dropped() -> None:
+    old = live(
+        name="old-name",
+        tags=[MANAGED_BY_TAG, f"env:{ENV}", "runtime:python"],
+        labels={LABEL_TRIGGERS: "0123456789"},
+    )
+    plan = make_plan([spec(desired_body())], [old], ENV)
+
+    (change,) = plan.changes
+    assert change.action == RENAME and change.renamed_from == "daily-etl/old-name"
+    assert change.drop_old_automations is True
+    plain_old = live(name="old-name", tags=[MANAGED_BY_TAG, f"env:{ENV}", "runtime:python"])
+    (plain_change,) = make_plan([spec(desired_body())], [plain_old], ENV).changes
+    assert plain_change.drop_old_automations is False
