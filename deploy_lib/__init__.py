@@ -20,12 +20,17 @@ library it owns), so a change to one stage touches one file::
                 TypedDicts a parameter's annotation names
     parameters  a flow's signature -> its parameter JSON schema, as Prefect writes it
     build       flows + settings -> one BuildContext (the whole body) per flow and type
+      pools     its helper (and validate's): each work pool type's job template, the
+                one resources vocabulary mapped onto it
     templates   templates/*.yaml overlaid on the built bodies -> DeploymentSpec; files
-    validate    the strict Cerberus schema (schema.py), cross checks, pool checks
-    plan        desired specs vs live deployments -> Plan of create/update/delete
-    apply       a Plan -> writes through the API, bounded concurrency -> ApplyResult
+    validate    the strict Cerberus schema (schema.py, derived from each job template),
+                cross checks, triggers by Prefect's models, pool checks
+    plan        desired specs vs live deployments -> Plan of create/update/delete, with
+                triggers' automations and Secret blocks
+    apply       a Plan -> writes through the API, adaptive concurrency -> ApplyResult
     api         the Prefect REST API over httpx: the only module on the network
-    server      the embedded local Prefect server and worker processes
+    server      the embedded local Prefect server (SQLite, or its own PostgreSQL
+                cluster) and worker processes
     runs        run a deployment and wait for its final state
     docker      docker build / tag / push through the docker CLI
     lock        one flock per environment
