@@ -141,7 +141,6 @@ class PrefectApi:
             )
             for base in self.urls
         ]
-        self._client = self._clients[0]
         self._flow_ids: dict[str, str] = {}
         self._flow_locks: dict[str, asyncio.Lock] = {}
         self._write_gate = asyncio.Semaphore(max_writes) if max_writes else None

@@ -19,8 +19,9 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import replace
+from functools import partial
 from typing import Any, Protocol
 
 from deploy_lib.errors import (
@@ -170,8 +171,8 @@ class _Runner:
         self._on_result = on_result
         self._prune = prune
         self._owner = owner
-        self._flows: dict[str, asyncio.Future[Any]] = {}
-        self._secrets: dict[str, asyncio.Future[Any]] = {}
+        # The requests a run makes once however many changes need them (see _run_once).
+        self._once: dict[tuple[str, str], asyncio.Future[Any]] = {}
         # Once the server could not be reached through all of a request's retries, the
         # writes still waiting are not tried: each would spend its own retries in vain.
         self._unreachable: ApiUnreachable | None = None
@@ -189,14 +190,10 @@ class _Runner:
     async def second_chance(self, results: dict[int, Result], pending: dict[int, Change]) -> None:
         """Retry the busy failures one at a time, in plan order, replacing their results;
         once one fails again the rest keep their first failure.  Reports each."""
-        for name in [
-            n for n, f in self._flows.items() if f.done() and (f.cancelled() or f.exception())
-        ]:
-            del self._flows[name]  # a flow that could not be ensured is tried again
-        for name in [
-            n for n, f in self._secrets.items() if f.done() and (f.cancelled() or f.exception())
-        ]:
-            del self._secrets[name]  # so is a Secret block that could not be written
+        # A flow that could not be ensured, or a Secret block that could not be written,
+        # is tried again.
+        for key in [k for k, f in self._once.items() if f.done() and (f.cancelled() or f.exception())]:
+            del self._once[key]
         server_ok = True
         self._slots = AdaptiveLimit(1)
         for index in sorted(i for i in pending if _busy(results[i])):
@@ -302,13 +299,10 @@ class _Runner:
         them; a block shared by many deployments is written once per run (the others
         await the same write, and fail with it)."""
         for block, value in change.secret_writes:
-            future = self._secrets.get(block)
-            if future is None:
-                future = asyncio.ensure_future(
-                    self._api.write_secret_block(block, value, deployment=change.deployment)
-                )
-                self._secrets[block] = future
-            await asyncio.shield(future)
+            await self._run_once(
+                ("secret", block),
+                partial(self._api.write_secret_block, block, value, deployment=change.deployment),
+            )
 
     async def _write_automations(self, change: Change, deployment_id: str) -> None:
         """Put the automations of ``change``'s triggers in place of those the deployment
@@ -336,12 +330,16 @@ class _Runner:
             raise _TakenMeanwhile(who.describe(), str(current.get("id")))
 
     async def _ensure_flow(self, name: str) -> None:
-        # The first deployment of a flow starts the request; the others await the same
-        # future (a failure then fails every deployment of that flow, and only those).
-        future = self._flows.get(name)
+        await self._run_once(("flow", name), lambda: self._api.ensure_flow(name))
+
+    async def _run_once(self, key: tuple[str, str], start: Callable[[], Awaitable[Any]]) -> None:
+        """The first change that needs ``key`` (a flow, a Secret block) starts the request;
+        the others await the same future (a failure then fails every change that needs
+        it, and only those)."""
+        future = self._once.get(key)
         if future is None:
-            future = asyncio.ensure_future(self._api.ensure_flow(name))
-            self._flows[name] = future
+            future = asyncio.ensure_future(start())
+            self._once[key] = future
         await asyncio.shield(future)
 
 

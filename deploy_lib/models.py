@@ -78,11 +78,35 @@ def deployment_type(pool_type_: str) -> str:
     return "python" if pool_type_ == PROCESS else pool_type_
 
 
+def used_types(data: Mapping[str, Any]) -> list[str]:
+    """The deployment types settings ``data`` ask for: ``deployment_types`` (python and
+    docker when unset) and every flow's ``types``, in the order first named; values
+    that are no type's spelling are left to the settings' rules."""
+    named = data.get("deployment_types")
+    lists = [named if named is not None else list(DEPLOYMENT_TYPES)]
+    flows = data.get("flows")
+    for override in flows.values() if isinstance(flows, Mapping) else ():
+        if isinstance(override, Mapping):
+            lists.append(override.get("types"))
+    found: list[str] = []
+    for items in lists:
+        for item in items if isinstance(items, list) else ():
+            if is_type_name(item) and item not in found:
+                found.append(item)
+    return found
+
+
 # What a deployment does when its concurrency limit is reached (Prefect's
 # ConcurrencyLimitStrategy).
 COLLISION_STRATEGIES = ("ENQUEUE", "CANCEL_NEW")
 # A deployment type as settings may name one: a work pool type's spelling.
 TYPE_NAME = r"[a-z][a-z0-9:_-]{0,62}"
+_TYPE_NAME = re.compile(TYPE_NAME + r"\Z")
+
+
+def is_type_name(value: Any) -> bool:
+    """Whether ``value`` is spelt as a deployment type may be."""
+    return isinstance(value, str) and bool(_TYPE_NAME.match(value))
 
 
 @dataclass(frozen=True)
@@ -429,14 +453,7 @@ class Settings:
     @property
     def used_types(self) -> list[str]:
         """``deployment_types`` and then every type a flow's own ``types`` names."""
-        found = self.deployment_types
-        flows = self.get("flows")
-        for override in flows.values() if isinstance(flows, Mapping) else ():
-            types = override.get("types") if isinstance(override, Mapping) else None
-            for item in types if isinstance(types, list) else ():
-                if item not in found:
-                    found.append(str(item))
-        return found
+        return used_types(self.data)
 
     @property
     def apply_concurrency(self) -> int:

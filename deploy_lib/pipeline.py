@@ -59,6 +59,7 @@ from deploy_lib import migrate as migrating
 from deploy_lib import (
     plan as planning,
 )
+from deploy_lib import pools as pool_types
 from deploy_lib import (
     settings as config,
 )
@@ -95,6 +96,7 @@ from deploy_lib.models import (
     Settings,
     Skipped,
     ownership_tags,
+    pool_type,
     protected_files,
     skipped_of,
 )
@@ -515,7 +517,9 @@ def prepare(
         git=git,
         now=now if now is not None else datetime.now(timezone.utc),
     )
-    selected = templates.select_specs(specs, flow_names=flow_names, types=types)
+    selected = templates.select_specs(
+        specs, flow_names=flow_names, types=types, known=settings.used_types
+    )
     ensure_valid(selected, found)
     return Prepared(
         settings,
@@ -1212,9 +1216,9 @@ def build_prepared(
     settings = prepared.settings
     if not specs:
         raise InputError(
-            f"nothing to build in environment {settings.env!r}: no selected flow has a docker "
+            f"nothing to build in environment {settings.env!r}: no selected flow has a container "
             "deployment (a flow needs a Dockerfile beside it or in a parent folder, and "
-            "deployment_types must include docker)"
+            "deployment_types must include docker or another container type such as kubernetes)"
         )
     bases = build.deployment_bases(
         [f for f in prepared.discovery.flows if f.is_valid], settings.flow_roots
@@ -1252,10 +1256,15 @@ def build_images(
     lock_timeout: float = 0.0,
     on_line: LineSink | None = None,
 ) -> list[ImageResult]:
-    """Prepare the docker deployments of ``settings.env`` (all, or those of
-    ``flow_names``) and, holding the lock, build (and push) their images: only valid
-    deployments get an image."""
-    prepared = prepare(settings, flow_names=flow_names, types=["docker"])
+    """Prepare the container deployments of ``settings.env`` (docker, kubernetes,
+    ecs, ...: all, or those of ``flow_names``) and, holding the lock, build (and push)
+    their images: only valid deployments get an image."""
+    templates_ = api.bundled_job_templates()
+    containers = [
+        t for t in settings.used_types
+        if t == "docker" or pool_types.is_container(templates_.get(pool_type(t)))
+    ]
+    prepared = prepare(settings, flow_names=flow_names, types=containers or ["docker"])
     with _locked(settings, timeout=lock_timeout, command="invoke build"):
         return build_prepared(prepared, push=push, on_line=on_line)
 

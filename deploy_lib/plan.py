@@ -131,19 +131,17 @@ def make_plan(
     for spec in desired:
         desired_names.add(spec.full_name)
         current = live_by_name.get(spec.full_name)
-        want = _normal_automations((automations or {}).get(spec.full_name) or ())
-        secret_labels, secret_diff = _secret_state(spec, current)
-        writes = tuple(
-            (block, value)
-            for block, value in sorted(spec.secrets.values())
-            if block not in current_blocks
-        )
+        made = tuple((automations or {}).get(spec.full_name) or ())
+        want = _normal_automations(made)
+        labels, secret_diff, writes = _secret_state(spec, current, current_blocks)
+        if want:  # the automations' hash, so an edit of them on the server is drift
+            labels[LABEL_TRIGGERS] = _hash(want)
         if current is None:
             changes.append(
                 Change(
                     CREATE, spec.full_name, spec.type, spec=spec,
-                    body=_with_labels(_with_triggers(stamped(spec.body), want), secret_labels),
-                    automations=tuple((automations or {}).get(spec.full_name) or ()) or None,
+                    body=_with_labels(stamped(spec.body), labels),
+                    automations=made or None,
                     secret_writes=writes,
                 )
             )
@@ -167,18 +165,7 @@ def make_plan(
             continue
         have_normal = normalise_live(current)  # once, for the diff and the drift
         diff = diff_bodies(spec.body, current, have_normal)
-        diff += [c for c in secret_diff if c.path not in {d.path for d in diff}]
-        if writes and not secret_diff:  # the block itself is missing or out of date
-            written = {b for b, _ in writes}
-            diff += [
-                FieldChange(
-                    f"{SECRET_CHANGE_PREFIX}{var}",
-                    "(stored)",
-                    "secret changed" if block in secret_blocks else "secret block missing",
-                )
-                for var, (block, _) in sorted(spec.secrets.items())
-                if block in written
-            ]
+        diff += secret_diff
         drift = drifted_fields(current, have_normal)
         write_automations = None
         have = (live_automations or {}).get(str(live_id)) if live_id is not None else None
@@ -186,17 +173,13 @@ def make_plan(
             have_automations = _normal_automations(have or ())
             if have_automations != want:
                 diff.append(FieldChange("triggers", have_automations or None, want or None))
-                write_automations = tuple((automations or {}).get(spec.full_name) or ())
+                write_automations = made
             recorded = _recorded_triggers(current)
             if have is not None and recorded is not None and recorded != _hash(have_automations):
                 drift = (*drift, "triggers")
         if diff:
             body = _with_labels(
-                _with_triggers(
-                    stamped(carry_schedule_state(spec.body, current.get("schedules") or [])),
-                    want,
-                ),
-                secret_labels,
+                stamped(carry_schedule_state(spec.body, current.get("schedules") or [])), labels
             )
             changes.append(
                 Change(
@@ -412,38 +395,40 @@ def _current_secret_blocks(
 
 
 def _secret_state(
-    spec: DeploymentSpec, current: Mapping[str, Any] | None
-) -> tuple[dict[str, str], list[FieldChange]]:
-    """The secret labels ``spec`` is written with (a live label kept when it was made
-    from the same value, else a new salted hash) and a change per secret that differs,
-    saying so without the value."""
+    spec: DeploymentSpec,
+    current: Mapping[str, Any] | None,
+    current_blocks: Collection[str],
+) -> tuple[dict[str, str], list[FieldChange], tuple[tuple[str, str], ...]]:
+    """For ``spec``'s secrets: the labels it is written with (a live label kept when it
+    was made from the same value, else a new salted hash), a change per secret that
+    differs on a live deployment, saying so without the value, and the Secret blocks
+    to write first (``current_blocks``: those that exist with the desired value)."""
     labels: dict[str, str] = {}
     diff: list[FieldChange] = []
     live = (current or {}).get("labels") or {}
-    for var, (_, value) in sorted(spec.secrets.items()):
+    for var, (block, value) in sorted(spec.secrets.items()):
         key = LABEL_SECRET_PREFIX + var
         recorded = live.get(key) if isinstance(live, Mapping) else None
         if matches_salted_hash(value, recorded):
             labels[key] = str(recorded)
-            continue
-        labels[key] = salted_hash(value, secrets.token_hex(8))
-        if current is not None:
+            state = None if block in current_blocks else "secret block missing"
+        else:
+            labels[key] = salted_hash(value, secrets.token_hex(8))
+            state = "secret changed" if recorded is not None else "new secret"
+        if current is not None and state is not None:
             old = "(stored)" if recorded is not None else None
-            diff.append(FieldChange(f"{SECRET_CHANGE_PREFIX}{var}", old, "secret changed" if old else "new secret"))
-    return labels, diff
+            diff.append(FieldChange(f"{SECRET_CHANGE_PREFIX}{var}", old, state))
+    writes = tuple(
+        (block, value) for block, value in sorted(spec.secrets.values())
+        if block not in current_blocks
+    )
+    return labels, diff, writes
 
 
 def _with_labels(body: dict[str, Any], labels: Mapping[str, str]) -> dict[str, Any]:
+    """``body`` with ``labels`` added to its own (the fingerprint ``stamped`` wrote)."""
     if labels:
         body["labels"] = {**(body.get("labels") or {}), **labels}
-    return body
-
-
-def _with_triggers(body: dict[str, Any], want: list[dict[str, Any]]) -> dict[str, Any]:
-    """``body`` whose labels record the hash of the automations it is written with
-    (so an edit of them on the server shows as drift)."""
-    if want:
-        body["labels"] = {**(body.get("labels") or {}), LABEL_TRIGGERS: _hash(want)}
     return body
 
 

@@ -50,12 +50,12 @@ from dynaconf import Dynaconf, ValidationError, Validator
 from deploy_lib.errors import DeployError, SettingsError, UnknownEnvironmentError
 from deploy_lib.models import (
     COLLISION_STRATEGIES,
-    DEPLOYMENT_TYPES,
     RESERVED_TAG_PREFIXES,
-    TYPE_NAME,
     Masker,
     Settings,
     is_secret_name,
+    is_type_name,
+    used_types,
 )
 from deploy_lib.models import plain as _plain
 from deploy_lib.pools import parse_cpu, parse_size
@@ -456,66 +456,63 @@ def _is_str_list(v: Any) -> bool:
     return isinstance(v, list) and all(isinstance(item, str) for item in v)
 
 
-_TYPE = re.compile(TYPE_NAME + r"\Z")
-
-
-def _is_type(v: Any) -> bool:
-    return isinstance(v, str) and bool(_TYPE.match(v))
+_is_type = is_type_name
 
 
 def _is_types(v: Any) -> bool:
     return _is_str_list(v) and bool(v) and all(map(_is_type, v))
 
 
-def _is_cpu(v: Any) -> bool:
-    try:
-        parse_cpu(v)
-    except ValueError:
-        return False
-    return True
+def _parses(parse: Callable[[Any], Any]) -> Callable[[Any], bool]:
+    """A rule that holds when ``parse`` reads the value (``pools.parse_size``, ...)."""
+
+    def check(v: Any) -> bool:
+        try:
+            parse(v)
+        except ValueError:
+            return False
+        return True
+
+    return check
 
 
-def _is_size(v: Any) -> bool:
-    try:
-        parse_size(v)
-    except ValueError:
-        return False
-    return True
+_is_cpu = _parses(parse_cpu)
+_is_size = _parses(parse_size)
 
 
 _STRATEGY = '"ENQUEUE" or "CANCEL_NEW"'
 # What a [resources] table (or a [resources.<type>] table in it, or a flow's) may hold.
 _RESOURCE_RULES: dict[str, tuple[str, Callable[[Any], bool]]] = {
-    "concurrency_limit": ("an integer of at least 1", lambda v: _is_int(1)(v)),
+    "concurrency_limit": ("an integer of at least 1", _is_int(1)),
     "collision_strategy": (_STRATEGY, lambda v: v in COLLISION_STRATEGIES),
-    "cpu": ('a number of CPUs such as 0.5, 2 or "500m"', lambda v: _is_cpu(v)),
-    "memory": ('a size such as "512m", "2g" or "1Gi"', lambda v: _is_size(v)),
-    "memory_swap": ('a size such as "2g"', lambda v: _is_size(v)),
-    "mem_limit": ('a size such as "1g" (the older name of memory)', lambda v: _is_size(v)),
-    "memswap_limit": ('a size such as "2g" (the older name of memory_swap)', lambda v: _is_size(v)),
+    "cpu": ('a number of CPUs such as 0.5, 2 or "500m"', _is_cpu),
+    "memory": ('a size such as "512m", "2g" or "1Gi"', _is_size),
+    "memory_swap": ('a size such as "2g"', _is_size),
+    "mem_limit": ('a size such as "1g" (the older name of memory)', _is_size),
+    "memswap_limit": ('a size such as "2g" (the older name of memory_swap)', _is_size),
 }
 
 
-def _resource_problems(table: Any, prefix: str, types: Iterable[str], nested: bool = True) -> list[tuple[str, str, Any]]:
-    """``(dotted key, what it must be, value)`` for each bad key of a resources table;
-    with ``nested``, a table named after a deployment type holds that type's own."""
+def _resource_problems(table: Any, prefix: str, nested: bool = True) -> list[tuple[str, str]]:
+    """``(dotted key, what is wrong)`` for each bad key of a resources table; with
+    ``nested``, a table named after a deployment type holds that type's own (kept even
+    where the type is not in use: [default] may hold the limits of a type only one
+    environment deploys)."""
     if not isinstance(table, Mapping):
-        return [(prefix, "a table of resource limits", table)]
-    out: list[tuple[str, str, Any]] = []
+        return [(prefix, f"must be a table of resource limits, got {table!r}")]
+    out: list[tuple[str, str]] = []
     for key, value in table.items():
         dotted = f"{prefix}.{key}"
         if nested and isinstance(value, Mapping) and _is_type(key):
-            # One deployment type's own limits (kept even where the type is not in use:
-            # [default] may hold the limits of a type only one environment deploys).
-            out += _resource_problems(value, dotted, types, nested=False)
+            out += _resource_problems(value, dotted, nested=False)
         elif prefix == "resources" and key == "concurrency_limit":
             continue  # a rule of its own (required)
         elif key not in _RESOURCE_RULES:
             close = difflib.get_close_matches(str(key), list(_RESOURCE_RULES), n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
-            out.append((dotted, f"one of {', '.join(_RESOURCE_RULES)}{hint}", "an unknown key"))
+            out.append((dotted, f"must be one of {', '.join(_RESOURCE_RULES)}{hint}, got an unknown key"))
         elif not _RESOURCE_RULES[key][1](value):
-            out.append((dotted, _RESOURCE_RULES[key][0], value))
+            out.append((dotted, f"must be {_RESOURCE_RULES[key][0]}, got {value!r}"))
     return out
 
 
@@ -770,9 +767,8 @@ def _validate(
 # tables whose keys a user names (parameters, job variables, flows).
 _UNRULED = ("git_access_token", "registry_username", "registry_password", "pull.repository")
 _FREE_TABLES = frozenset({"parameters", "env_vars", "flows", "resources"})
-# Tables whose keys may be deployment types (those in use).
+# Tables whose keys may be deployment types (any type's spelling).
 _TYPED_TABLES = frozenset({"work_pool", "naming"})
-_TYPE_KEY = re.compile(TYPE_NAME + r"\Z")
 
 
 def _known_keys() -> dict[str, set[str]]:
@@ -816,26 +812,9 @@ def _unknown_keys(data: Mapping[str, Any], sources: Mapping[str, str]) -> tuple[
         for sub in value:
             # work_pool.<type> / naming.<type>: any type's spelling (an environment may
             # keep the pools of types only another one deploys).
-            if sub not in known[key] and not (key in _TYPED_TABLES and _TYPE_KEY.match(sub)):
+            if sub not in known[key] and not (key in _TYPED_TABLES and _is_type(sub)):
                 unknown(f"{key}.{sub}", known[key] | (types if key in _TYPED_TABLES else set()))
     return lines, warnings
-
-
-def used_types(data: Mapping[str, Any]) -> list[str]:
-    """The deployment types the settings ask for: ``deployment_types`` and every flow's
-    ``types``, in the order first named (unreadable values are left to their rules)."""
-    found: list[str] = []
-    named = data.get("deployment_types")
-    lists = [named if named is not None else list(DEPLOYMENT_TYPES)]
-    flows = data.get("flows")
-    for override in flows.values() if isinstance(flows, Mapping) else ():
-        if isinstance(override, Mapping):
-            lists.append(override.get("types"))
-    for items in lists:
-        for item in items if isinstance(items, list) else ():
-            if _is_type(item) and item not in found:
-                found.append(item)
-    return found
 
 
 def _flow_problems(data: Mapping[str, Any], sources: Mapping[str, str], masker: Masker) -> list[str]:
@@ -844,14 +823,12 @@ def _flow_problems(data: Mapping[str, Any], sources: Mapping[str, str], masker: 
     name may hold dots."""
     flows = data.get("flows")
     lines: list[str] = []
-    types = used_types(data)
-    found = _resource_problems(data.get("resources", {}), "resources", types)
+    found = _resource_problems(data.get("resources", {}), "resources")
     for flow, override in flows.items() if isinstance(flows, Mapping) else ():
         if isinstance(override, Mapping) and "resources" in override:
-            found += _resource_problems(override["resources"], f"flows.{flow}.resources", types)
-    for dotted, what, value in found:
-        got = value if isinstance(value, str) and value.startswith(("a table", "an unknown")) else repr(value)
-        lines.append(f"  - {masker.text(f'{dotted}: must be {what}, got {got}')}{_from(dotted, sources)}")
+            found += _resource_problems(override["resources"], f"flows.{flow}.resources")
+    for dotted, message in found:
+        lines.append(f"  - {masker.text(f'{dotted}: {message}')}{_from(dotted, sources)}")
     rules = {key: (what, test) for key, what, test in _FLOW_RULES}
     for flow, override in flows.items() if isinstance(flows, Mapping) else ():
         prefix = f"flows.{flow}"

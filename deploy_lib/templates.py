@@ -574,12 +574,14 @@ def select_specs(
     *,
     flow_names: Sequence[str] = (),
     types: Sequence[str] = (),
+    known: Sequence[str] = (),
 ) -> list[DeploymentSpec]:
-    """Keep the specs of the named flows and types (all when empty).  A flow is named
+    """Keep the specs of the named flows and types (all when empty); ``known`` are the
+    types the settings use besides those the specs have.  A flow is named
     by its name (every file that defines it) or by an entrypoint (that one function,
     ``path.py:fn`` or ``module:fn``).  Raises ``InputError`` for an unknown type and
     ``DiscoveryError`` for a flow that has no deployment."""
-    known_types = list(dict.fromkeys([*DEPLOYMENT_TYPES, *(s.type for s in specs)]))
+    known_types = list(dict.fromkeys([*DEPLOYMENT_TYPES, *known, *(s.type for s in specs)]))
     unknown_types = [t for t in types if t not in known_types]
     if unknown_types:
         raise InputError(

@@ -592,3 +592,18 @@ def test_a_deploy_warns_of_images_this_machine_has_not_built_or_found(
     monkeypatch.setenv("PATH", str(tmp_path / "empty"))  # no docker at all
     (warning,) = _unbuilt_images(prepared)
     assert "(docker is not installed here, so none could be checked)" in warning
+
+
+def test_invoke_build_builds_the_image_of_a_kubernetes_only_flow(
+    fake_docker: FakeDocker, tmp_path: Path
+) -> None:
+    root = _project(tmp_path / "project")
+    text = (root / "settings.toml").read_text().replace(
+        "[staging]\n", '[staging]\ndeployment_types = ["python", "kubernetes"]\n', 1
+    ).replace('[staging.work_pool]\n', '[staging.work_pool]\nkubernetes = "staging-k8s"\n', 1)
+    (root / "settings.toml").write_text(text)
+    results = pipeline.build_images(load_settings("staging", root))
+
+    (built,) = results
+    assert built.flows == ("table-report",)
+    assert built.references[0].startswith("registry.staging.internal/deploy-lib/table-report:")
