@@ -53,7 +53,7 @@ from deploy_lib.errors import (
     RunTimedOut,
     SettingsError,
 )
-from deploy_lib.models import pool_type
+from deploy_lib.models import LABEL_FLOW, pool_type
 
 DEFAULT_TIMEOUT = 30.0  # seconds per attempt (read/write/pool); connect is capped at 5 s
 DEFAULT_RETRIES = 5  # so at most 6 attempts
@@ -61,6 +61,7 @@ DEFAULT_BACKOFF = 0.25  # first pause; doubles each retry, with jitter
 DEFAULT_BACKOFF_CAP = 4.0  # longest single pause, Retry-After included
 DEFAULT_DEADLINE = 60.0  # no new attempt starts after this many seconds
 PAGE_SIZE = 200  # the server's largest page (PREFECT_SERVER_API_DEFAULT_LIMIT)
+LIST_CONCURRENCY = 2  # pages of a listing in flight at once (more only queue on the server)
 
 TERMINAL_STATES = frozenset({"COMPLETED", "FAILED", "CANCELLED", "CRASHED"})
 
@@ -214,6 +215,11 @@ class PrefectApi:
         who = f"{flow_name}/{payload.get('name')}"
         if flow_name is not None:
             payload["flow_id"] = await self.ensure_flow(str(flow_name))
+            labels = payload.get("labels")
+            payload["labels"] = {
+                **(labels if isinstance(labels, Mapping) else {}),
+                LABEL_FLOW: f"{payload['flow_id']}/{flow_name}",
+            }
         response = await self._request("POST", "deployments/", body=payload, deployment=who)
         return _id_of(response), response.status_code == 201
 
@@ -251,12 +257,9 @@ class PrefectApi:
         return True
 
     async def list_deployments(self, tags_all: Sequence[str] = ()) -> list[dict[str, Any]]:
-        """Every deployment carrying all of ``tags_all``, each with its ``flow_name``.
-
-        Pages of 200 exclude the ids already seen rather than using an offset, so ties in
-        the sort order and concurrent writes never skip or repeat a deployment.  Flow
-        names come from one ``/flows/filter`` call per 200 distinct flows.  Sorted by
-        flow name, then deployment name."""
+        """Every deployment carrying all of ``tags_all``, each with its ``flow_name``
+        (see ``_filtered`` and ``_with_flow_names``), sorted by flow name, then
+        deployment name."""
         base: dict[str, Any] = {"tags": {"all_": list(tags_all)}} if tags_all else {}
         return await self._with_flow_names(await self._filtered(base))
 
@@ -270,25 +273,51 @@ class PrefectApi:
         return await self._with_flow_names(found)
 
     async def _filtered(self, base: Mapping[str, Any]) -> list[dict[str, Any]]:
-        """Every deployment matching the filter ``base``, in pages that exclude the ids
-        already seen (rather than an offset: ties and concurrent writes neither skip nor
-        repeat one)."""
+        """Every deployment matching the filter ``base``.
+
+        The server counts them, then its pages are fetched by offset, ``LIST_CONCURRENCY``
+        at a time.  An offset is not a stable cursor (the server sorts on one column,
+        whose ties may come back in any order, and a write between two pages shifts
+        them), so when fewer distinct deployments came back than were counted, the rest
+        are asked for by excluding the ids already seen, until a page comes back short:
+        nothing is skipped and nothing repeated."""
+        count = await self._post_json("deployments/count", {"deployments": dict(base)})
+        total = count if isinstance(count, int) and count > 0 else 0
+        pages = asyncio.Semaphore(LIST_CONCURRENCY)
+
+        async def page(offset: int) -> list[Any]:
+            body = {"deployments": dict(base), "limit": PAGE_SIZE, "offset": offset, "sort": "CREATED_DESC"}
+            async with pages:
+                return _as_list(await self._post_json("deployments/filter", body))
+
         found: dict[str, dict[str, Any]] = {}
+        for items in await asyncio.gather(*map(page, range(0, total, PAGE_SIZE))):
+            found.update((str(item["id"]), item) for item in items)
+        if total and len(found) >= total:
+            return list(found.values())
         while True:
             flt = dict(base)
             if found:
                 flt["id"] = {"not_any_": list(found)}
             body = {"deployments": flt, "limit": PAGE_SIZE, "sort": "NAME_ASC"}
-            page = _as_list(await self._post_json("deployments/filter", body))
-            for item in page:
-                found[str(item["id"])] = item
-            if len(page) < PAGE_SIZE:
+            items = _as_list(await self._post_json("deployments/filter", body))
+            found.update((str(item["id"]), item) for item in items)
+            if len(items) < PAGE_SIZE:
                 return list(found.values())
 
     async def _with_flow_names(self, items: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
-        """``items`` with their ``flow_name``, sorted by flow name then name."""
+        """``items`` with their ``flow_name``, sorted by flow name then name.
+
+        A deployment this tool wrote names its flow in the ``LABEL_FLOW`` label, beside
+        the flow's id (a flow's name never changes); the others' flows are read, 200 ids
+        a call."""
         listed = list(items)
-        names = await self._flow_names({str(d["flow_id"]) for d in listed})
+        names: dict[str, str] = {}
+        for item in listed:
+            if (known := _labelled_flow(item)) is not None:
+                names[str(item["flow_id"])] = known
+        if unknown := {str(d["flow_id"]) for d in listed} - names.keys():
+            names.update(await self._flow_names(unknown))
         for item in listed:
             item["flow_name"] = names.get(str(item["flow_id"]))
         listed.sort(key=lambda d: (str(d["flow_name"]), str(d["name"])))
@@ -820,6 +849,17 @@ def _as_dict(data: Any) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ApiError(f"expected a JSON object from the server, got {type(data).__name__}")
     return data
+
+
+def _labelled_flow(item: Mapping[str, Any]) -> str | None:
+    """The flow name ``item``'s ``LABEL_FLOW`` records, when it was recorded for the
+    flow ``item`` belongs to; else None."""
+    labels = item.get("labels")
+    value = labels.get(LABEL_FLOW) if isinstance(labels, Mapping) else None
+    if not isinstance(value, str):
+        return None
+    flow_id, _, name = value.partition("/")
+    return name if name and flow_id == str(item.get("flow_id")) else None
 
 
 def _as_list(data: Any) -> list[dict[str, Any]]:

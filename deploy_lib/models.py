@@ -537,6 +537,9 @@ RUNTIME_TAG_PREFIX = "runtime:"
 RESERVED_TAG_PREFIXES = (PROJECT_TAG_PREFIX, ENV_TAG_PREFIX, RUNTIME_TAG_PREFIX, "managed-by")
 LABEL_FINGERPRINT = "deploy-lib.fingerprint"
 LABEL_FIELDS = "deploy-lib.fields"
+# ``<flow id>/<flow name>``: the flow a deployment was written for, so a listing of this
+# tool's deployments needs no read of their flows (a flow's name never changes).
+LABEL_FLOW = "deploy-lib.flow"
 # The deployment id a trigger's automation is computed with before the deployment
 # exists; apply puts the real one in its place.
 AUTOMATION_DEPLOYMENT_MARK = "00000000-0000-4000-8000-00000000d1d0"
@@ -631,12 +634,18 @@ class DeploymentSpec:
         return f"{self.body['flow_name']}/{self.body['name']}"
 
 
+_ATOMS = frozenset({str, int, float, bool, type(None)})
+
+
 def plain(value: Any) -> Any:
     """Nested mappings and sequences (Dynaconf boxes, MappingProxies, tuples) as fresh
     plain dicts and lists, ready for YAML/JSON and safe to change."""
-    if isinstance(value, Mapping):
-        return {str(k): plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
+    kind = type(value)
+    if kind in _ATOMS:  # the common case, without the cost of an abstract isinstance
+        return value
+    if kind is dict or isinstance(value, Mapping):
+        return {k if type(k) is str else str(k): plain(v) for k, v in value.items()}
+    if kind is list or isinstance(value, (list, tuple)):
         return [plain(v) for v in value]
     return value
 

@@ -28,6 +28,8 @@ import os
 import signal
 import time
 from collections.abc import (
+    AsyncIterator,
+    Awaitable,
     Callable,
     Coroutine,
     Iterator,
@@ -39,7 +41,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 from deploy_lib import (
     api,
@@ -216,7 +218,7 @@ def _run(coro: Coroutine[Any, Any, T]) -> T:
     guarded = _guarded(coro)
     held = _hold_signals()
     try:
-        return asyncio.run(guarded)
+        return asyncio.run(guarded).value
     except BaseException:
         guarded.close()  # never started (a signal before the loop ran): nothing left over
         coro.close()
@@ -272,12 +274,26 @@ _SIGNALS: contextvars.ContextVar[_SignalState | None] = contextvars.ContextVar(
 )
 
 
-async def _guarded(coro: Coroutine[Any, Any, T]) -> T:
+class _Outcome(Generic[T]):
+    """The main task's result, with a short repr: asyncio's runner formats the main task,
+    result included, as it puts its SIGINT handler back, and the repr of a plan of
+    thousands of deployments takes a good part of a second."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: T) -> None:
+        self.value = value
+
+    def __repr__(self) -> str:
+        return "<outcome>"
+
+
+async def _guarded(coro: Coroutine[Any, Any, T]) -> _Outcome[T]:
     state = _SignalState(asyncio.current_task())
     token = _SIGNALS.set(state)
     try:
         with _handling_signals(state, in_run=True):
-            return await coro
+            return _Outcome(await coro)
     except asyncio.CancelledError:
         if state.cancelled_by == "SIGTERM":
             raise Terminated() from None
@@ -650,36 +666,53 @@ async def check_server(client: Any, specs: Sequence[DeploymentSpec]) -> list[str
     return warnings
 
 
-async def live_deployments(
-    client: Any, settings: Settings, specs: Sequence[DeploymentSpec] = ()
-) -> list[dict[str, Any]]:
-    """What the server holds that matters to ``specs`` of this project in this env: its
-    own deployments (one listing filtered on the ownership tags) and any other with the
-    flow and name of a spec, whoever owns it (so the plan can name a conflict)."""
+async def owned_deployments(client: Any, settings: Settings) -> list[dict[str, Any]]:
+    """This project's deployments in this env (one listing filtered on the ownership
+    tags)."""
     owned: list[dict[str, Any]] = await client.list_deployments(
         ownership_tags(settings.project, settings.env)
     )
-    have = {f"{d.get('flow_name')}/{d.get('name')}" for d in owned}
+    return owned
+
+
+async def live_deployments(
+    client: Any,
+    settings: Settings,
+    specs: Sequence[DeploymentSpec] = (),
+    *,
+    owned: Awaitable[list[dict[str, Any]]] | None = None,
+) -> list[dict[str, Any]]:
+    """What the server holds that matters to ``specs`` of this project in this env: its
+    own deployments (``owned``, the listing of ``owned_deployments`` when it is already
+    under way) and any other with the flow and name of a spec, whoever owns it (so the
+    plan can name a conflict)."""
+    owned_now: list[dict[str, Any]] = await (
+        owned if owned is not None else owned_deployments(client, settings)
+    )
+    have = {f"{d.get('flow_name')}/{d.get('name')}" for d in owned_now}
     missing = [spec for spec in specs if spec.full_name not in have]
     if not missing:  # every desired one is ours already: nobody else's can share a name
-        return owned
+        return owned_now
     wanted = {spec.full_name for spec in missing}
     others = [
         d
         for d in await client.list_deployments_named({spec.name for spec in missing})
         if f"{d.get('flow_name')}/{d.get('name')}" in wanted
     ]
-    return [*owned, *others]
+    return [*owned_now, *others]
 
 
-async def compute_plan(client: Any, prepared: Prepared) -> Plan:
-    """The plan of ``prepared`` against what the server holds for this project and env.
+async def compute_plan(
+    client: Any, prepared: Prepared, *, owned: Awaitable[list[dict[str, Any]]] | None = None
+) -> Plan:
+    """The plan of ``prepared`` against what the server holds for this project and env
+    (``owned``: the listing of its deployments, when it is already under way).
 
     With a ``--flow`` or ``--type`` selection, live deployments outside the selection
     are left out, so they are neither updated nor deleted.
     """
     settings = prepared.settings
-    live = await live_deployments(client, settings, prepared.specs)
+    live = await live_deployments(client, settings, prepared.specs, owned=owned)
     if prepared.flow_names:
         names = {n for n in prepared.flow_names if ":" not in n}
         # A flow chosen by entrypoint: its live deployments in either entrypoint form.
@@ -745,9 +778,12 @@ async def deploy_prepared(
     confirm: Confirm | None = None,
     saved: Mapping[str, Any] | None = None,
     deadline: float | None = None,
+    owned: Awaitable[list[dict[str, Any]]] | None = None,
 ) -> DeployOutcome:
     """Check the server, plan (``on_plan`` hears of it, dry run or not), then (unless
     ``dry_run``) apply with bounded concurrency, ``progress`` showing each result.
+    ``owned``: the listing of the project's deployments, when it is already under way
+    (see ``_prepared_while_listing``).
 
     ``deadline`` (a ``time.monotonic()`` instant): once it passes no write is started
     (``outcome.interruption()`` is then ``DeadlinePassed``); passed before the apply,
@@ -764,7 +800,7 @@ async def deploy_prepared(
     """
     warnings = list(prepared.warnings)
     warnings += await check_server(client, prepared.specs)
-    plan = await compute_plan(client, prepared)
+    plan = await compute_plan(client, prepared, owned=owned)
     if saved is not None:
         check_saved(saved, plan, prepared)
     if on_plan is not None:
@@ -833,6 +869,46 @@ def _prepared(
     return prepare(target, flow_names=flow_names, types=types, strict=strict)
 
 
+def _settings_of(target: Prepared | Settings) -> Settings:
+    return target.settings if isinstance(target, Prepared) else target
+
+
+def _api_up(settings: Settings) -> bool:
+    """Whether the environment's API can be asked without starting anything: it sets
+    ``api_url``, or the project's local server is running."""
+    if settings.api_url.strip():
+        return True
+    status = local_server(settings.root).status()
+    return status is not None and status.healthy
+
+
+@contextlib.asynccontextmanager
+async def _prepared_while_listing(
+    client: Any,
+    target: Prepared | Settings,
+    flow_names: Sequence[str],
+    types: Sequence[str],
+    strict: bool = False,
+) -> AsyncIterator[tuple[Prepared, Awaitable[list[dict[str, Any]]] | None]]:
+    """``target`` prepared, and the listing of the project's deployments (to await).
+
+    When ``target`` is the settings, both run at once: the listing is the server's work
+    and preparing is this process's, so an unchanged redeploy of thousands of
+    deployments waits for the longer of the two rather than for both.  Preparing runs
+    in a thread and its errors come first, as when nothing was asked of the server; a
+    listing left unawaited is cancelled on the way out."""
+    if isinstance(target, Prepared):
+        yield target, None
+        return
+    listing = asyncio.ensure_future(owned_deployments(client, target))
+    try:
+        prepared = await asyncio.to_thread(prepare, target, flow_names=flow_names, types=types, strict=strict)
+        yield prepared, listing
+    finally:
+        listing.cancel()
+        await asyncio.gather(listing, return_exceptions=True)
+
+
 def plan(
     target: Prepared | Settings,
     *,
@@ -845,12 +921,29 @@ def plan(
 
     Writes nothing (the embedded local server is started when the environment uses it).
     Returns the plan and the warnings."""
-    prepared = _prepared(target, flow_names, types)
+    result, warnings, _ = _plan(target, flow_names, types, notify=notify)
+    return result, warnings
 
-    async def go() -> tuple[Plan, list[str]]:
-        async with connect(prepared.settings, notify=notify) as client:
+
+def _plan(
+    target: Prepared | Settings,
+    flow_names: Sequence[str],
+    types: Sequence[str],
+    *,
+    notify: LineSink | None = None,
+    strict: bool = False,
+) -> tuple[Plan, list[str], Prepared]:
+    if isinstance(target, Settings) and not _api_up(target):
+        # Prepared before the local server is started: bad input starts nothing.
+        target = prepare(target, flow_names=flow_names, types=types, strict=strict)
+
+    async def go() -> tuple[Plan, list[str], Prepared]:
+        async with (
+            connect(_settings_of(target), notify=notify) as client,
+            _prepared_while_listing(client, target, flow_names, types, strict) as (prepared, owned),
+        ):
             warnings = [*prepared.warnings, *await check_server(client, prepared.specs)]
-            return await compute_plan(client, prepared), warnings
+            return await compute_plan(client, prepared, owned=owned), warnings, prepared
 
     return _run(go())
 
@@ -866,8 +959,7 @@ def plan_and_save(
 ) -> DeployOutcome:
     """``plan``; with ``out``, also save it there for ``deploy --plan`` (the path is
     in ``saved``).  The outcome has no apply result."""
-    prepared = prepare(settings, flow_names=flow_names, types=types, strict=strict)
-    result, warnings = plan(prepared, notify=notify)
+    result, warnings, prepared = _plan(settings, flow_names, types, notify=notify, strict=strict)
     saved = write_saved_plan(saved_plan(result, prepared), out) if out else None
     return DeployOutcome(
         result, None, tuple(warnings), skipped=prepared.skipped, saved=saved, notes=prepared.notes
@@ -904,22 +996,29 @@ def deploy(
     whole run may take (default: the ``deadline`` setting; 0 or less, none): once they
     are up no new write starts (``DeadlinePassed``, exit 4)."""
     started = time.monotonic()
-    prepared = _prepared(target, flow_names, types, strict)
-    seconds = prepared.settings.deadline if deadline is None else deadline
-    until = started + seconds if seconds > 0 else None
     if build and dry_run:
         raise InputError("--build pushes images, so it cannot be combined with --dry-run")
+    if isinstance(target, Settings) and (build or not _api_up(target)):
+        # Prepared first: the images need the specs, and bad input starts no server.
+        target = prepare(target, flow_names=flow_names, types=types, strict=strict)
+    settings = _settings_of(target)
+    seconds = settings.deadline if deadline is None else deadline
+    until = started + seconds if seconds > 0 else None
     if until is not None:
         lock_timeout = min(lock_timeout, max(0.0, until - time.monotonic()))
-    with _locked(prepared.settings, timeout=lock_timeout, command=command):
-        images = build_prepared(prepared, push=True, on_line=on_line) if build else []
+    with _locked(settings, timeout=lock_timeout, command=command):
+        images = []
+        if build and isinstance(target, Prepared):
+            images = build_prepared(target, push=True, on_line=on_line)
         if images and on_images is not None:
             on_images(images)
-        unbuilt = [] if build else _unbuilt_images(prepared)
 
-        async def go() -> DeployOutcome:
-            async with connect(prepared.settings, notify=notify) as client:
-                return await deploy_prepared(
+        async def go() -> tuple[DeployOutcome, Prepared]:
+            async with (
+                connect(settings, notify=notify) as client,
+                _prepared_while_listing(client, target, flow_names, types, strict) as (prepared, owned),
+            ):
+                outcome = await deploy_prepared(
                     client,
                     prepared,
                     dry_run=dry_run,
@@ -931,9 +1030,12 @@ def deploy(
                     confirm=confirm,
                     saved=saved,
                     deadline=until,
+                    owned=owned,
                 )
+                return outcome, prepared
 
-        outcome = _run(go())
+        outcome, prepared = _run(go())
+        unbuilt = [] if build else _unbuilt_images(prepared)
     return replace(outcome, images=tuple(images), warnings=(*outcome.warnings, *unbuilt))
 
 
