@@ -30,7 +30,7 @@ import os
 import random
 import ssl
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from functools import cache
 from pathlib import Path, PurePath
 from types import TracebackType
@@ -263,17 +263,31 @@ class PrefectApi:
         base: dict[str, Any] = {"tags": {"all_": list(tags_all)}} if tags_all else {}
         return await self._with_flow_names(await self._filtered(base))
 
-    async def list_deployments_named(self, names: Iterable[str]) -> list[dict[str, Any]]:
-        """Every deployment with one of ``names`` (of any flow and any owner), each with
-        its ``flow_name``; the names are asked for 200 at a time."""
-        wanted = sorted(set(names))
-        found: list[dict[str, Any]] = []
+    async def find_deployments(
+        self, pairs: Collection[tuple[str, str]]
+    ) -> dict[str, dict[str, Any]]:
+        """Those of the deployments ``pairs`` names (flow name, deployment name) that
+        exist, whoever owns them, by ``flow/name``, each with its ``flow_name``.  One
+        listing per 200 pairs, filtered on their flows' names and their own."""
+        wanted = sorted(set(pairs))
+        found: dict[str, dict[str, Any]] = {}
         for start in range(0, len(wanted), PAGE_SIZE):
-            found += await self._filtered({"name": {"any_": wanted[start : start + PAGE_SIZE]}})
-        return await self._with_flow_names(found)
+            chunk = wanted[start : start + PAGE_SIZE]
+            items = await self._filtered(
+                {"name": {"any_": sorted({name for _, name in chunk})}},
+                flows={"name": {"any_": sorted({flow for flow, _ in chunk})}},
+            )
+            keys = {f"{flow}/{name}" for flow, name in chunk}
+            for item in await self._with_flow_names(items):
+                if (key := f"{item['flow_name']}/{item['name']}") in keys:
+                    found[key] = item
+        return found
 
-    async def _filtered(self, base: Mapping[str, Any]) -> list[dict[str, Any]]:
-        """Every deployment matching the filter ``base``.
+    async def _filtered(
+        self, base: Mapping[str, Any], *, flows: Mapping[str, Any] | None = None
+    ) -> list[dict[str, Any]]:
+        """Every deployment matching the filter ``base`` (and whose flow matches
+        ``flows``).
 
         The server counts them, then its pages are fetched by offset, ``LIST_CONCURRENCY``
         at a time.  An offset is not a stable cursor (the server sorts on one column,
@@ -281,12 +295,19 @@ class PrefectApi:
         them), so when fewer distinct deployments came back than were counted, the rest
         are asked for by excluding the ids already seen, until a page comes back short:
         nothing is skipped and nothing repeated."""
-        count = await self._post_json("deployments/count", {"deployments": dict(base)})
+        joined = {"flows": dict(flows)} if flows else {}
+        count = await self._post_json("deployments/count", {"deployments": dict(base), **joined})
         total = count if isinstance(count, int) and count > 0 else 0
         pages = asyncio.Semaphore(LIST_CONCURRENCY)
 
         async def page(offset: int) -> list[Any]:
-            body = {"deployments": dict(base), "limit": PAGE_SIZE, "offset": offset, "sort": "CREATED_DESC"}
+            body = {
+                "deployments": dict(base),
+                **joined,
+                "limit": PAGE_SIZE,
+                "offset": offset,
+                "sort": "CREATED_DESC",
+            }
             async with pages:
                 return _as_list(await self._post_json("deployments/filter", body))
 
@@ -299,7 +320,7 @@ class PrefectApi:
             flt = dict(base)
             if found:
                 flt["id"] = {"not_any_": list(found)}
-            body = {"deployments": flt, "limit": PAGE_SIZE, "sort": "NAME_ASC"}
+            body = {"deployments": flt, **joined, "limit": PAGE_SIZE, "sort": "NAME_ASC"}
             items = _as_list(await self._post_json("deployments/filter", body))
             found.update((str(item["id"]), item) for item in items)
             if len(items) < PAGE_SIZE:

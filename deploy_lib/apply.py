@@ -7,8 +7,9 @@ so a redeploy never re-activates a schedule someone paused.  Unchanged deploymen
 cost no request.  Deletes happen only with ``prune``, and the plan only proposes
 deletes for deployments of this project in this environment.  A conflict (a deployment
 that is not this project's) is never written; an update that would overwrite changes
-made on the server is skipped with ``keep_drift``.  Each flow is ensured
-once, however many deployments it has.  How many writes are in flight adapts
+made on the server is skipped with ``keep_drift``.  Just before a create, its name is
+checked to be still free (another owner may have taken it since the plan), 50 names a
+request.  Each flow is ensured once, however many deployments it has.  How many writes are in flight adapts
 (``AdaptiveLimit``): it starts low, grows while the server keeps up and halves at a 429
 or 5xx, never beyond ``concurrency``; writes the server was too busy to take get one
 more, serial, try.
@@ -19,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import replace
 from functools import partial
 from typing import Any, Protocol
@@ -66,6 +67,10 @@ class DeploymentApi(Protocol):
 
     async def read_deployment_by_name(self, flow_name: str, name: str) -> dict[str, Any] | None: ...
 
+    async def find_deployments(
+        self, pairs: Collection[tuple[str, str]]
+    ) -> dict[str, dict[str, Any]]: ...
+
     async def replace_automations(
         self,
         deployment_id: str,
@@ -78,6 +83,9 @@ class DeploymentApi(Protocol):
         self, name: str, value: str, *, deployment: str | None = None
     ) -> None: ...
 
+
+# Creates whose names are checked with one request just before they are written.
+FREE_CHECK_BATCH = 50
 
 # The note of a write a signal kept from starting.
 NOT_STARTED = "not started: interrupted"
@@ -146,6 +154,7 @@ async def apply_plan(
             )
         else:
             pending[index] = change
+    runner.check_free_in_batches([c for c in pending.values() if c.action in (CREATE, RENAME)])
     done = await asyncio.gather(*(runner.first_attempt(change) for change in pending.values()))
     results.update(zip(pending, done, strict=True))
     await runner.second_chance(results, pending)
@@ -176,6 +185,19 @@ class _Runner:
         # Once the server could not be reached through all of a request's retries, the
         # writes still waiting are not tried: each would spend its own retries in vain.
         self._unreachable: ApiUnreachable | None = None
+        # A create's batch of names checked with one request (see check_free_in_batches).
+        self._free_batch: dict[str, tuple[str, tuple[tuple[str, str], ...]]] = {}
+
+    def check_free_in_batches(self, creates: Sequence[Change]) -> None:
+        """Check that the names of ``creates`` are still free ``FREE_CHECK_BATCH`` at a
+        time: the first of a batch to be written asks for all of the batch's names at
+        once (rather than one read each, which costs the server about a sixth of the
+        write), the others use that answer."""
+        for start in range(0, len(creates), FREE_CHECK_BATCH):
+            batch = creates[start : start + FREE_CHECK_BATCH]
+            pairs = tuple((c.flow_name, c.deployment.split("/", 1)[1]) for c in batch)
+            for change in batch:
+                self._free_batch[change.deployment] = (str(start), pairs)
 
     def report(self, result: Result) -> Result:
         if self._on_result is not None:
@@ -196,6 +218,7 @@ class _Runner:
             del self._once[key]
         server_ok = True
         self._slots = AdaptiveLimit(1)
+        self._free_batch.clear()  # later than its batch: a create checks its own name
         for index in sorted(i for i in pending if _busy(results[i])):
             first = results[index]
             if server_ok and not (self._stop is not None and self._stop.is_set()):
@@ -321,8 +344,14 @@ class _Runner:
         not ours, raise ``_TakenMeanwhile`` instead of overwriting it."""
         if self._owner is None:
             return
-        name = change.deployment.split("/", 1)[1]
-        current = await self._api.read_deployment_by_name(change.flow_name, name)
+        batch = self._free_batch.get(change.deployment)
+        if batch is None:
+            name = change.deployment.split("/", 1)[1]
+            current = await self._api.read_deployment_by_name(change.flow_name, name)
+        else:
+            key, pairs = batch
+            found = await self._run_once(("free", key), partial(self._api.find_deployments, pairs))
+            current = found.get(change.deployment)
         if current is None:
             return
         who = Owner.of(current)
@@ -332,15 +361,15 @@ class _Runner:
     async def _ensure_flow(self, name: str) -> None:
         await self._run_once(("flow", name), lambda: self._api.ensure_flow(name))
 
-    async def _run_once(self, key: tuple[str, str], start: Callable[[], Awaitable[Any]]) -> None:
-        """The first change that needs ``key`` (a flow, a Secret block) starts the request;
-        the others await the same future (a failure then fails every change that needs
-        it, and only those)."""
+    async def _run_once(self, key: tuple[str, str], start: Callable[[], Awaitable[Any]]) -> Any:
+        """The first change that needs ``key`` (a flow, a Secret block, a batch of names
+        to check) starts the request; the others await the same future (a failure then
+        fails every change that needs it, and only those).  Its answer."""
         future = self._once.get(key)
         if future is None:
             future = asyncio.ensure_future(start())
             self._once[key] = future
-        await asyncio.shield(future)
+        return await asyncio.shield(future)
 
 
 class AdaptiveLimit:

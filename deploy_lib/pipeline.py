@@ -693,13 +693,8 @@ async def live_deployments(
     missing = [spec for spec in specs if spec.full_name not in have]
     if not missing:  # every desired one is ours already: nobody else's can share a name
         return owned_now
-    wanted = {spec.full_name for spec in missing}
-    others = [
-        d
-        for d in await client.list_deployments_named({spec.name for spec in missing})
-        if f"{d.get('flow_name')}/{d.get('name')}" in wanted
-    ]
-    return [*owned_now, *others]
+    others = await client.find_deployments({(str(s.body["flow_name"]), s.name) for s in missing})
+    return [*owned_now, *others.values()]
 
 
 async def compute_plan(

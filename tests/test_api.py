@@ -236,6 +236,23 @@ async def test_list_deployments_requires_all_tags_and_names_the_flow(api: Prefec
 
 
 @pytest.mark.e2e
+async def test_find_deployments_answers_for_the_flow_and_name_pairs_asked_only(
+    api: PrefectApi,
+) -> None:
+    one, two = unique("find-one"), unique("find-two")
+    made = {
+        f"{flow}/{name}": (await api.upsert_deployment(deployment_body(flow, name)))[0]
+        for flow, name in [(one, "daily"), (one, "hourly"), (two, "daily")]
+    }
+
+    found = await api.find_deployments([(one, "daily"), (two, "hourly"), (two, "nope")])
+
+    assert {key: d["id"] for key, d in found.items()} == {f"{one}/daily": made[f"{one}/daily"]}
+    assert found[f"{one}/daily"]["flow_name"] == one
+    assert await api.find_deployments([]) == {}
+
+
+@pytest.mark.e2e
 @pytest.mark.slow
 async def test_list_deployments_returns_all_500_across_pages(api: PrefectApi) -> None:
     # Five flows with the same 100 deployment names: the server sorts by name only, so
@@ -924,8 +941,8 @@ async def test_writes_are_spread_over_replicas_and_a_replica_that_goes_away_is_p
         assert all(api.requests_by_url[u] >= 3 for u in (postgres_server, postgres_replica))
     # Every write is on the one database, whichever process took it.
     async with PrefectApi(postgres_replica) as other:
-        found = await other.list_deployments_named([f"d{i}" for i in range(6)])
-        assert {d["id"] for d in found if d["flow_name"] == flow} == set(ids)
+        found = await other.find_deployments([(flow, f"d{i}") for i in range(6)])
+        assert {d["id"] for d in found.values()} == set(ids)
     # A replica that does not answer: each request meant for it goes to the next.
     gone = "http://127.0.0.1:9/api"  # nothing listens on the discard port
     async with PrefectApi(postgres_server, replicas=[gone], backoff=0.01) as api:

@@ -131,6 +131,15 @@ class FakeApi:
                 return found
         return None
 
+    async def find_deployments(self, pairs: Any) -> dict[str, dict[str, Any]]:
+        await self._request("find_deployments", sorted(pairs))
+        wanted = {f"{flow}/{name}" for flow, name in pairs}
+        return {
+            key: copy.deepcopy(item)
+            for item in self.deployments.values()
+            if (key := f"{item['flow_name']}/{item['name']}") in wanted
+        }
+
     def names(self, call: str) -> list[Any]:
         return [
             arg if call != "upsert_deployment" else arg["name"]
@@ -607,6 +616,38 @@ def test_a_name_taken_by_another_owner_after_the_plan_is_left_alone_not_overwrit
     assert "owned by project 'mine', env 'staging'" in (only.error or "")
     assert api.names("upsert_deployment") == []
     assert api.deployments["id-theirs"]["tags"] == theirs["tags"]
+
+
+def test_creates_check_their_names_fifty_a_request_and_a_taken_one_is_left_alone() -> None:
+    api = FakeApi()
+    specs = [spec(body(f"flow-{i:03d}")) for i in range(120)]
+    planned = make_plan(specs, [], ENV, project="mine")
+    # After the plan, someone else takes one name of the second batch.
+    theirs = {**body("flow-077"), "tags": ["team:x"]}
+    api.add_live(theirs, "id-theirs")
+
+    result = asyncio.run(apply_plan(api, planned, concurrency=4, prune=False, owner=("mine", ENV)))
+
+    checked = [len(arg) for name, arg in api.calls if name == "find_deployments"]
+    assert checked == [50, 50, 20]
+    assert api.names("read_deployment_by_name") == []
+    statuses = {r.deployment: r.status for r in result.results}
+    assert statuses.pop("flow-077/flow-077-python") == "conflict"
+    assert set(statuses.values()) == {CREATED}
+    assert api.deployments["id-theirs"]["tags"] == ["team:x"]
+
+
+def test_a_create_tried_again_after_a_busy_server_checks_its_own_name_just_before() -> None:
+    api = FakeApi()
+    api.fail_upsert["late-python"] = [ApiServerError("busy", status=503)]
+    planned = make_plan([spec(body("late"))], [], ENV, project="mine")
+
+    result = asyncio.run(apply_plan(api, planned, concurrency=1, prune=False, owner=("mine", ENV)))
+
+    assert [r.status for r in result.results] == [CREATED]
+    assert [name for name, _ in api.calls if name != "ensure_flow"] == [
+        "find_deployments", "upsert_deployment", "read_deployment_by_name", "upsert_deployment",
+    ]
 
 
 def test_writing_one_deployment_refuses_one_that_is_not_this_projects() -> None:

@@ -780,6 +780,17 @@ CASES = [
         server=True,
     ),
     Case(
+        "bad input beside an unreachable API is named first, and nothing else is printed",
+        ("deploy",),
+        3,
+        ("job_variables.stream_output: must be true or false", "nothing was written"),
+        mutate=lambda root: replace_in(
+            root, DEV_TEMPLATE, "  stream_output: true\n", "  stream_output: maybe\n"
+        ),
+        setup=_unreachable,
+        absent=("cannot connect", "Task exception", "Traceback", "never retrieved"),
+    ),
+    Case(
         "HTTP 401 names the status and says to check the API key without printing it",
         ("deploy", "--flow", "hello"),
         1,
