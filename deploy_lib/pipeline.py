@@ -465,14 +465,20 @@ def _build(
     return specs, list(built.warnings), list(built.notes)
 
 
-def check(specs: Sequence[DeploymentSpec], found: Discovery) -> list[Problem]:
+def check(
+    specs: Sequence[DeploymentSpec], found: Discovery, *, cache_dir: Path | None = None
+) -> list[Problem]:
     """Every problem with ``specs``: the strict schema, the cross checks against the
     discovered flows, and the job variables against Prefect's default job templates
-    (offline).  The CLI and the Python API validate through this one function."""
+    (offline).  The CLI and the Python API validate through this one function.  With
+    ``cache_dir``, what passed last run is not judged again (``validate.Passed``)."""
     bundled = api.bundled_job_templates()
+    passed = validate.Passed.load(cache_dir) if cache_dir is not None else None
     problems = validate.validate_specs(
-        specs, found.flows, functions=found.functions, templates=bundled
+        specs, found.flows, functions=found.functions, templates=bundled, passed=passed
     )
+    if passed is not None:
+        passed.save()
     return problems + validate.default_job_variable_problems(specs, bundled)
 
 
@@ -489,9 +495,11 @@ def template_source(settings: Settings, type_: str) -> str:
     return renderer.display(renderer.select(type_, settings.env))
 
 
-def ensure_valid(specs: Sequence[DeploymentSpec], found: Discovery) -> None:
+def ensure_valid(
+    specs: Sequence[DeploymentSpec], found: Discovery, *, cache_dir: Path | None = None
+) -> None:
     """``check``, raising ``ValidationFailed`` (exit 3) with every problem."""
-    if problems := check(specs, found):
+    if problems := check(specs, found, cache_dir=cache_dir):
         raise ValidationFailed(problems)
 
 
@@ -536,7 +544,7 @@ def prepare(
     selected = templates.select_specs(
         specs, flow_names=flow_names, types=types, known=settings.used_types
     )
-    ensure_valid(selected, found)
+    ensure_valid(selected, found, cache_dir=Path(settings.root) / CACHE_DIR)
     return Prepared(
         settings,
         found,

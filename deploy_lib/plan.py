@@ -443,9 +443,12 @@ def has_triggers(item: Mapping[str, Any]) -> bool:
     return _recorded_triggers(item) is not None
 
 
+# json.dumps with these options, without building an encoder per call.
+_CANONICAL = json.JSONEncoder(sort_keys=True, default=str, separators=(",", ":")).encode
+
+
 def _hash(value: Any) -> str:
-    text = json.dumps(value, sort_keys=True, default=str, separators=(",", ":"))
-    return hashlib.sha256(text.encode()).hexdigest()[:10]
+    return hashlib.sha256(_CANONICAL(value).encode()).hexdigest()[:10]
 
 
 def diff_bodies(

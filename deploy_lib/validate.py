@@ -16,15 +16,20 @@ offline, the live pool's in ``pool_problems`` before a write.
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import hashlib
 import json
+import os
+import sys
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
 from functools import cache, lru_cache
+from pathlib import Path
 from typing import Any, ClassVar
 
+import cerberus
 from cerberus import Validator, errors
 from cerberus.errors import ValidationError
 from cerberus.validator import TypeDefinition
@@ -198,6 +203,7 @@ def validate_specs(
     *,
     functions: Mapping[str, Sequence[str]] | None = None,
     templates: Templates | None = None,
+    passed: Passed | None = None,
 ) -> list[Problem]:
     """Every problem with ``specs``, sorted by deployment, key path and message.
 
@@ -207,10 +213,12 @@ def validate_specs(
     ``flows`` are the discovered flows the entrypoints must point at; ``functions``
     optionally maps a project-relative file to its module-level functions that are not
     flows (discovery knows them), so that an entrypoint naming one of those says so.
-    Pure: reads no files, and imports Prefect only to judge schedules and triggers.
+    ``passed`` (see ``Passed``) skips the parts that passed last run, and learns those
+    that pass now.  Reads no files, and imports Prefect only to judge schedules and
+    triggers.
     """
     index = _FlowIndex(flows, functions or {})
-    checker = _BodyChecker(templates or {})
+    checker = _BodyChecker(templates or {}, passed)
     problems: list[Problem] = []
     for spec in specs:
         problems.extend(checker.problems(spec))
@@ -225,16 +233,98 @@ def validate_specs(
 _Found = tuple[tuple[tuple[Any, ...], str], ...]
 
 
+# The parts of a body whose passing verdict may be remembered from one run to the next
+# (see ``Passed``): the top level's own scalars and the parameter schema.  The others
+# hold job variables and parameter values, where a secret may be.
+_REMEMBERED = frozenset({((), ""), ((), "parameter_openapi_schema")})
+
+
+# The modules whose code decides a verdict: a change to any makes the last run's void.
+_JUDGES = (
+    __name__,
+    "deploy_lib.models",
+    "deploy_lib.parameters",
+    "deploy_lib.pools",
+    "deploy_lib.schema",
+)
+
+
+class Passed:
+    """Digests of the parts of bodies that passed validation in the last run, kept in
+    ``validated.json`` in a cache folder, so that an unchanged deployment's own values
+    are not judged again (most of validating thousands of deployments).
+
+    Only the parts in ``_REMEMBERED`` are kept.  The file is keyed by this format, by
+    Cerberus's version and by the code that judged them; one that cannot be read or is
+    of another key counts as empty.  ``save`` keeps just the digests met this run."""
+
+    FILE = "validated.json"
+    VERSION = 1
+
+    def __init__(self, folder: Path | None = None, known: Iterable[str] = ()) -> None:
+        self.folder = folder
+        self._known = set(known)
+        self._met: set[str] = set()
+
+    @classmethod
+    def load(cls, folder: Path) -> Passed:
+        try:
+            with open(folder / cls.FILE, encoding="utf-8") as handle:
+                data = json.load(handle)
+            if data.get("key") != cls._key() or not isinstance(data.get("passed"), list):
+                raise ValueError("another version's verdicts")
+            return cls(folder, (d for d in data["passed"] if isinstance(d, str)))
+        except (OSError, ValueError, TypeError, AttributeError, RecursionError):
+            return cls(folder)
+
+    def __contains__(self, digest: object) -> bool:
+        if digest in self._known:
+            self._met.add(str(digest))
+            return True
+        return False
+
+    def add(self, digest: str) -> None:
+        self._met.add(digest)
+
+    def save(self) -> None:
+        """Write the digests met this run (atomically, mode 0600) when they differ from
+        those read; a failure is ignored: the file only saves time."""
+        if self.folder is None or self._met == self._known:
+            return
+        document = {"key": self._key(), "passed": sorted(self._met)}
+        tmp = self.folder / f".{self.FILE}.{os.getpid()}.tmp"
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                json.dump(document, handle, separators=(",", ":"))
+            os.replace(tmp, self.folder / self.FILE)
+        except (OSError, TypeError, ValueError):
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+
+    @classmethod
+    def _key(cls) -> list[Any]:
+        code = [
+            [os.path.getsize(path), os.path.getmtime(path)]
+            for path in (sys.modules[name].__file__ or "" for name in _JUDGES)
+        ]
+        return [cls.VERSION, str(getattr(cerberus, "__version__", "")), code]
+
+
 class _BodyChecker:
     """Runs the Cerberus schema over bodies, remembering what it found per split-off
     value.  No rule looks across keys, so each key's value can be checked alone: a
     table shared by many deployments (the env, the pull steps, the schedules) is
-    checked once per run, and the remaining scalars of a mapping in one call."""
+    checked once per run, and the remaining scalars of a mapping in one call.  With
+    ``passed``, a remembered part (``_REMEMBERED``) that passed last run is not checked
+    again."""
 
-    def __init__(self, templates: Templates) -> None:
+    def __init__(self, templates: Templates, passed: Passed | None = None) -> None:
         self._seen: dict[tuple[str, tuple[str, ...], str, str], _Found] = {}
         self._templates = templates
         self._kinds: dict[str, str] = {}
+        self._passed = passed
 
     def problems(self, spec: DeploymentSpec) -> list[Problem]:
         body = spec.body
@@ -273,7 +363,7 @@ class _BodyChecker:
             # often the same across deployments: checked once per distinct value.
             found.extend(self._split_value(kind, path, "", rest, whole=True))
         elif rest:
-            found.extend(_run(kind, path, "", rest))
+            found.extend(self._judged(kind, path, "", rest))
         return tuple(found)
 
     def _split_value(
@@ -281,8 +371,26 @@ class _BodyChecker:
     ) -> _Found:
         memo = (kind, path, key, repr(value))
         if memo not in self._seen:
-            self._seen[memo] = _run(kind, path, key, value if whole else {key: value})
+            self._seen[memo] = self._judged(kind, path, key, value, whole=whole)
         return self._seen[memo]
+
+    def _judged(
+        self, kind: str, path: tuple[str, ...], key: str, value: Any, *, whole: bool = False
+    ) -> _Found:
+        """What Cerberus finds in ``value`` (the part ``key`` of the mapping at ``path``,
+        or with ``whole`` or no ``key`` the mapping's other keys): () at once for a
+        remembered part that passed last run."""
+        document = value if whole or not key else {key: value}
+        if self._passed is None or (path, key) not in _REMEMBERED:
+            return _run(kind, path, key, document)
+        text = repr((kind, path, key, value)).encode()
+        digest = hashlib.blake2b(text, digest_size=16).hexdigest()
+        if digest in self._passed:
+            return ()
+        found = _run(kind, path, key, document)
+        if not found:
+            self._passed.add(digest)
+        return found
 
 
 def _run(kind: str, path: tuple[str, ...], part: str, document: dict[str, Any]) -> _Found:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 import re
 import subprocess
 import sys
@@ -805,3 +806,101 @@ def test_a_template_that_adds_an_ownership_tag_is_refused_with_the_key_path() ->
         (f"tags.{first + 1}", "project:other"),
         (f"tags.{first + 2}", "project:mine"),
     ]
+
+
+# -- verdicts remembered from the last run (validate.Passed) ------------------------------
+
+
+def _judged(monkeypatch: pytest.MonkeyPatch) -> list[tuple[tuple[str, ...], str]]:
+    """The (path, part) of every Cerberus run from now on."""
+    import deploy_lib.validate as validating
+
+    runs: list[tuple[tuple[str, ...], str]] = []
+    real = validating._run
+
+    def spy(kind: str, path: tuple[str, ...], part: str, document: dict[str, Any]) -> Any:
+        runs.append((path, part))
+        return real(kind, path, part, document)
+
+    monkeypatch.setattr(validating, "_run", spy)
+    return runs
+
+
+def _validated_twice(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, first: DeploymentSpec, second: DeploymentSpec
+) -> tuple[list[Problem], list[tuple[tuple[str, ...], str]]]:
+    from deploy_lib.validate import Passed
+
+    passed = Passed.load(tmp_path)
+    assert _problems(first, passed=passed) == []
+    passed.save()
+    runs = _judged(monkeypatch)
+    again = Passed.load(tmp_path)
+    problems = _problems(second, passed=again)
+    again.save()
+    return problems, runs
+
+
+def test_an_unchanged_deployments_own_values_are_not_judged_again_the_next_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    spec = _spec(_body())
+    problems, runs = _validated_twice(tmp_path, monkeypatch, spec, spec)
+    assert problems == []
+    assert ((), "") not in runs and ((), "parameter_openapi_schema") not in runs
+    # Job variables and parameters, where a secret may be, are judged every run.
+    assert ((), "parameters") in runs and (("job_variables",), "env") in runs
+
+
+def test_a_value_changed_since_the_last_run_is_judged_and_its_problem_named(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    problems, runs = _validated_twice(
+        tmp_path, monkeypatch, _spec(_body()), _spec(_body(paused="maybe"))
+    )
+    assert ((), "") in runs
+    assert _only(problems).key == "paused"
+
+
+def test_a_failing_value_is_never_remembered_as_passed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from deploy_lib.validate import Passed
+
+    bad = _spec(_body(paused="maybe"))
+    for _ in range(2):
+        passed = Passed.load(tmp_path)
+        assert _only(_problems(bad, passed=passed)).key == "paused"
+        passed.save()
+
+
+@pytest.mark.parametrize(
+    "content",
+    ["{not json", '{"key": "another version", "passed": []}', '["a list"]', ""],
+    ids=["corrupt", "another-key", "wrong-shape", "empty"],
+)
+def test_a_verdict_file_that_cannot_be_trusted_counts_as_empty_and_is_rewritten(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, content: str
+) -> None:
+    from deploy_lib.validate import Passed
+
+    (tmp_path / Passed.FILE).write_text(content)
+    runs = _judged(monkeypatch)
+    passed = Passed.load(tmp_path)
+    assert _problems(_spec(_body()), passed=passed) == []
+    passed.save()
+    assert ((), "") in runs
+    assert json.loads((tmp_path / Passed.FILE).read_text())["passed"]
+
+
+def test_the_verdict_file_holds_digests_only_and_is_private(tmp_path: Path) -> None:
+    from deploy_lib.validate import Passed
+
+    passed = Passed.load(tmp_path)
+    _problems(_spec(_body(description="a description to look for")), passed=passed)
+    passed.save()
+    path = tmp_path / Passed.FILE
+    text = path.read_text()
+    assert "a description to look for" not in text and "etl" not in text
+    assert all(re.fullmatch(r"[0-9a-f]{32}", d) for d in json.loads(text)["passed"])
+    assert path.stat().st_mode & 0o777 == 0o600
