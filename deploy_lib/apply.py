@@ -18,6 +18,7 @@ more, serial, try.
 from __future__ import annotations
 
 import asyncio
+import collections
 import json
 import time
 from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
@@ -380,7 +381,11 @@ class AdaptiveLimit:
     ``window`` of writes whose median latency stays within 1.5x the best window's
     (the server keeps up), never beyond ``maximum`` (``apply_concurrency``).  A write
     the server answered 429 or 5xx halves it at once (at least 1); a window twice as
-    slow as the best takes one away.  ``peak`` is the most it reached."""
+    slow as the best takes one away.  ``peak`` is the most it reached.
+
+    Waiters are let in first come, first served, one per free slot: a finished write
+    wakes one waiter, not all of them (with thousands waiting, waking every one at each
+    write would make the apply quadratic)."""
 
     START = 2
     WINDOW = 8
@@ -393,18 +398,37 @@ class AdaptiveLimit:
         self._active = 0
         self._latencies: list[float] = []
         self._best: float | None = None
-        self._changed = asyncio.Condition()
+        self._waiting: collections.deque[asyncio.Future[None]] = collections.deque()
 
     async def __aenter__(self) -> AdaptiveLimit:
-        async with self._changed:
-            await self._changed.wait_for(lambda: self._active < self.limit)
+        if self._active < self.limit and not self._waiting:
             self._active += 1
+            return self
+        turn = asyncio.get_running_loop().create_future()
+        self._waiting.append(turn)
+        try:
+            await turn  # the slot is counted by whoever let this one in
+        except asyncio.CancelledError:
+            if turn.done() and not turn.cancelled():
+                self._release()  # let in just as it was cancelled: hand the slot on
+            elif turn in self._waiting:  # (not yet passed over by _let_in)
+                self._waiting.remove(turn)
+            raise
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        async with self._changed:
-            self._active -= 1
-            self._changed.notify_all()
+        self._release()
+
+    def _release(self) -> None:
+        self._active -= 1
+        self._let_in()
+
+    def _let_in(self) -> None:
+        while self._waiting and self._active < self.limit:
+            turn = self._waiting.popleft()
+            if not turn.done():
+                self._active += 1
+                turn.set_result(None)
 
     def record(self, seconds: float, *, busy: bool = False) -> None:
         """One write's latency, and whether the server said it was busy."""
@@ -422,6 +446,7 @@ class AdaptiveLimit:
         if median <= self._best * 1.5 and self.limit < self.maximum:
             self.limit += 1
             self.peak = max(self.peak, self.limit)
+            self._let_in()
         elif median > self._best * 2 and self.limit > 1:
             self.limit -= 1
 

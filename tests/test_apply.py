@@ -795,6 +795,61 @@ def test_a_busy_answer_halves_the_limit_and_a_slow_window_takes_one_away() -> No
     assert AdaptiveLimit(1).limit == 1
 
 
+def test_waiting_writes_are_let_in_first_come_first_served_one_per_free_slot() -> None:
+    from deploy_lib.apply import AdaptiveLimit
+
+    async def scenario() -> tuple[list[int], int]:
+        limit = AdaptiveLimit(2, start=2)
+        order: list[int] = []
+        most = 0
+
+        async def write(i: int) -> None:
+            nonlocal most
+            async with limit:
+                order.append(i)
+                most = max(most, limit._active)
+                await asyncio.sleep(0)
+
+        await asyncio.gather(*(write(i) for i in range(300)))
+        assert limit._active == 0 and not limit._waiting
+        return order, most
+
+    order, most = asyncio.run(scenario())
+    assert order == list(range(300)) and most == 2
+
+
+def test_a_waiting_write_that_is_cancelled_takes_no_slot_and_passes_on_one_it_was_given() -> None:
+    from deploy_lib.apply import AdaptiveLimit
+
+    async def scenario() -> list[str]:
+        limit = AdaptiveLimit(1, start=1)
+        entered: list[str] = []
+
+        async def write(name: str, hold: asyncio.Event) -> None:
+            async with limit:
+                entered.append(name)
+                await hold.wait()
+
+        first_done, never = asyncio.Event(), asyncio.Event()
+        first = asyncio.ensure_future(write("first", first_done))
+        await asyncio.sleep(0)
+        waiting = asyncio.ensure_future(write("cancelled while waiting", never))
+        given = asyncio.ensure_future(write("cancelled once let in", never))
+        last = asyncio.ensure_future(write("last", asyncio.Event()))
+        await asyncio.sleep(0)
+        waiting.cancel()
+        first_done.set()  # frees the slot: "given" is let in ...
+        await asyncio.sleep(0)
+        given.cancel()  # ... and cancelled before it ran: the slot goes on to "last"
+        await asyncio.gather(first, waiting, given, return_exceptions=True)
+        last.cancel()
+        await asyncio.gather(last, return_exceptions=True)
+        assert limit._active == 0
+        return entered
+
+    assert asyncio.run(scenario()) == ["first", "last"]
+
+
 async def _in_flight_peak(limit_max: int, busy_every: int) -> tuple[int, int]:
     """Run 60 writes through apply_plan on a fake API that answers 'busy' (counts a
     429) every ``busy_every`` writes; return the most in flight, and the limit's end."""
