@@ -861,17 +861,6 @@ async def _remove_secret_blocks(client: Any, settings: Settings, *, used: set[st
     return tuple(removed)
 
 
-def _prepared(
-    target: Prepared | Settings,
-    flow_names: Sequence[str],
-    types: Sequence[str],
-    strict: bool = False,
-) -> Prepared:
-    if isinstance(target, Prepared):
-        return target
-    return prepare(target, flow_names=flow_names, types=types, strict=strict)
-
-
 def _settings_of(target: Prepared | Settings) -> Settings:
     return target.settings if isinstance(target, Prepared) else target
 
