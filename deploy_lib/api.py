@@ -290,11 +290,13 @@ class PrefectApi:
         ``flows``).
 
         The server counts them, then its pages are fetched by offset, ``LIST_CONCURRENCY``
-        at a time.  An offset is not a stable cursor (the server sorts on one column,
-        whose ties may come back in any order, and a write between two pages shifts
-        them), so when fewer distinct deployments came back than were counted, the rest
-        are asked for by excluding the ids already seen, until a page comes back short:
-        nothing is skipped and nothing repeated."""
+        at a time.  An offset is not a stable cursor: the server sorts on one column,
+        whose ties may come back in any order, and a create or delete between two pages
+        shifts them.  So when fewer distinct deployments came back than were counted, the
+        rest are asked for by excluding the ids already seen, until a page comes back
+        short.  Only a create and a delete of matching deployments during the listing
+        could still hide one; for this tool's own deployments the environment's lock
+        keeps its writes out of that window."""
         joined = {"flows": dict(flows)} if flows else {}
         count = await self._post_json("deployments/count", {"deployments": dict(base), **joined})
         total = count if isinstance(count, int) and count > 0 else 0
