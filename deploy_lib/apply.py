@@ -9,10 +9,10 @@ deletes for deployments of this project in this environment.  A conflict (a depl
 that is not this project's) is never written; an update that would overwrite changes
 made on the server is skipped with ``keep_drift``.  Just before a create, its name is
 checked to be still free (another owner may have taken it since the plan), 50 names a
-request.  Each flow is ensured once, however many deployments it has.  How many writes are in flight adapts
-(``AdaptiveLimit``): it starts low, grows while the server keeps up and halves at a 429
-or 5xx, never beyond ``concurrency``; writes the server was too busy to take get one
-more, serial, try.
+request.  Each flow is ensured once, however many deployments it has.  How many writes
+are in flight adapts (``AdaptiveLimit``): it starts low, grows while the server keeps
+up and halves at a 429 or 5xx, never beyond ``concurrency``; writes the server was too
+busy to take get one more, serial, try.
 """
 
 from __future__ import annotations
