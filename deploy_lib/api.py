@@ -299,7 +299,8 @@ class PrefectApi:
         keeps its writes out of that window."""
         joined = {"flows": dict(flows)} if flows else {}
         count = await self._post_json("deployments/count", {"deployments": dict(base), **joined})
-        total = count if isinstance(count, int) and count > 0 else 0
+        counted = count if isinstance(count, int) and count >= 0 else None
+        total = counted or 0
         pages = asyncio.Semaphore(LIST_CONCURRENCY)
 
         async def page(offset: int) -> list[Any]:
@@ -316,7 +317,7 @@ class PrefectApi:
         found: dict[str, dict[str, Any]] = {}
         for items in await asyncio.gather(*map(page, range(0, total, PAGE_SIZE))):
             found.update((str(item["id"]), item) for item in items)
-        if total and len(found) >= total:
+        if counted is not None and len(found) >= counted:  # (none counted: none asked for)
             return list(found.values())
         while True:
             flt = dict(base)

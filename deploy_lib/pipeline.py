@@ -74,6 +74,7 @@ from deploy_lib.errors import (
     DockerError,
     InputError,
     Interrupted,
+    ServerError,
     SettingsError,
     StalePlan,
     Terminated,
@@ -616,14 +617,16 @@ def connect(
     *,
     start: bool = True,
     notify: LineSink | None = None,
+    url: str | None = None,
     **options: Any,
 ) -> api.PrefectApi:
     """A PrefectApi for an environment's settings (``api_url``, ``api_key``).
 
     An empty ``api_url`` means the embedded local server of the project, started when
-    ``start`` is true.  ``options`` go to PrefectApi (timeout, retries, ...).  Use the
-    result as an async context manager."""
-    url = api_url(settings, start=start, notify=notify)
+    ``start`` is true.  ``url``: the API URL when the caller resolved it already.
+    ``options`` go to PrefectApi (timeout, retries, ...).  Use the result as an async
+    context manager."""
+    url = url or api_url(settings, start=start, notify=notify)
     if not settings.api_url and local_server(settings.root).recorded_database() != "postgres":
         # SQLite serialises writes: a second in flight fails with "database is locked".
         options.setdefault("max_writes", 1)
@@ -865,13 +868,13 @@ def _settings_of(target: Prepared | Settings) -> Settings:
     return target.settings if isinstance(target, Prepared) else target
 
 
-def _api_up(settings: Settings) -> bool:
-    """Whether the environment's API can be asked without starting anything: it sets
-    ``api_url``, or the project's local server is running."""
-    if settings.api_url.strip():
-        return True
-    status = local_server(settings.root).status()
-    return status is not None and status.healthy
+def _api_up(settings: Settings) -> str | None:
+    """The environment's API URL when it can be asked without starting anything (it
+    sets ``api_url``, or the project's local server is running); else None."""
+    try:
+        return api_url(settings, start=False)
+    except ServerError:
+        return None
 
 
 @contextlib.asynccontextmanager
@@ -925,13 +928,14 @@ def _plan(
     notify: LineSink | None = None,
     strict: bool = False,
 ) -> tuple[Plan, list[str], Prepared]:
-    if isinstance(target, Settings) and not _api_up(target):
+    url = _api_up(target) if isinstance(target, Settings) else None
+    if isinstance(target, Settings) and url is None:
         # Prepared before the local server is started: bad input starts nothing.
         target = prepare(target, flow_names=flow_names, types=types, strict=strict)
 
     async def go() -> tuple[Plan, list[str], Prepared]:
         async with (
-            connect(_settings_of(target), notify=notify) as client,
+            connect(_settings_of(target), notify=notify, url=url) as client,
             _prepared_while_listing(client, target, flow_names, types, strict) as (prepared, owned),
         ):
             warnings = [*prepared.warnings, *await check_server(client, prepared.specs)]
@@ -990,7 +994,8 @@ def deploy(
     started = time.monotonic()
     if build and dry_run:
         raise InputError("--build pushes images, so it cannot be combined with --dry-run")
-    if isinstance(target, Settings) and (build or not _api_up(target)):
+    url = _api_up(target) if isinstance(target, Settings) and not build else None
+    if isinstance(target, Settings) and url is None:
         # Prepared first: the images need the specs, and bad input starts no server.
         target = prepare(target, flow_names=flow_names, types=types, strict=strict)
     settings = _settings_of(target)
@@ -1007,7 +1012,7 @@ def deploy(
 
         async def go() -> tuple[DeployOutcome, Prepared]:
             async with (
-                connect(settings, notify=notify) as client,
+                connect(settings, notify=notify, url=url) as client,
                 _prepared_while_listing(client, target, flow_names, types, strict) as (prepared, owned),
             ):
                 outcome = await deploy_prepared(
